@@ -1,0 +1,93 @@
+"""Image decoding at the edge: pixel limits, full decode checks, modes, EXIF.
+
+Failures are returned as `ImageProblem(status, reason)` exceptions that stages turn into
+recorded statuses; nothing here prints or exits.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Optional
+
+# Default pixel limit: 40,000 x 40,000 would be 1.6 Gpx; the Met's largest scans are around
+# 10-15k px a side (~200 Mpx). Above this we refuse rather than risk memory.
+DEFAULT_MAX_PIXELS = 250_000_000
+
+MAGIC = [
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
+    (b"BM", "bmp"),
+]
+
+
+class ImageProblem(Exception):
+    """An image we cannot use; `status` is a record status, `reason` says why."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def sniff_image_type(head: bytes) -> Optional[str]:
+    """File extension from magic bytes, or None (HTML error pages, garbage)."""
+    for magic, ext in MAGIC:
+        if head.startswith(magic):
+            return ext
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+               draft: Optional[tuple] = None, load: bool = True):
+    """Open and fully decode an image, refusing decompression bombs before decoding.
+
+    `draft=(mode, (w, h))` lets JPEG decode at a reduced scale (DCT scaling), which is much
+    faster for detection on large originals; never used by the exact aligner.
+    Raises ImageProblem: missing_source, bad_content (not an image, truncated, corrupt),
+    too_large (over `max_pixels`).
+    """
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            old = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with our own limit
+            try:
+                im = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old
+    except FileNotFoundError:
+        raise ImageProblem("missing_source", f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ImageProblem("missing_source", f"is a directory: {path}") from None
+    except Exception as e:  # PIL.UnidentifiedImageError, OSError, SyntaxError ...
+        raise ImageProblem("bad_content", f"not a readable image: {path}: {e}") from None
+    w, h = im.size
+    if max_pixels and w * h > max_pixels:
+        im.close()
+        raise ImageProblem("too_large", f"{w}x{h} = {w * h} pixels exceeds the limit of "
+                                        f"{max_pixels} (--max-pixels)")
+    if draft is not None and im.format == "JPEG":
+        im.draft(*draft)
+    if load:
+        try:
+            im.load()
+        except Exception as e:  # truncated or corrupt data
+            im.close()
+            raise ImageProblem("bad_content", f"cannot decode {path}: {e}") from None
+    return im
+
+
+def exif_orientation(im) -> int:
+    """The EXIF orientation tag (1 = normal). We never transpose: coordinates stay in the
+    frame the aligner loads, as NVIDIA's script did; detect warns when this is not 1."""
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:
+        return 1

@@ -1,0 +1,175 @@
+"""File I/O at the edges: atomic writes, JSON/JSONL, checksums and safe paths.
+
+Every file a stage produces goes through `atomic_write*`: written to a temp file in the
+same directory, flushed, fsynced and renamed, so a crash or SIGKILL never leaves a
+partial file under its final name.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+from .errors import UsageError
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temp file beside `path`; on clean exit fsync and rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temp files a killed run left behind in `folder` (not recursive)."""
+    n = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            if entry.name.startswith(TMP_PREFIX) and entry.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    n += 1
+    return n
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read JSON, turning a missing or malformed file into a clear UsageError."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} is a directory, expected a file: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+class JsonlAppender:
+    """Append-only JSONL journal: one complete line per record, flushed per write.
+
+    A kill can at worst leave a truncated last line, which `read_jsonl` skips.
+    """
+
+    def __init__(self, path: str | os.PathLike, fsync: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._f = open(self.path, "ab")
+        # a previous run killed mid-line: start on a fresh line
+        if self._f.tell() > 0:
+            with open(self.path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    self._f.write(b"\n")
+
+    def write(self, obj: Any) -> None:
+        self._f.write(json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n")
+        self._f.flush()
+        if self._fsync:
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield the records of a JSONL file, skipping blank and truncated/garbled lines."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """Atomically (re)write a whole JSONL file; returns the number of rows."""
+    n = 0
+    with atomic_open(path, "wb") as f:
+        for row in rows:
+            f.write(json.dumps(row, separators=(",", ":")).encode("utf-8") + b"\n")
+            n += 1
+    return n
+
+
+def file_digest(path: str | os.PathLike, algo: str = "md5", chunk: int = 1 << 20) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def check_relative_path(rel: str) -> str | None:
+    """Why `rel` is not a safe relative path (absolute, `..`, empty), or None if it is."""
+    if not isinstance(rel, str) or not rel.strip():
+        return "empty path"
+    if "\x00" in rel:
+        return "path contains a NUL byte"
+    p = rel.replace("\\", "/")
+    if p.startswith("/") or (len(p) > 1 and p[1] == ":"):
+        return f"absolute path {rel!r}"
+    if ".." in p.split("/"):
+        return f"path {rel!r} escapes its root ('..')"
+    return None
+
+
+def safe_join(root: str | os.PathLike, rel: str) -> Path:
+    """Join `rel` under `root`, refusing anything that resolves outside `root`."""
+    why = check_relative_path(rel)
+    if why:
+        raise ValueError(why)
+    root_r = Path(root).resolve()
+    full = (root_r / rel).resolve()
+    if full != root_r and root_r not in full.parents:
+        raise ValueError(f"path {rel!r} resolves outside {root}")
+    return full

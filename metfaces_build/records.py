@@ -1,0 +1,269 @@
+"""Typed records for everything in the data, with JSON in/out and validation.
+
+`FaceRecord` reads NVIDIA's `metfaces.json` entries unchanged and writes them back with the
+same keys (unknown keys are kept in `extra` and written back too), plus our own optional
+keys (detector, score, ...), which NVIDIA's script ignores.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from .errors import RecordError
+from .io import check_relative_path, read_json
+
+# The keys of one metfaces.json entry, in NVIDIA's order.
+METFACES_KEYS = ("obj_id", "meta_url", "source_url", "source_path", "source_md5", "image_path",
+                 "image_md5", "title", "artist_display_name", "face_spec", "face_idx")
+# Keys without which a face cannot be aligned; the others default to "".
+REQUIRED_KEYS = ("obj_id", "source_path", "face_spec", "face_idx")
+# Our optional extras, written after NVIDIA's keys when set.
+EXTRA_KEYS = ("detector", "score", "subdetector", "image_width", "image_height", "shrink_method",
+              "exif_orientation", "department")
+
+N_LANDMARKS = 68
+
+
+@dataclass(frozen=True)
+class FaceSpec:
+    """dlib rect `[l, t, r, b]`, 68 (x, y) landmarks and the integer shrink, all in the
+    shrunk frame detection ran on: full-resolution pixel = `(p + 0.5) * shrink`."""
+    rect: tuple
+    landmarks: tuple  # 68 tuples (x, y) of ints
+    shrink: int = 1
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "face_spec") -> "FaceSpec":
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
+        for k in ("rect", "landmarks", "shrink"):
+            if k not in d:
+                raise ValueError(f"{where}.{k}: missing")
+        lm = d["landmarks"]
+        if (not isinstance(lm, list) or len(lm) != N_LANDMARKS
+                or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in lm)):
+            raise ValueError(f"{where}.landmarks: expected {N_LANDMARKS}x2 integers")
+        if not all(_is_int(v) for p in lm for v in p):
+            raise ValueError(f"{where}.landmarks: expected {N_LANDMARKS}x2 integers, found a non-integer")
+        rect = d["rect"]
+        if not isinstance(rect, (list, tuple)) or len(rect) != 4 or not all(_is_int(v) for v in rect):
+            raise ValueError(f"{where}.rect: expected 4 integers [l, t, r, b]")
+        shrink = d["shrink"]
+        if not _is_int(shrink) or shrink < 1:
+            raise ValueError(f"{where}.shrink: expected an integer >= 1, got {shrink!r}")
+        return cls(rect=tuple(int(v) for v in rect),
+                   landmarks=tuple((int(x), int(y)) for x, y in lm), shrink=int(shrink))
+
+    def to_json(self) -> dict:
+        return {"rect": list(self.rect), "landmarks": [list(p) for p in self.landmarks],
+                "shrink": self.shrink}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass
+class FaceRecord:
+    """One face: NVIDIA's metfaces.json keys + our optional detection extras."""
+    obj_id: str
+    source_path: str
+    face_spec: FaceSpec
+    face_idx: int
+    meta_url: str = ""
+    source_url: str = ""
+    source_md5: str = ""
+    image_path: str = ""
+    image_md5: str = ""
+    title: str = ""
+    artist_display_name: str = ""
+    detector: Optional[str] = None
+    score: Optional[float] = None
+    subdetector: Optional[int] = None
+    image_width: Optional[int] = None
+    image_height: Optional[int] = None
+    shrink_method: Optional[str] = None
+    exif_orientation: Optional[int] = None
+    department: Optional[str] = None
+    extra: dict = field(default_factory=dict)  # unknown keys, kept verbatim
+
+    @property
+    def key(self) -> tuple:
+        return (self.obj_id, self.face_idx)
+
+    @property
+    def crop_name(self) -> str:
+        """The MetFaces crop file name, `{obj_id}-{face_idx:02d}.png`."""
+        return f"{self.obj_id}-{self.face_idx:02d}.png"
+
+    @classmethod
+    def from_json(cls, d: Any, index: int = 0) -> "FaceRecord":
+        """Validate one entry; a ValueError names the record index and the field."""
+        where = f"record {index}"
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
+        for k in REQUIRED_KEYS:
+            if k not in d:
+                raise ValueError(f"{where}: missing key {k!r}")
+        obj_id = d["obj_id"]
+        if _is_int(obj_id):
+            obj_id = str(obj_id)
+        if not isinstance(obj_id, str) or not obj_id:
+            raise ValueError(f"{where}: field 'obj_id' must be a non-empty string")
+        if check_relative_path(obj_id) or "/" in obj_id or "\\" in obj_id:
+            raise ValueError(f"{where}: field 'obj_id' {obj_id!r} is not usable as a file name")
+        face_idx = d["face_idx"]
+        if not _is_int(face_idx) or face_idx < 0:
+            raise ValueError(f"{where}: field 'face_idx' must be an integer >= 0, got {face_idx!r}")
+        sp = d["source_path"]
+        why = check_relative_path(sp) if isinstance(sp, str) else "not a string"
+        if why:
+            raise ValueError(f"{where}: field 'source_path': {why}")
+        try:
+            spec = FaceSpec.from_json(d["face_spec"])
+        except ValueError as e:
+            raise ValueError(f"{where}: field {e}") from None
+        kw: dict[str, Any] = {}
+        for k in ("meta_url", "source_url", "source_md5", "image_path", "image_md5", "title",
+                  "artist_display_name"):
+            v = d.get(k, "")
+            kw[k] = "" if v is None else str(v)
+        for k in EXTRA_KEYS:
+            if d.get(k) is not None:
+                kw[k] = d[k]
+        known = set(METFACES_KEYS) | set(EXTRA_KEYS)
+        extra = {k: v for k, v in d.items() if k not in known}
+        return cls(obj_id=obj_id, source_path=sp, face_spec=spec, face_idx=face_idx, extra=extra, **kw)
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {}
+        for k in METFACES_KEYS:
+            v = getattr(self, k)
+            out[k] = v.to_json() if isinstance(v, FaceSpec) else v
+        for k in EXTRA_KEYS:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
+        out.update(self.extra)
+        return out
+
+    def replace(self, **changes) -> "FaceRecord":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """An input entry that failed validation (kept so `--skip-bad` can record it)."""
+    index: int
+    reason: str
+    obj_id: Optional[str] = None
+    face_idx: Optional[int] = None
+    raw: Any = None
+
+
+@dataclass
+class LoadedFaces:
+    faces: list
+    bad: list  # list[BadRecord]
+
+
+def parse_faces(data: Any, what: str = "face list") -> LoadedFaces:
+    """Validate a metfaces.json-style list; collect every bad entry instead of stopping."""
+    if isinstance(data, dict) and isinstance(data.get("faces"), list):
+        data = data["faces"]
+    if not isinstance(data, list):
+        raise RecordError(f"{what}: expected a JSON list of face records, got {type(data).__name__}")
+    faces: list[FaceRecord] = []
+    bad: list[BadRecord] = []
+    seen: dict[tuple, int] = {}
+    for i, d in enumerate(data):
+        try:
+            rec = FaceRecord.from_json(d, i)
+        except ValueError as e:
+            oid = d.get("obj_id") if isinstance(d, dict) else None
+            fidx = d.get("face_idx") if isinstance(d, dict) else None
+            bad.append(BadRecord(i, str(e), None if oid is None else str(oid),
+                                 fidx if _is_int(fidx) else None, d))
+            continue
+        if rec.key in seen:
+            bad.append(BadRecord(i, f"record {i}: duplicate (obj_id, face_idx) = ({rec.obj_id!r}, "
+                                    f"{rec.face_idx}), first seen at record {seen[rec.key]}",
+                                 rec.obj_id, rec.face_idx, d))
+            continue
+        seen[rec.key] = i
+        faces.append(rec)
+    return LoadedFaces(faces, bad)
+
+
+def load_faces(path, skip_bad: bool = False, what: str = "face list") -> LoadedFaces:
+    """Read a metfaces.json-compatible file. Without `skip_bad`, any bad entry refuses the
+    whole file with a RecordError listing (up to 10 of) them."""
+    loaded = parse_faces(read_json(path, what), f"{what} {path}")
+    if loaded.bad and not skip_bad:
+        lines = [b.reason for b in loaded.bad[:10]]
+        more = f"\n  ... and {len(loaded.bad) - 10} more" if len(loaded.bad) > 10 else ""
+        raise RecordError(f"{path}: {len(loaded.bad)} invalid record(s):\n  " + "\n  ".join(lines)
+                          + more + "\n(use --skip-bad to record them as failed and go on)")
+    return loaded
+
+
+def faces_to_json(faces: Iterable[FaceRecord]) -> list:
+    return [f.to_json() for f in faces]
+
+
+@dataclass
+class MetObject:
+    """One Met object as the fetch stage saw it, with the outcome of fetching its image.
+
+    status: ok | no_image | not_public_domain | not_found | http_error | bad_content |
+    too_large | changed | refused.
+    """
+    id: int
+    status: str
+    reason: str = ""
+    department: str = ""
+    title: str = ""
+    artist: str = ""
+    date: str = ""
+    is_public_domain: Optional[bool] = None
+    image_url: str = ""
+    path: str = ""  # relative to the work dir, e.g. originals/123.jpg
+    attempts: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    md5: str = ""
+    width: int = 0
+    height: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "MetObject":
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kw = {k: d[k] for k in names if k in d}
+        kw["extra"] = {k: v for k, v in d.items() if k not in names}
+        return cls(**kw)
+
+
+@dataclass
+class Rejection:
+    """A face the filter stage dropped: every failed test and the values behind them."""
+    obj_id: str
+    face_idx: int
+    reasons: list
+    values: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"obj_id": self.obj_id, "face_idx": self.face_idx, "reasons": list(self.reasons),
+                "values": self.values}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Rejection":
+        return cls(str(d["obj_id"]), int(d["face_idx"]), list(d.get("reasons", [])),
+                   dict(d.get("values", {})))
