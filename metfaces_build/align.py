@@ -1,0 +1,549 @@
+"""align: crop aligned faces from face_spec landmarks, reproducing NVIDIA's MetFaces pixels.
+
+Given stored landmarks (NVIDIA's metfaces.json) and the original images, the crops are
+identical, pixel for pixel, to those of NVIDIA's metfaces.py (with the same numpy, scipy and
+Pillow). The arithmetic is the reference's; the speed comes from filtering only the band
+of the padded image whose pixels change, decoding each source once for all its faces, and a
+process pool. Random shifts are pre-drawn in JSON order, so any --workers gives the same
+output.
+
+Output: OUTPUT_DIR/{obj_id}-{face_idx:02d}.png and OUTPUT_DIR/aligned.json, a manifest
+with, per face, the input record, output file, file md5, pixel md5, status and reason, and
+the numpy/scipy/Pillow versions. A rerun skips crops that exist and match the manifest.
+
+examples:
+  # NVIDIA's MetFaces (1024x1024, rotated) from metfaces.json and unprocessed/ images
+  metfaces-build align --json metfaces.json --source-images . --output-dir images
+  # MetFaces-U (unaligned): random shifts, retried until inside the image, no rotation
+  metfaces-build align --json metfaces.json --source-images . --output-dir images-u \\
+      --random-shift 0.2 --retry-crops --no-rotation
+  # our own detections (detect stage output) from a work directory
+  metfaces-build align --json metfaces-work/filtered.json \\
+      --source-images metfaces-work --output-dir metfaces-work/images
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .geometry import crop_box, face_square, landmarks_full
+
+MANIFEST = "aligned.json"
+JOURNAL = ".aligned.journal.jsonl"
+SEED = 12345
+MAX_SHIFT_TRIES = 1000
+
+
+@dataclass(frozen=True)
+class AlignParams:
+    """Everything that decides a crop's pixels (recorded in the manifest)."""
+    size: int = 1024
+    supersampling: int = 4
+    rotate: bool = True
+    padding: bool = True
+    random_shift: float = 0.0
+    retry_crops: bool = False
+
+    @property
+    def transform_size(self) -> int:
+        return self.size * self.supersampling
+
+
+# ---- the exact pipeline (ALIGN.md steps 5-8), one face ------------------------------
+
+def shift_center(sq, normal: np.ndarray, random_shift: float) -> np.ndarray:
+    """Step 4: the centre moved by one pre-drawn N(0,1) pair (reference's expression order)."""
+    return sq.c0 + np.hypot(*sq.x) * 2 * random_shift * normal
+
+
+def shift_accepted(quad: np.ndarray, width: int, height: int, retry_crops: bool) -> bool:
+    if not retry_crops:
+        return True
+    x0, y0, x1, y1 = crop_box(quad)
+    return not (x0 < 0 or y0 < 0 or x1 >= width or y1 >= height)
+
+
+def align_face(image, face_spec, params: AlignParams = AlignParams(),
+               normal: Optional[np.ndarray] = None, _shrunk_cache: Optional[dict] = None):
+    """One aligned crop (PIL RGB image) from a full-resolution RGB PIL image and a FaceSpec.
+
+    `normal` is the accepted random-shift draw for this face (see `draw_shifts`); None
+    means no shift. `_shrunk_cache` lets faces of one image share its downscaled copies.
+    """
+    from PIL import Image
+    lm = landmarks_full(face_spec.landmarks, face_spec.shrink)
+    sq = face_square(lm, rotate=params.rotate)
+    qsize = sq.qsize
+    quad = sq.quad()
+    if params.random_shift != 0 and normal is not None:
+        quad = sq.quad(shift_center(sq, normal, params.random_shift))
+    img = image
+
+    # Step 5: shrink
+    shrink = int(np.floor(qsize / params.size * 0.5))
+    if shrink > 1:
+        rsize = (int(np.rint(float(img.size[0]) / shrink)), int(np.rint(float(img.size[1]) / shrink)))
+        cache = _shrunk_cache if _shrunk_cache is not None else {}
+        if rsize not in cache:
+            cache[rsize] = img.resize(rsize, Image.Resampling.LANCZOS)
+        img = cache[rsize]
+        quad /= shrink
+        qsize /= shrink
+
+    # Step 6: crop
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    x0, y0, x1, y1 = crop_box(quad)
+    crop = (max(x0 - border, 0), max(y0 - border, 0), min(x1 + border, img.size[0]),
+            min(y1 + border, img.size[1]))
+    if crop[2] - crop[0] < img.size[0] or crop[3] - crop[1] < img.size[1]:
+        img = img.crop(crop)
+        quad -= crop[0:2]
+
+    # Step 7: pad
+    x0, y0, x1, y1 = crop_box(quad)
+    pad = (max(-x0 + border, 0), max(-y0 + border, 0), max(x1 - img.size[0] + border, 0),
+           max(y1 - img.size[1] + border, 0))
+    if params.padding and max(pad) > border - 4:
+        pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+        img = Image.fromarray(pad_and_blur(np.asarray(img), pad, qsize), "RGB")
+        quad += pad[:2]
+
+    # Step 8: warp
+    t = params.transform_size
+    img = img.transform((t, t), Image.Transform.QUAD, (quad + 0.5).flatten(),
+                        Image.Resampling.BILINEAR)
+    if params.size < t:
+        img = img.resize((params.size, params.size), Image.Resampling.LANCZOS)
+    return img
+
+
+def pad_and_blur(rgb: np.ndarray, pad: np.ndarray, qsize) -> np.ndarray:
+    """Step 7: reflect-pad, blur towards the edges and fade to the median colour.
+
+    Bit-identical to the reference, which filters the whole padded image: the blur weight
+    `clip(mask*3+1, 0, 1)` is exactly 0 more than 4/3 of a pad width inside, so only the
+    band where it is not (plus the Gaussian's reach) is filtered, and only the float work
+    that can change a pixel is done.
+    """
+    left, top, right, bottom = pad
+    img = np.pad(np.float32(rgb), ((top, bottom), (left, right), (0, 0)), "reflect")
+    h, w, _ = img.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    # the reference's mask is max(mx(x), my(y)); monotone clip commutes with that max
+    mx = 1.0 - np.minimum(np.float32(x) / left, np.float32(w - 1 - x) / right)  # (1, w, 1)
+    my = 1.0 - np.minimum(np.float32(y) / top, np.float32(h - 1 - y) / bottom)  # (h, 1, 1)
+    wx = np.clip(mx * 3.0 + 1.0, 0.0, 1.0)
+    wy = np.clip(my * 3.0 + 1.0, 0.0, 1.0)
+    blur = qsize * 0.02
+    radius = int(4.0 * float(blur) + 0.5)  # scipy's reach: truncate=4.0 sigmas
+
+    rows = np.flatnonzero(wy[:, 0, 0] > 0)
+    cols = np.flatnonzero(wx[0, :, 0] > 0)
+    # band = top/bottom strips (full width) + left/right strips (between them); disjoint
+    ty = _run_end(rows, 0)           # rows [0, ty) weighted
+    by = _run_start(rows, h)         # rows [by, h) weighted
+    lx = _run_end(cols, 0)
+    rx = _run_start(cols, w)
+    if ty >= by or lx >= rx:  # band covers everything: plain full-image filter
+        regions = [(0, h, 0, w)]
+    else:
+        regions = [(0, ty, 0, w), (by, h, 0, w), (ty, by, 0, lx), (ty, by, rx, w)]
+    regions = [r for r in regions if r[1] > r[0] and r[3] > r[2]]
+    blurred = _map_threads(lambda r: _gaussian_region(img, r, blur, radius), regions)
+    for (r0, r1, c0, c1), g in zip(regions, blurred):
+        sub = img[r0:r1, c0:c1]
+        sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
+
+    # fade towards the median where clip(mask, 0, 1) > 0, i.e. inside the pad itself
+    med = np.median(img, axis=(0, 1))
+    kx = np.clip(mx, 0.0, 1.0)
+    ky = np.clip(my, 0.0, 1.0)
+    prow = np.flatnonzero(ky[:, 0, 0] > 0)
+    pcol = np.flatnonzero(kx[0, :, 0] > 0)
+    pty, pby = _run_end(prow, 0), _run_start(prow, h)
+    plx, prx = _run_end(pcol, 0), _run_start(pcol, w)
+    if pty >= pby or plx >= prx:
+        fade = [(0, h, 0, w)]
+    else:
+        fade = [(0, pty, 0, w), (pby, h, 0, w), (pty, pby, 0, plx), (pty, pby, prx, w)]
+    for r0, r1, c0, c1 in fade:
+        if r1 > r0 and c1 > c0:
+            sub = img[r0:r1, c0:c1]
+            sub += (med - sub) * np.maximum(kx[:, c0:c1], ky[r0:r1])
+    return np.uint8(np.clip(np.rint(img), 0, 255))
+
+
+def _run_end(idx: np.ndarray, start: int) -> int:
+    """End of the run of consecutive indices beginning at `start` (start if none)."""
+    if idx.size == 0 or idx[0] != start:
+        return start
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    return int(idx[breaks[0]] + 1) if breaks.size else int(idx[-1] + 1)
+
+
+def _run_start(idx: np.ndarray, end: int) -> int:
+    """Start of the run of consecutive indices ending at `end - 1` (end if none)."""
+    if idx.size == 0 or idx[-1] != end - 1:
+        return end
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    return int(idx[breaks[-1] + 1]) if breaks.size else int(idx[0])
+
+
+def _gaussian_region(img, region, blur, radius):
+    """`gaussian_filter(img, [blur, blur, 0])[region]`, bit for bit, doing only the work
+    that region needs: the rows pass (axis 0, as scipy does first) on the region's columns
+    grown by the kernel's reach, then the columns pass on the region's rows alone."""
+    from scipy.ndimage import gaussian_filter1d
+    r0, r1, c0, c1 = region
+    h, w, _ = img.shape
+    e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
+    f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
+    g = gaussian_filter1d(img[e0:e1, f0:f1], blur, axis=0)[r0 - e0:r1 - e0]
+    g = gaussian_filter1d(g, blur, axis=1)
+    return g[:, c0 - f0:c1 - f0]
+
+
+def _map_threads(fn, items: list) -> list:
+    """scipy's filters release the GIL: the band's regions run on threads, which lets a
+    lone large face use every core once the other workers have run dry."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(min(len(items), _threads())) as ex:
+        return list(ex.map(fn, items))
+
+
+def _threads() -> int:
+    from .pipeline import default_workers
+    return default_workers()
+
+
+def quick_crop(image, landmarks, shrink: int, size: int = 128, rotate: bool = True):
+    """A fast, approximate aligned crop (no padding, no supersampling) for measurements
+    such as sharpness or perceptual hashes; `image` is a full-resolution PIL image."""
+    from PIL import Image
+    quad = face_square(landmarks_full(landmarks, shrink), rotate=rotate).quad()
+    return image.convert("RGB").transform((size, size), Image.Transform.QUAD,
+                                          (quad + 0.5).flatten().tolist(),
+                                          Image.Resampling.BILINEAR)
+
+
+# ---- random shifts: pre-drawn in JSON order ------------------------------------------
+
+def draw_shifts(faces, sizes: dict, params: AlignParams) -> list:
+    """For each face (JSON order) the accepted N(0,1) pair, or None if rejected after
+    1000 tries, drawing from one RandomState(12345) exactly as the serial reference does.
+
+    `sizes[source_path]` is the full-resolution (width, height), or None when the image
+    is unreadable: such a face consumes a single draw (the reference would have crashed).
+    """
+    out: list = []
+    if params.random_shift == 0:
+        return [None] * len(faces)
+    rng = np.random.RandomState(SEED)
+    for face in faces:
+        size = sizes.get(face.source_path)
+        sq = face_square(landmarks_full(face.face_spec.landmarks, face.face_spec.shrink),
+                         rotate=params.rotate)
+        accepted = None
+        for _ in range(MAX_SHIFT_TRIES if size else 1):
+            normal = rng.normal(0, 1, sq.c0.shape)
+            if size is None:
+                accepted = normal
+                break
+            quad = sq.quad(shift_center(sq, normal, params.random_shift))
+            if shift_accepted(quad, size[0], size[1], params.retry_crops):
+                accepted = normal
+                break
+        out.append(accepted)
+    return out
+
+
+# ---- per-image task (runs in a worker) -----------------------------------------------
+
+@dataclass
+class FaceJob:
+    index: int                 # position in the input JSON
+    record: dict               # input record (JSON form)
+    normal: Optional[list]     # accepted random-shift draw, if any
+    rejected: bool = False     # random shift found no acceptable crop
+
+
+@dataclass
+class ImageTask:
+    source: str                # absolute path of the source image
+    jobs: list
+    params: AlignParams
+    output_dir: str
+    max_pixels: int
+
+
+@dataclass
+class FaceResult:
+    """One manifest entry."""
+    index: int
+    record: dict
+    output: str
+    status: str
+    reason: str = ""
+    file_md5: str = ""
+    pixel_md5: str = ""
+    params: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("index")
+        return d
+
+
+def pixel_md5(img) -> str:
+    """md5 of the RGB pixel bytes: the crop's identity independent of the PNG encoder."""
+    return hashlib.md5(img.convert("RGB").tobytes()).hexdigest()
+
+
+def process_image(task: ImageTask) -> list:
+    """Decode one source once and align all its faces; failures become FaceResults."""
+    from .images import ImageProblem, open_image
+    from .io import atomic_write_bytes
+    from .pipeline import library_versions
+    from .records import FaceSpec
+    versions = library_versions()
+    params = asdict(task.params)
+
+    def result(job, status, reason="", **kw):
+        return FaceResult(job.index, job.record, _crop_name(job.record), status, reason,
+                          params=params, versions=versions, **kw)
+
+    results = []
+    todo = [j for j in task.jobs if not j.rejected]
+    for j in task.jobs:
+        if j.rejected:
+            results.append(result(j, "rejected", f"no crop inside the image after "
+                                                 f"{MAX_SHIFT_TRIES} random-shift tries"))
+    if todo:
+        try:
+            with open_image(task.source, task.max_pixels) as im:
+                image = im.convert("RGB")
+        except ImageProblem as e:
+            return results + [result(j, e.status, e.reason) for j in todo]
+        cache: dict = {}
+        for j in todo:
+            spec = FaceSpec.from_json(j.record["face_spec"])
+            normal = None if j.normal is None else np.asarray(j.normal, dtype=np.float64)
+            crop = align_face(image, spec, task.params, normal, cache)
+            buf = io.BytesIO()
+            crop.save(buf, "PNG")
+            data = buf.getvalue()
+            name = _crop_name(j.record)
+            atomic_write_bytes(Path(task.output_dir) / name, data)
+            results.append(result(j, "ok", file_md5=hashlib.md5(data).hexdigest(),
+                                  pixel_md5=pixel_md5(crop)))
+    return sorted(results, key=lambda r: r.index)
+
+
+def _crop_name(record: dict) -> str:
+    return f"{record['obj_id']}-{int(record['face_idx']):02d}.png"
+
+
+# ---- the stage -----------------------------------------------------------------------
+
+def configure_parser(p) -> None:
+    from .cli import add_common, nonneg_float, positive_int
+    from .images import DEFAULT_MAX_PIXELS
+    g = p.add_argument_group("inputs and outputs (NVIDIA's flags)")
+    g.add_argument("--json", required=True, metavar="FILE",
+                   help="metfaces.json-compatible face list (NVIDIA's, or faces.json / "
+                        "filtered.json from our detect and filter stages)")
+    g.add_argument("--source-images", required=True, metavar="DIR",
+                   help="folder that each record's source_path is relative to")
+    g.add_argument("--output-dir", required=True, metavar="DIR",
+                   help="where {obj_id}-{face_idx:02d}.png crops and aligned.json go")
+    g = p.add_argument_group("alignment (NVIDIA's flags; defaults give MetFaces)")
+    g.add_argument("--random-shift", type=nonneg_float, default=0.0, metavar="S",
+                   help="shift each crop centre by S x crop size x N(0,1) (MetFaces-U: 0.2); "
+                        "draws come from RandomState(12345) in JSON order")
+    g.add_argument("--retry-crops", action="store_true",
+                   help="redraw a shift until the crop lies inside the image (1000 tries, "
+                        "then the face is recorded as rejected)")
+    g.add_argument("--no-rotation", action="store_true",
+                   help="keep the crop axis-aligned instead of levelling the eyes")
+    g.add_argument("--no-padding", action="store_true",
+                   help="do not reflect-pad and blur where the crop leaves the image "
+                        "(the warp then fills with black)")
+    g.add_argument("--size", type=positive_int, default=1024, help="output side (default 1024)")
+    g.add_argument("--supersampling", type=positive_int, default=4, metavar="S",
+                   help="warp at size x S, then downscale with Lanczos (default 4)")
+    g = p.add_argument_group("robustness")
+    g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse sources with more pixels (decompression bombs; default "
+                        "%(default)s)")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="record invalid JSON records as failed and go on (default: refuse "
+                        "the file with exit 2)")
+    add_common(p)
+
+
+def run(args) -> int:
+    from .errors import UsageError
+    from .images import ImageProblem, open_image
+    from .io import atomic_write_json, remove_stale_temps, safe_join
+    from .pipeline import LocalExecutor, Progress, library_versions, summarize
+    from .records import load_faces
+
+    src_root = Path(args.source_images)
+    if not src_root.is_dir():
+        raise UsageError(f"--source-images {src_root} is not a folder")
+    out_dir = Path(args.output_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create --output-dir {out_dir}: {e}") from None
+    loaded = load_faces(args.json, skip_bad=args.skip_bad, what="--json")
+    params = AlignParams(size=args.size, supersampling=args.supersampling,
+                         rotate=not args.no_rotation, padding=not args.no_padding,
+                         random_shift=args.random_shift, retry_crops=args.retry_crops)
+    executor = _make_executor(args)
+    versions = library_versions()
+    remove_stale_temps(out_dir)
+
+    faces = loaded.faces
+    # resolve sources; bad paths become failures
+    resolved: dict = {}
+    failures: list = []
+    for i, f in enumerate(faces):
+        if f.source_path in resolved:
+            continue
+        try:
+            resolved[f.source_path] = str(safe_join(src_root, f.source_path))
+        except ValueError as e:
+            resolved[f.source_path] = None
+            failures.append((f.source_path, str(e)))
+
+    # full-resolution sizes (header only) for the random-shift pre-draw
+    sizes: dict = {}
+    if params.random_shift != 0:
+        for sp, path in resolved.items():
+            try:
+                with open_image(path, args.max_pixels, load=False) if path else _none() as im:
+                    sizes[sp] = im.size if im is not None else None
+            except ImageProblem:
+                sizes[sp] = None
+    normals = draw_shifts(faces, sizes, params)
+
+    previous = _previous_manifest(out_dir)
+    results: dict = {}
+    by_source: dict = {}
+    params_json = asdict(params)
+    for i, f in enumerate(faces):
+        rec = f.to_json()
+        prev = previous.get((f.obj_id, f.face_idx))
+        if not args.force and prev is not None and _still_valid(prev, rec, params_json, out_dir):
+            results[i] = prev
+            continue
+        if resolved[f.source_path] is None:
+            why = next(r for sp, r in failures if sp == f.source_path)
+            results[i] = FaceResult(i, rec, f.crop_name, "bad_path", why, params=params_json,
+                                    versions=versions).to_json()
+            continue
+        normal = normals[i]
+        job = FaceJob(i, rec, None if normal is None else normal.tolist(),
+                      rejected=params.random_shift != 0 and normal is None)
+        by_source.setdefault(f.source_path, []).append(job)
+
+    # journal: results of this run, so a killed run resumes without redoing them
+    journal = out_dir / JOURNAL
+    tasks = [ImageTask(resolved[sp], jobs, params, str(out_dir), args.max_pixels)
+             for sp, jobs in by_source.items()]
+    n_todo = sum(len(t.jobs) for t in tasks)
+    counts: dict = {}
+    with Progress(n_todo, "align", quiet=args.quiet, unit="face") as prog, \
+            open(journal, "a", encoding="utf-8") as jf:
+        for batch in executor.imap(process_image, tasks):
+            for r in batch:
+                results[r.index] = r.to_json()
+                jf.write(json.dumps(results[r.index]) + "\n")
+                jf.flush()
+                counts[r.status] = counts.get(r.status, 0) + 1
+                if r.status != "ok":
+                    prog.write(f"{r.output}: {r.status}: {r.reason}")
+                prog.update(1)
+
+    entries = [results[i] for i in sorted(results)]
+    for b in loaded.bad:
+        entries.append({"record": b.raw, "output": "", "status": "bad_record", "reason": b.reason,
+                        "file_md5": "", "pixel_md5": "", "params": params_json,
+                        "versions": versions})
+    atomic_write_json(out_dir / MANIFEST, entries)
+    journal.unlink(missing_ok=True)
+    remove_stale_temps(out_dir)
+
+    total: dict = {}
+    for e in entries:
+        total[e["status"]] = total.get(e["status"], 0) + 1
+    skipped = len(faces) - n_todo - sum(1 for e in entries if e["status"] == "bad_path")
+    line = summarize(total, f"align: {len(entries)} faces")
+    if skipped:
+        line += f" ({skipped} already done)"
+    print(line)
+    print(f"manifest: {out_dir / MANIFEST}")
+    return 0 if all(e["status"] == "ok" for e in entries) else 1
+
+
+class _none:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _make_executor(args):
+    from .pipeline import make_executor
+    kind = getattr(args, "executor", "local")
+    return make_executor(kind, args.workers, getattr(args, "scheduler", None))
+
+
+def _previous_manifest(out_dir: Path) -> dict:
+    """Entries of the last completed run plus the journal of an interrupted one."""
+    from .io import read_jsonl
+    prev: dict = {}
+    path = out_dir / MANIFEST
+    if path.exists():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = []
+        for e in data if isinstance(data, list) else []:
+            _index_entry(prev, e)
+    for e in read_jsonl(out_dir / JOURNAL):
+        _index_entry(prev, e)
+    return prev
+
+
+def _index_entry(prev: dict, e) -> None:
+    rec = e.get("record") if isinstance(e, dict) else None
+    if isinstance(rec, dict) and "obj_id" in rec and "face_idx" in rec:
+        prev[(str(rec["obj_id"]), rec["face_idx"])] = e
+
+
+def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:
+    """A previous result is reused only for the same record and parameters, and an ok
+    crop only if the file is still there with the recorded md5."""
+    from .io import file_digest
+    if prev.get("record") != rec or prev.get("params") != params:
+        return False
+    if prev.get("status") != "ok":
+        return False  # failures are retried
+    path = out_dir / prev.get("output", "")
+    try:
+        return path.is_file() and file_digest(path) == prev.get("file_md5")
+    except OSError:
+        return False

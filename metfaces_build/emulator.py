@@ -1,0 +1,529 @@
+"""Serve a sample Met Collection API on loopback, with switchable faults.
+
+The same paths as the real API under `http://127.0.0.1:PORT/public/collection/v1`
+(departments, objects, objects/{id}, search) and images under `/CRDImages/...` on the same
+server, so `fetch --api URL` runs every network path offline. The sample collection (35
+objects over 5 departments: faces at several scales and tilts, painting-like filters, no
+image, not public domain, duplicate ids in lists, one 300-Mpx image) is built at the first
+start and cached. `/_emulator/truth.json` is the ground truth (metfaces.json-compatible:
+the known 68 landmarks of every placed face); `/_emulator/stats` counts requests.
+
+Faults (deterministic for a given --seed and request sequence per path):
+  403html    403 with an HTML block page       429       429 with Retry-After
+  5xx        500/502/503                        reset     connection reset, no answer
+  truncate   body cut short                     badlength wrong Content-Length
+  html200    an HTML page served with 200       slow      answer after --slow seconds
+plus --rate-limit N (429 above N req/s) and --block N,WINDOW,SECONDS (after N requests in
+WINDOW seconds, 403 HTML to every request for SECONDS, like the Met's front end).
+
+example:
+  metfaces-build emulator --faults 429,5xx,reset --fault-rate 0.2
+  metfaces-build fetch --api http://127.0.0.1:PORT/public/collection/v1 --departments 11
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional
+from urllib.parse import parse_qs, urlsplit
+
+API_PREFIX = "/public/collection/v1"
+FAULT_KINDS = ("403html", "429", "5xx", "reset", "truncate", "badlength", "html200", "slow")
+SYNTHETIC_BASE = 900000
+BLOCK_PAGE = (b"<html><head><META NAME=\"robots\" CONTENT=\"noindex,nofollow\"></head><body>"
+              b"Request unsuccessful. Incapsula incident ID: 0-1234567890</body></html>")
+
+
+@dataclass(frozen=True)
+class BlockRule:
+    """After `requests` requests within `window` s, answer 403 HTML to all for `duration` s."""
+    requests: int
+    window: float
+    duration: float
+
+
+@dataclass
+class FaultConfig:
+    faults: tuple = ()
+    fault_rate: float = 0.0
+    seed: int = 0
+    rate_limit: float = 0.0     # req/s per client; 0 = off
+    block: Optional[BlockRule] = None
+    retry_after: float = 1.0    # seconds sent with 429 / 503
+    slow_delay: float = 2.0
+
+    def __post_init__(self):
+        bad = [f for f in self.faults if f not in FAULT_KINDS]
+        if bad:
+            raise ValueError(f"unknown fault(s) {', '.join(bad)}; choose from {', '.join(FAULT_KINDS)}")
+        if not 0 <= self.fault_rate <= 1:
+            raise ValueError(f"fault rate must be within 0..1, got {self.fault_rate}")
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    by_status: dict = field(default_factory=collections.Counter)
+    faults: dict = field(default_factory=collections.Counter)
+    blocked: int = 0
+    rate_limited: int = 0
+
+    def to_json(self) -> dict:
+        return {"requests": self.requests, "by_status": dict(self.by_status),
+                "faults": dict(self.faults), "blocked": self.blocked, "rate_limited": self.rate_limited}
+
+
+class _State:
+    """Everything the handler threads share: collection, faults, counters, limits."""
+
+    def __init__(self, collection, faults: FaultConfig, synthetic: int):
+        self.collection = collection
+        self.objects = collection.by_id()
+        self.cfg = faults
+        self.synthetic = synthetic
+        self.lock = threading.Lock()
+        self.stats = Stats()
+        self.per_path = collections.Counter()
+        self.tokens: dict = {}
+        self.recent: dict = collections.defaultdict(collections.deque)
+        self.blocked_until: dict = {}
+
+    def decide_fault(self, key: str) -> Optional[str]:
+        """Deterministic per path: the n-th request for a path always gets the same fate."""
+        if not self.cfg.faults or self.cfg.fault_rate <= 0:
+            return None
+        with self.lock:
+            self.per_path[key] += 1
+            n = self.per_path[key]
+        h = hashlib.sha256(f"{self.cfg.seed}:{key}:{n}".encode()).digest()
+        if int.from_bytes(h[:4], "big") / 2 ** 32 >= self.cfg.fault_rate:
+            return None
+        return self.cfg.faults[h[4] % len(self.cfg.faults)]
+
+    def admission(self, client: str) -> Optional[str]:
+        """'blocked' or 'rate' when the front end would refuse this request, else None."""
+        now = time.monotonic()
+        with self.lock:
+            rule = self.cfg.block
+            if rule is not None:
+                if now < self.blocked_until.get(client, 0):
+                    self.stats.blocked += 1
+                    return "blocked"
+                q = self.recent[client]
+                q.append(now)
+                while q and q[0] < now - rule.window:
+                    q.popleft()
+                if len(q) > rule.requests:
+                    self.blocked_until[client] = now + rule.duration
+                    q.clear()
+                    self.stats.blocked += 1
+                    return "blocked"
+            if self.cfg.rate_limit > 0:
+                cap = max(1.0, self.cfg.rate_limit)
+                tokens, last = self.tokens.get(client, (cap, now))
+                tokens = min(cap, tokens + (now - last) * self.cfg.rate_limit)
+                if tokens < 1:
+                    self.tokens[client] = (tokens, now)
+                    self.stats.rate_limited += 1
+                    return "rate"
+                self.tokens[client] = (tokens - 1, now)
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "MetEmulator/1"
+    state: _State  # set on a subclass per server
+
+    def log_message(self, fmt, *args):  # quiet: tests and demo read stats instead
+        pass
+
+    def do_GET(self):  # noqa: N802
+        st = self.state
+        with st.lock:
+            st.stats.requests += 1
+        u = urlsplit(self.path)
+        if u.path.startswith("/_emulator/"):
+            return self._emulator_path(u.path)
+        refusal = st.admission(self.client_address[0])
+        if refusal == "blocked":
+            return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
+        if refusal == "rate":
+            return self._send(429, b'{"message": "Too Many Requests"}', "application/json",
+                              {"Retry-After": _num(st.cfg.retry_after)})
+        fault = st.decide_fault(self.path)
+        if fault:
+            with st.lock:
+                st.stats.faults[fault] += 1
+        if fault == "slow":
+            time.sleep(st.cfg.slow_delay)
+        elif fault == "reset":
+            return self._reset()
+        elif fault == "403html":
+            return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
+        elif fault == "429":
+            return self._send(429, b'{"message": "Too Many Requests"}', "application/json",
+                              {"Retry-After": _num(st.cfg.retry_after)})
+        elif fault == "5xx":
+            code = (500, 502, 503)[len(self.path) % 3]
+            extra = {"Retry-After": _num(st.cfg.retry_after)} if code == 503 else None
+            return self._send(code, b"<html><body>Service Unavailable</body></html>", "text/html", extra)
+        status, body, ctype = self._route(u)
+        self._send(status, body, ctype, fault=fault)
+
+    # -- routing --
+    def _route(self, u):
+        q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        path = u.path
+        if path.startswith(API_PREFIX + "/"):
+            return self._api(path[len(API_PREFIX) + 1:].rstrip("/"), q)
+        if path.startswith("/CRDImages/"):
+            parts = path.split("/")
+            if len(parts) == 5:
+                p = self.state.collection.image_path(parts[2], parts[3], parts[4])
+                if p is not None:
+                    ctype = "image/png" if p.suffix == ".png" else "image/jpeg"
+                    return 200, p.read_bytes(), ctype
+        return 404, b"<html><body>Not Found</body></html>", "text/html"
+
+    def _api(self, rest: str, q: dict):
+        st = self.state
+        base = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+        if rest == "departments":
+            from .sample_collection import DEPARTMENTS
+            return _json(200, {"departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]})
+        if rest == "objects":
+            ids = [o.id for o in st.collection.objects]
+            deps = q.get("departmentIds")
+            if deps:
+                try:
+                    wanted = {int(d) for d in deps.split("|")}
+                except ValueError:
+                    return _json(400, {"message": "departmentIds must be integers separated by |"})
+                ids = [o.id for o in st.collection.objects if o.department_id in wanted]
+                synth = 21 in wanted
+            else:
+                synth = True
+            since = q.get("metadataDate")
+            if since:
+                if not _is_date(since):
+                    return _json(400, {"message": "metadataDate must be YYYY-MM-DD"})
+                ids = [i for i in ids if st.objects[i].metadata_date[:10] >= since]
+            ids = _with_duplicates(ids)
+            if synth:
+                ids += list(range(SYNTHETIC_BASE + 1, SYNTHETIC_BASE + st.synthetic + 1))
+            return _json(200, {"total": len(ids), "objectIDs": ids})
+        if rest.startswith("objects/"):
+            sid = rest[len("objects/"):]
+            if not sid.isdigit():
+                return _json(400, {"message": "Not a valid object"})
+            oid = int(sid)
+            if oid in st.objects:
+                return _json(200, st.objects[oid].record(base))
+            if SYNTHETIC_BASE < oid <= SYNTHETIC_BASE + st.synthetic:
+                return _json(200, _synthetic_record(oid))
+            return _json(404, {"message": "ObjectID not found"})
+        if rest == "search":
+            ids = search(st.collection.objects, q)
+            return _json(200, {"total": len(ids or []), "objectIDs": ids})
+        return _json(404, {"message": "Not Found"})
+
+    def _emulator_path(self, path: str):
+        st = self.state
+        base = f"http://{self.headers.get('Host')}"
+        if path == "/_emulator/truth.json":
+            from .sample_collection import truth
+            return self._send(200, json.dumps(truth(st.collection, base)).encode(), "application/json")
+        if path == "/_emulator/stats":
+            with st.lock:
+                data = st.stats.to_json()
+            return self._send(200, json.dumps(data).encode(), "application/json")
+        if path == "/_emulator/health":
+            return self._send(200, b'{"ok": true}', "application/json")
+        self._send(404, b'{"message": "Not Found"}', "application/json")
+
+    # -- sending, with body-level faults --
+    def _send(self, status: int, body: bytes, ctype: str, headers: Optional[dict] = None,
+              fault: Optional[str] = None):
+        with self.state.lock:
+            self.state.stats.by_status[str(status)] += 1
+        declared, cut, close = len(body), len(body), False
+        if fault == "html200":
+            status, body = 200, b"<!DOCTYPE html><html><body>Please enable JavaScript</body></html>"
+            declared = cut = len(body)
+            if len(self.path) % 2:  # half the time it even lies about the type
+                ctype = "text/html; charset=utf-8"
+        elif fault == "truncate":
+            cut, close = len(body) // 2, True
+        elif fault == "badlength":
+            delta = max(1, len(body) // 10)
+            declared = len(body) + delta if len(self.path) % 2 else len(body) - delta
+            cut, close = min(len(body), declared), True
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(declared))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        try:
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _reset(self):
+        """Close with RST (SO_LINGER 0): the client sees 'connection reset by peer'."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
+
+def _json(status: int, data) -> tuple:
+    return status, json.dumps(data).encode(), "application/json"
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _is_date(s: str) -> bool:
+    import datetime
+    try:
+        datetime.date.fromisoformat(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _with_duplicates(ids: list) -> list:
+    """The real lists repeat some ids: every 5th id appears twice, the repeat a bit later."""
+    out = list(ids)
+    for k, i in enumerate(ids):
+        if k % 5 == 1:
+            out.insert(min(len(out), k + 3), i)
+    return out
+
+
+def _synthetic_record(oid: int) -> dict:
+    """Filler objects (no image) for benchmarks and long listings."""
+    return {"objectID": oid, "isPublicDomain": True, "primaryImage": "", "primaryImageSmall": "",
+            "additionalImages": [], "department": "Modern Art", "objectName": "Print",
+            "title": f"Untitled {oid}", "artistDisplayName": "", "artistDisplayBio": "", "culture": "",
+            "period": "", "objectDate": "", "objectBeginDate": 0, "objectEndDate": 0, "medium": "",
+            "classification": "", "tags": None, "objectURL": "", "metadataDate": "2023-01-01T00:00:00Z",
+            "accessionNumber": "", "creditLine": "", "rightsAndReproduction": ""}
+
+
+def search(objects: list, q: dict) -> Optional[list]:
+    """The /search filters over the sample objects; None (JSON null) when nothing matches."""
+    term = (q.get("q") or "").strip().lower()
+
+    def truthy(k):
+        return q.get(k, "").lower() == "true"
+    out = []
+    for o in objects:
+        fields = [o.title] if truthy("title") else [o.title, o.artist, o.medium, o.classification, o.department]
+        if truthy("artistOrCulture"):
+            fields = [o.artist]
+        if truthy("tags"):
+            fields = ["portraits"] if o.faces else []
+        if term and term != "*" and not any(term in f.lower() for f in fields):
+            continue
+        # like the real API, hasImages=true still returns objects whose record has no image
+        if truthy("hasImages") and not o.image_file and o.kind != "no_image":
+            continue
+        if q.get("departmentId") and str(o.department_id) != q["departmentId"]:
+            continue
+        if truthy("isHighlight") and not o.is_highlight:
+            continue
+        if q.get("medium") and not any(m.lower() in (o.classification + " " + o.medium).lower()
+                                       for m in q["medium"].split("|")):
+            continue
+        if q.get("dateBegin") and q.get("dateEnd"):
+            try:
+                b, e = int(q["dateBegin"]), int(q["dateEnd"])
+            except ValueError:
+                continue
+            if o.end < b or o.begin > e:
+                continue
+        out.append(o.id)
+    if not out:
+        return None
+    return out + out[1:2]  # a duplicate, as the real search sometimes returns
+
+
+# ---- running it -----------------------------------------------------------------------
+
+class EmulatorHandle:
+    """A running emulator: `.api_root` for `fetch --api`, `.stop()` when done."""
+
+    def __init__(self, server: ThreadingHTTPServer, thread: threading.Thread, state: _State):
+        self.server, self.thread, self.state = server, thread, state
+        host, port = server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        self.api_root = self.url + API_PREFIX
+        self.port = port
+
+    @property
+    def collection(self):
+        return self.state.collection
+
+    def truth(self, with_md5: bool = True) -> list:
+        """Ground truth, metfaces.json-compatible (see sample_collection.truth)."""
+        from .sample_collection import truth
+        return truth(self.state.collection, self.url, with_md5=with_md5)
+
+    def records(self) -> dict:
+        """{id: API record} of every sample object, as served."""
+        return {o.id: o.record(self.url) for o in self.state.collection.objects}
+
+    def stats(self) -> dict:
+        with self.state.lock:
+            return self.state.stats.to_json()
+
+    def set_faults(self, **changes) -> None:
+        """Change faults while running (tests: a rerun after the outage ends)."""
+        import dataclasses
+        with self.state.lock:
+            self.state.cfg = dataclasses.replace(self.state.cfg, **changes)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> "EmulatorHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def handle_error(self, request, client_address):  # resets and cut bodies are on purpose
+        pass
+
+
+def start_emulator(faults=(), fault_rate: float = 0.0, rate_limit: float = 0.0,
+                   block: Optional[BlockRule] = None, seed: int = 0, retry_after: float = 1.0,
+                   slow_delay: float = 2.0, host: str = "127.0.0.1", port: int = 0,
+                   synthetic: int = 0, cache_dir=None, log=None) -> EmulatorHandle:
+    """Start the emulator in a background thread and return its handle.
+
+    `faults` is a list or a comma-separated string of FAULT_KINDS; `block` a BlockRule or a
+    (requests, window, duration) tuple; `synthetic` adds that many image-less filler objects
+    (ids 900001...) to the /objects listing, for benchmarks.
+    """
+    from .sample_collection import load_collection
+    if isinstance(faults, str):
+        faults = [f.strip() for f in faults.split(",") if f.strip()]
+    if isinstance(block, (tuple, list)):
+        block = BlockRule(*block)
+    cfg = FaultConfig(tuple(faults), fault_rate, seed, rate_limit, block, retry_after, slow_delay)
+    collection = load_collection(cache_dir, log=log)
+    state = _State(collection, cfg, synthetic)
+    handler = type("Handler", (_Handler,), {"state": state})
+    server = _Server((host, port), handler)
+    thread = threading.Thread(target=server.serve_forever, name="met-emulator", daemon=True)
+    thread.start()
+    return EmulatorHandle(server, thread, state)
+
+
+# ---- CLI --------------------------------------------------------------------------------
+
+def _fault_list(s: str) -> list:
+    items = [f.strip() for f in s.split(",") if f.strip()]
+    if items == ["all"]:
+        return list(FAULT_KINDS)
+    bad = [f for f in items if f not in FAULT_KINDS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown fault(s) {', '.join(bad)}; choose from "
+                                          f"{', '.join(FAULT_KINDS)} or 'all'")
+    return items
+
+
+def _block_rule(s: str) -> BlockRule:
+    try:
+        n, w, t = s.split(",")
+        rule = BlockRule(int(n), float(w), float(t))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,WINDOW,SECONDS (e.g. 30,2,30), got {s!r}") from None
+    if rule.requests < 1 or rule.window <= 0 or rule.duration < 0:
+        raise argparse.ArgumentTypeError(f"expected N >= 1, WINDOW > 0, SECONDS >= 0, got {s!r}")
+    return rule
+
+
+def _rate(s: str) -> float:
+    from .cli import nonneg_float
+    v = nonneg_float(s)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"expected a probability within 0..1, got {s}")
+    return v
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .cli import nonneg_float
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    p.add_argument("--faults", type=_fault_list, default=[], metavar="LIST",
+                   help="comma-separated faults to inject: " + ",".join(FAULT_KINDS) + ", or all")
+    p.add_argument("--fault-rate", type=_rate, default=0.0, metavar="P",
+                   help="probability that a request gets one of --faults (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="fault seed (default: %(default)s)")
+    p.add_argument("--rate-limit", type=nonneg_float, default=0.0, metavar="N",
+                   help="answer 429 with Retry-After above N requests/s per client (0 = off)")
+    p.add_argument("--block", type=_block_rule, default=None, metavar="N,WINDOW,SECONDS",
+                   help="after N requests within WINDOW s, 403 HTML to everything for SECONDS s")
+    p.add_argument("--retry-after", type=nonneg_float, default=1.0, metavar="S",
+                   help="Retry-After sent with 429/503 (default: %(default)s)")
+    p.add_argument("--slow", type=nonneg_float, default=2.0, metavar="S",
+                   help="delay of a 'slow' fault in seconds (default: %(default)s)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="add N image-less filler objects to /objects (benchmarks)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="where the generated sample images are cached (default: "
+                        "$METFACES_EMULATOR_CACHE or ~/.cache/metfaces-build)")
+
+
+def run(args) -> int:
+    from .errors import UsageError
+    try:
+        handle = start_emulator(args.faults, args.fault_rate, args.rate_limit, args.block, args.seed,
+                                args.retry_after, args.slow, args.host, args.port, args.synthetic,
+                                args.cache_dir, log=lambda m: print(m, file=sys.stderr))
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from None
+    except RuntimeError as e:
+        raise UsageError(str(e)) from None
+    print(f"Met API emulator: {handle.api_root}", flush=True)
+    print(f"ground truth:     {handle.url}/_emulator/truth.json", flush=True)
+    print(f"try: metfaces-build fetch --api {handle.api_root} --departments 11 --work ./emu-work",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print(f"stopped; {handle.stats()['requests']} requests served", file=sys.stderr)
+    finally:
+        handle.stop()
+    return 0

@@ -1,0 +1,713 @@
+"""Prune detected faces with explicit, recorded heuristics.
+
+NVIDIA pruned MetFaces with automatic filters they never published; ours are spelled out.
+Each test is a pure function of a face record (plus the image size, plus a small aligned
+crop where needed) returning a pass/fail with the measured value, so every rejection in
+rejected.jsonl says which tests failed and by how much.
+
+Tests (defaults in brackets; every one can be set by a flag or a TOML file):
+  resolution        crop square side in source pixels, qsize >= --min-size [1024]
+  score             detector score >= --min-score DETECTOR=VALUE [cnn=0.3, hog=0.0];
+                    detectors not listed, or records without a score, pass
+  roll              |eye-line angle| <= --max-roll degrees [45]
+  mouth_below_eyes  mouth centre below the eye line, in eye distances >= [0.4]
+  eye_jaw_ratio     outer-eye-corner distance / jaw width within [0.4, 0.95]
+  yaw               nose-to-outer-eye-corner asymmetry <= --max-yaw [0.35]
+  landmarks_outside farthest landmark outside the image, in inter-ocular units <= [0.1]
+  padding           share of the crop square outside the image <= --max-padding [0.5]
+  overlap           two detections in one image with rect IoU > --max-overlap [0.3]:
+                    keep the better (passes the other tests, then score, then size)
+  near_duplicate    64-bit perceptual hash of the crop within --max-hash-distance [6]
+                    bits of a face of another object: keep the larger (then higher
+                    score, then earlier in faces.json), record the other
+  sharpness         variance of the Laplacian of the crop; tagged, rejects only with
+                    --min-sharpness
+  grayscale         mean channel spread of the crop < --grayscale-chroma [0.02]; tagged,
+                    rejects only with --reject-grayscale
+
+Reads DIR/faces.json, with each source_path resolved under --source-images (default
+DIR). Writes DIR/filtered.json (metfaces.json-compatible; kept faces carry a "filter" key
+with their measured values), DIR/rejected.jsonl (one line per dropped face: obj_id,
+face_idx, reasons, values) and DIR/filter_summary.json. Every input face lands in exactly
+one of filtered.json and rejected.jsonl. Faces whose source image is missing or unreadable
+are rejected with the image status as reason, and the exit status is 1.
+
+TOML configuration (--config FILE; flags override it):
+  [filter]
+  min_size = 512
+  max_padding = 0.3
+  [filter.min_score]
+  cnn = 0.8
+
+examples:
+  metfaces-build filter --work ./work
+  metfaces-build filter --work ./work --min-size 512 --min-score cnn=0.8 --reject-grayscale
+  metfaces-build filter --work ./work --explain 436838
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from . import geometry
+from .errors import UsageError
+from .records import FaceRecord, Rejection, faces_to_json, load_faces
+
+# ---- configuration: every default lives here -------------------------------------------
+
+DEFAULT_MIN_SCORE = {"cnn": 0.3, "hog": 0.0}
+
+
+@dataclass
+class FilterConfig:
+    """Thresholds of every test. Units are in each field's comment."""
+    min_size: float = 1024.0             # qsize, source pixels (the output size: no upsampling)
+    min_score: dict = field(default_factory=lambda: dict(DEFAULT_MIN_SCORE))  # per detector
+    max_roll: float = 45.0               # degrees
+    min_mouth_drop: float = 0.4          # eye-centre distances
+    eye_jaw_min: float = 0.4             # outer-eye distance / jaw width
+    eye_jaw_max: float = 0.95
+    max_yaw: float = 0.35                # |d_l - d_r| / (d_l + d_r)
+    max_landmark_outside: float = 0.1    # inter-ocular distances
+    max_padding: float = 0.5             # share of the crop square's area
+    max_overlap: float = 0.3             # rect IoU
+    max_hash_distance: int = 6           # bits of 64; negative disables the test
+    min_sharpness: Optional[float] = None  # variance of Laplacian; None: tag only
+    grayscale_chroma: float = 0.02       # mean (max - min) channel spread / 255
+    reject_grayscale: bool = False
+    crop_tests: bool = True              # decode images for sharpness/grayscale/hash
+    crop_size: int = 128                 # side of the measurement crop, pixels
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(FilterConfig)}
+
+
+def config_from_mapping(values: dict, base: Optional[FilterConfig] = None,
+                        where: str = "config") -> FilterConfig:
+    """Overlay `values` (TOML table or flags) on `base`, checking names and types."""
+    cfg = dataclasses.replace(base or FilterConfig())
+    changes: dict[str, Any] = {}
+    for k, v in values.items():
+        if k not in CONFIG_FIELDS:
+            raise UsageError(f"{where}: unknown setting {k!r} (known: {', '.join(CONFIG_FIELDS)})")
+        default = getattr(FilterConfig(), k)
+        if k == "min_score":
+            if not isinstance(v, dict) or not all(_is_number(x) for x in v.values()):
+                raise UsageError(f"{where}: min_score must map detector names to numbers")
+            merged = dict(cfg.min_score)
+            merged.update({str(n): float(x) for n, x in v.items()})
+            changes[k] = merged
+        elif isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise UsageError(f"{where}: {k} must be true or false, got {v!r}")
+            changes[k] = v
+        elif k == "min_sharpness" and v is None:
+            changes[k] = None
+        elif isinstance(default, int) and not isinstance(default, bool) and k != "min_size":
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise UsageError(f"{where}: {k} must be a whole number, got {v!r}")
+            changes[k] = v
+        else:
+            if not _is_number(v):
+                raise UsageError(f"{where}: {k} must be a number, got {v!r}")
+            changes[k] = float(v)
+    cfg = dataclasses.replace(cfg, **changes)
+    if cfg.crop_size < 16:
+        raise UsageError(f"{where}: crop_size must be at least 16")
+    if cfg.eye_jaw_min > cfg.eye_jaw_max:
+        raise UsageError(f"{where}: eye_jaw_min ({cfg.eye_jaw_min}) > eye_jaw_max ({cfg.eye_jaw_max})")
+    return cfg
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def load_toml_config(path: str) -> dict:
+    """The `[filter]` table of a TOML file (or its top level when there is no such table)."""
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise UsageError("--config needs Python 3.11+ (tomllib) or the 'tomli' package; "
+                             "use flags instead, or `pip install tomli`") from None
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML: {e}") from None
+    table = data.get("filter", data)
+    if not isinstance(table, dict):
+        raise UsageError(f"config file {path}: [filter] must be a table")
+    return table
+
+
+# ---- results -----------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    """One test on one face: passed or not, the measured value, and the limit applied."""
+    name: str
+    passed: bool
+    value: Any = None
+    limit: str = ""
+
+    def line(self) -> str:
+        mark = "PASS" if self.passed else "FAIL"
+        return f"{mark} {self.name:<18} {_fmt(self.value):<30} {self.limit}"
+
+
+@dataclass
+class CropMeasures:
+    """What the measurement crop tells: focus, colour and a perceptual hash."""
+    sharpness: float
+    chroma: float
+    phash: str  # 16 hex digits
+
+
+@dataclass
+class FaceVerdict:
+    """Every check on one face; kept when all of them passed."""
+    record: FaceRecord
+    index: int  # position in faces.json: the tie-breaker that keeps output deterministic
+    qsize: float
+    checks: list = field(default_factory=list)
+    measures: Optional[CropMeasures] = None
+
+    @property
+    def keep(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def reasons(self) -> list:
+        return [c.name for c in self.checks if not c.passed]
+
+    def values(self) -> dict:
+        out: dict[str, Any] = {"qsize": round(self.qsize, 2)}
+        for c in self.checks:
+            out[c.name] = _json_safe(c.value)
+        if self.measures is not None:
+            out["phash"] = self.measures.phash
+        return out
+
+    def rejection(self) -> Rejection:
+        return Rejection(self.record.obj_id, self.record.face_idx, self.reasons, self.values())
+
+
+def _json_safe(v: Any) -> Any:
+    """Non-finite floats (degenerate landmarks) become None: JSON has no infinity."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    return v
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return "-" if v is None else str(v)
+
+
+# ---- pure per-face tests -----------------------------------------------------------------
+
+def check_resolution(qsize: float, cfg: FilterConfig) -> Check:
+    return Check("resolution", qsize >= cfg.min_size, round(qsize, 2), f">= {cfg.min_size:g} px")
+
+
+def check_score(rec: FaceRecord, cfg: FilterConfig) -> Check:
+    limit = cfg.min_score.get(rec.detector) if rec.detector else None
+    if rec.score is None or limit is None:
+        return Check("score", True, rec.score, f"no threshold for detector {rec.detector!r}")
+    return Check("score", float(rec.score) >= limit, float(rec.score), f">= {limit:g} ({rec.detector})")
+
+
+def check_landmarks(lm: np.ndarray, width: int, height: int, cfg: FilterConfig) -> list:
+    """Roll, mouth below eyes, eye/jaw proportion, yaw proxy, points inside the image."""
+    roll = geometry.roll_degrees(lm)
+    drop = geometry.mouth_drop(lm)
+    ratio = geometry.eye_jaw_ratio(lm)
+    yaw = geometry.yaw_asymmetry(lm)
+    io = geometry.inter_ocular(lm)
+    outside = geometry.landmarks_outside(lm, width, height) / io if io > 0 else float("inf")
+    return [
+        Check("roll", abs(roll) <= cfg.max_roll, round(roll, 2), f"|deg| <= {cfg.max_roll:g}"),
+        Check("mouth_below_eyes", drop >= cfg.min_mouth_drop, round(drop, 4),
+              f">= {cfg.min_mouth_drop:g} eye distances"),
+        Check("eye_jaw_ratio", cfg.eye_jaw_min <= ratio <= cfg.eye_jaw_max, round(ratio, 4),
+              f"in [{cfg.eye_jaw_min:g}, {cfg.eye_jaw_max:g}]"),
+        Check("yaw", yaw <= cfg.max_yaw, round(yaw, 4), f"<= {cfg.max_yaw:g}"),
+        Check("landmarks_outside", outside <= cfg.max_landmark_outside, round(outside, 4),
+              f"<= {cfg.max_landmark_outside:g} inter-ocular"),
+    ]
+
+
+def check_padding(square: geometry.Square, width: int, height: int, cfg: FilterConfig) -> Check:
+    share = geometry.outside_fraction(square.quad(), width, height)
+    return Check("padding", share <= cfg.max_padding, round(share, 4), f"<= {cfg.max_padding:g}")
+
+
+def check_crop(m: Optional[CropMeasures], cfg: FilterConfig) -> list:
+    """Sharpness and grayscale: tags unless a threshold turns them into tests."""
+    if m is None:
+        return []
+    sharp_ok = cfg.min_sharpness is None or m.sharpness >= cfg.min_sharpness
+    sharp_limit = "tag only" if cfg.min_sharpness is None else f">= {cfg.min_sharpness:g}"
+    gray = m.chroma < cfg.grayscale_chroma
+    return [
+        Check("sharpness", sharp_ok, round(m.sharpness, 2), sharp_limit),
+        Check("grayscale", not (gray and cfg.reject_grayscale),
+              {"grayscale": bool(gray), "chroma": round(m.chroma, 4)},
+              f"chroma < {cfg.grayscale_chroma:g}" + ("" if cfg.reject_grayscale else " (tag only)")),
+    ]
+
+
+def crop_measures(crop) -> CropMeasures:
+    """Sharpness, colour spread and pHash of a measurement crop (a PIL RGB image).
+
+    Measured on the central 60% so black fill outside the source and background edges
+    count little; the crop is at a fixed size, so values compare across faces."""
+    from scipy import ndimage
+    rgb = np.asarray(crop.convert("RGB"), dtype=np.float64)
+    h, w = rgb.shape[:2]
+    centre = rgb[int(h * 0.2):int(h * 0.8), int(w * 0.2):int(w * 0.8)]
+    gray = centre @ [0.299, 0.587, 0.114]
+    sharpness = float(ndimage.laplace(gray).var())
+    chroma = float((centre.max(axis=2) - centre.min(axis=2)).mean() / 255.0)
+    return CropMeasures(sharpness, chroma, perceptual_hash(crop))
+
+
+def perceptual_hash(image) -> str:
+    """64-bit DCT hash (pHash): low 8x8 DCT coefficients of a 32x32 grayscale above
+    their median. Robust to rescaling and mild recompression, not to re-framing."""
+    from PIL import Image
+    from scipy.fft import dctn
+    g = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BOX), dtype=np.float64)
+    low = dctn(g, norm="ortho")[:8, :8].flatten()
+    bits = low > np.median(low[1:])
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def hash_distance(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+# ---- the faces of one image (one worker task) -------------------------------------------
+
+@dataclass(frozen=True)
+class ImageTask:
+    source_path: str
+    path: str        # resolved file, "" when the source path is unsafe
+    faces: tuple     # ((input index, FaceRecord), ...)
+    config: FilterConfig
+
+
+@dataclass
+class ImageResult:
+    source_path: str
+    verdicts: list
+    size: Optional[tuple] = None
+    problem: Optional[str] = None  # image status when it could not be used
+
+
+def check_image(task: ImageTask) -> ImageResult:
+    """All per-face tests, then overlap resolution, for the faces of one source image."""
+    cfg = task.config
+    from .images import ImageProblem
+    try:
+        size, crops = _load_for_checks(task)
+    except ImageProblem as e:
+        verdicts = []
+        for i, rec in task.faces:
+            sq = geometry.face_square(geometry.landmarks_full(rec.face_spec.landmarks, rec.face_spec.shrink))
+            verdicts.append(FaceVerdict(rec, i, float(sq.qsize), [Check(e.status, False, e.reason, "readable image")]))
+        return ImageResult(task.source_path, verdicts, None, e.status)
+    width, height = size
+    verdicts = []
+    for (i, rec), measures in zip(task.faces, crops):
+        verdicts.append(check_face(rec, i, width, height, cfg, measures))
+    resolve_overlaps(verdicts, cfg)
+    return ImageResult(task.source_path, verdicts, size)
+
+
+def check_face(rec: FaceRecord, index: int, width: int, height: int, cfg: FilterConfig,
+               measures: Optional[CropMeasures] = None) -> FaceVerdict:
+    """Every per-face test (everything but overlap and near-duplicates)."""
+    lm = geometry.landmarks_full(rec.face_spec.landmarks, rec.face_spec.shrink)
+    sq = geometry.face_square(lm)
+    qsize = float(sq.qsize)  # geometry keeps numpy's dtype for the aligner; plain float here
+    checks = [check_resolution(qsize, cfg), check_score(rec, cfg)]
+    checks += check_landmarks(lm, width, height, cfg)
+    checks.append(check_padding(sq, width, height, cfg))
+    checks += check_crop(measures, cfg)
+    return FaceVerdict(rec, index, qsize, checks, measures)
+
+
+def _load_for_checks(task: ImageTask) -> tuple:
+    """(image size, [CropMeasures or None per face]); decodes only when crop tests are on."""
+    from .images import ImageProblem, open_image
+    recs = [rec for _, rec in task.faces]
+    if not task.path:
+        raise ImageProblem("missing_source", f"unsafe source_path {task.source_path!r}")
+    known = [(r.image_width, r.image_height) for r in recs]
+    if not task.config.crop_tests and all(w and h for w, h in known):
+        return known[0], [None] * len(recs)
+    head = open_image(task.path, load=False)
+    size = head.size
+    head.close()
+    if not task.config.crop_tests:
+        return size, [None] * len(recs)
+    return size, _measure_crops(task.path, size, recs, task.config.crop_size)
+
+
+def _measure_crops(path: str, size: tuple, recs: list, crop_size: int) -> list:
+    return [crop_measures(c) for c in measurement_crops(path, size, recs, crop_size)]
+
+
+def measurement_crops(path: str, size: tuple, recs: list, crop_size: int) -> list:
+    """Approximate aligned crops (PIL, crop_size square) of `recs` from one source image.
+
+    Decodes once, at the smallest scale (JPEG draft, then box reduction) that keeps every
+    face at least twice the crop size, so big originals are cheap and crops barely alias.
+    Raises ImageProblem when the image cannot be used."""
+    from .align import quick_crop
+    from .images import open_image
+    lms = [geometry.landmarks_full(r.face_spec.landmarks, r.face_spec.shrink) for r in recs]
+    min_q = min(float(geometry.face_square(lm).qsize) for lm in lms)
+    scale = max(1.0, min_q / (2.0 * crop_size))
+    want = (max(1, int(size[0] / scale)), max(1, int(size[1] / scale)))
+    im = open_image(path, draft=("RGB", want) if scale >= 2 else None)
+    im = im.convert("RGB")
+    factor = int(im.width / want[0]) if im.width > want[0] else 1
+    if factor >= 2:
+        im = im.reduce(factor)
+    fx = size[0] / im.width  # full-res pixels per decoded pixel
+    out = []
+    for lm in lms:
+        # full-res pixel index p spans [p, p+1): decoded index = (p + 0.5) / fx - 0.5, and
+        # quick_crop adds 0.5 again (shrink 1), hence the - 1.
+        local = (lm.astype(np.float64) + 0.5) / fx - 1.0
+        out.append(quick_crop(im, local, 1, size=crop_size))
+    return out
+
+
+def _overlap_rank(v: FaceVerdict) -> tuple:
+    """Better first: passes its own tests, higher score, larger square, earlier."""
+    score = v.record.score if v.record.score is not None else float("-inf")
+    return (not v.keep, -score, -v.qsize, v.index)
+
+
+def resolve_overlaps(verdicts: list, cfg: FilterConfig) -> None:
+    """Greedy suppression within one image: a face whose rect overlaps a better, kept
+    face by IoU > max_overlap fails `overlap`; others pass with their largest IoU."""
+    boxes = {id(v): geometry.rect_full(v.record.face_spec.rect, v.record.face_spec.shrink)
+             for v in verdicts}
+    kept: list = []
+    for v in sorted(verdicts, key=_overlap_rank):
+        best = max(((geometry.rect_iou(boxes[id(v)], boxes[id(k)]), k) for k in kept),
+                   key=lambda t: t[0], default=(0.0, None))
+        iou, other = best
+        if other is not None and iou > cfg.max_overlap:
+            v.checks.append(Check("overlap", False, {"iou": round(iou, 4), "with_face_idx":
+                                                     other.record.face_idx}, f"IoU <= {cfg.max_overlap:g}"))
+        else:
+            v.checks.append(Check("overlap", True, {"iou": round(iou, 4)}, f"IoU <= {cfg.max_overlap:g}"))
+            kept.append(v)
+
+
+def _duplicate_rank(v: FaceVerdict) -> tuple:
+    score = v.record.score if v.record.score is not None else float("-inf")
+    return (-v.qsize, -score, v.index)
+
+
+def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:
+    """Across objects: among faces still kept, one whose hash is within max_hash_distance
+    of a better face of another object fails `near_duplicate`. Order-independent of how
+    the work was split, so the same for any worker count."""
+    if cfg.max_hash_distance < 0:
+        return
+    limit = f"> {cfg.max_hash_distance} bits from other objects"
+    cands = sorted((v for v in verdicts if v.keep and v.measures is not None), key=_duplicate_rank)
+    kept_hash = np.zeros(0, dtype=np.uint64)
+    kept: list = []
+    for v in cands:
+        h = np.uint64(int(v.measures.phash, 16))
+        dist = _popcount(np.bitwise_xor(kept_hash, h)) if kept else np.zeros(0, dtype=np.int64)
+        others = [j for j, k in enumerate(kept) if k.record.obj_id != v.record.obj_id]
+        if others:
+            j = min(others, key=lambda j: (int(dist[j]), j))
+            d = int(dist[j])
+            if d <= cfg.max_hash_distance:
+                o = kept[j].record
+                v.checks.append(Check("near_duplicate", False, {"distance": d, "duplicate_of":
+                                                                f"{o.obj_id}-{o.face_idx:02d}"}, limit))
+                continue
+            v.checks.append(Check("near_duplicate", True, {"distance": d}, limit))
+        else:
+            v.checks.append(Check("near_duplicate", True, {"distance": None}, "first of its kind"))
+        kept.append(v)
+        kept_hash = np.append(kept_hash, h)
+
+
+def _popcount(a: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
+        return np.bitwise_count(a).astype(np.int64)
+    b = a.view(np.uint8).reshape(-1, 8)
+    return np.unpackbits(b, axis=1).sum(axis=1).astype(np.int64)
+
+
+# ---- the stage -----------------------------------------------------------------------------
+
+@dataclass
+class FilterOutcome:
+    """Everything the stage decided, in faces.json order."""
+    verdicts: list
+    bad_records: list
+    image_problems: dict  # source_path -> status
+
+    @property
+    def kept(self) -> list:
+        return [v for v in self.verdicts if v.keep]
+
+    @property
+    def rejected(self) -> list:
+        return [v for v in self.verdicts if not v.keep]
+
+    def reason_counts(self) -> Counter:
+        c: Counter = Counter()
+        for v in self.rejected:
+            c.update(v.reasons)
+        if self.bad_records:
+            c["bad_record"] += len(self.bad_records)
+        return c
+
+
+def make_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
+    """One task per source image, in order of first appearance in faces.json."""
+    from .io import safe_join
+    groups: dict[str, list] = {}
+    for i, rec in enumerate(faces):
+        groups.setdefault(rec.source_path, []).append((i, rec))
+    tasks = []
+    for sp, items in groups.items():
+        try:
+            path = str(safe_join(source_root, sp))
+        except ValueError:
+            path = ""
+        tasks.append(ImageTask(sp, path, tuple(items), cfg))
+    return tasks
+
+
+def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int = 1,
+                 quiet: bool = True, bad_records: Optional[list] = None) -> FilterOutcome:
+    """Run every test on every face; the reusable core of the stage (no output files)."""
+    from .pipeline import LocalExecutor, Progress
+    tasks = make_tasks(faces, source_root, cfg)
+    verdicts: list = []
+    problems: dict = {}
+    with Progress(len(tasks), "filter", quiet=quiet, unit="img") as bar:
+        for res in LocalExecutor(min(workers, max(1, len(tasks)))).imap(check_image, tasks):
+            verdicts.extend(res.verdicts)
+            if res.problem:
+                problems[res.source_path] = res.problem
+            bar.update(1, kept=sum(v.keep for v in verdicts))
+    verdicts.sort(key=lambda v: v.index)
+    resolve_duplicates(verdicts, cfg)
+    return FilterOutcome(verdicts, list(bad_records or []), problems)
+
+
+def write_outputs(work: Path, outcome: FilterOutcome, cfg: FilterConfig, input_digest: str,
+                  source_root: Optional[Path] = None) -> dict:
+    """filtered.json, rejected.jsonl and filter_summary.json (each written atomically)."""
+    from .io import atomic_write_json, write_jsonl
+    from .pipeline import library_versions
+    kept = []
+    for v in outcome.kept:
+        rec = v.record.replace(extra={**v.record.extra, "filter": v.values()})
+        kept.append(rec)
+    rows = [v.rejection().to_json() for v in outcome.rejected]
+    for b in outcome.bad_records:
+        rows.append(Rejection(b.obj_id or "", -1 if b.face_idx is None else b.face_idx,
+                              ["bad_record"], {"record_index": b.index, "error": b.reason}).to_json())
+    atomic_write_json(work / "filtered.json", faces_to_json(kept))
+    write_jsonl(work / "rejected.jsonl", rows)
+    summary = {
+        "input": "faces.json", "input_sha256": input_digest,
+        "source_images": str((source_root or work).resolve()),
+        "faces": len(outcome.verdicts) + len(outcome.bad_records),
+        "kept": len(kept), "rejected": len(rows),
+        "reasons": dict(sorted(outcome.reason_counts().items(), key=lambda kv: (-kv[1], kv[0]))),
+        "grayscale_kept": sum(1 for v in outcome.kept
+                              if (v.values().get("grayscale") or {}).get("grayscale")),
+        "image_problems": outcome.image_problems,
+        "config": cfg.to_json(), "versions": library_versions(),
+    }
+    atomic_write_json(work / "filter_summary.json", summary)
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items())
+    return (f"filter: {summary['kept']} kept, {summary['rejected']} rejected of {summary['faces']}"
+            + (f" ({reasons})" if reasons else ""))
+
+
+def build_config(args) -> FilterConfig:
+    """Defaults, then the TOML file, then flags."""
+    cfg = FilterConfig()
+    if args.config:
+        cfg = config_from_mapping(load_toml_config(args.config), cfg, where=args.config)
+    flags: dict[str, Any] = {}
+    for name in ("min_size", "max_roll", "min_mouth_drop", "eye_jaw_min", "eye_jaw_max", "max_yaw",
+                 "max_landmark_outside", "max_padding", "max_overlap", "max_hash_distance",
+                 "min_sharpness", "grayscale_chroma", "crop_size"):
+        v = getattr(args, name)
+        if v is not None:
+            flags[name] = v
+    if args.min_score:
+        flags["min_score"] = dict(_parse_score(s) for s in args.min_score)
+    if args.reject_grayscale:
+        flags["reject_grayscale"] = True
+    if args.no_crop_tests:
+        flags["crop_tests"] = False
+    return config_from_mapping(flags, cfg, where="flags")
+
+
+def _parse_score(s: str) -> tuple:
+    name, sep, val = s.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name.strip(), float(val)
+    except ValueError:
+        raise UsageError(f"--min-score: expected DETECTOR=NUMBER (e.g. cnn=0.5), got {s!r}") from None
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .cli import add_common, add_work_dir, nonneg_float, positive_int
+    add_work_dir(p)
+    p.add_argument("--source-images", metavar="DIR", default=None,
+                   help="folder that faces.json source_path entries are relative to (default: --work)")
+    p.add_argument("--faces", metavar="JSON", default=None,
+                   help="input face list (default: DIR/faces.json)")
+    p.add_argument("--config", metavar="TOML", default=None, help="thresholds from a TOML file")
+    p.add_argument("--explain", metavar="OBJ_ID", default=None,
+                   help="print every test for this object's faces; writes nothing")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="record malformed face records as rejected (bad_record) instead of stopping")
+    g = p.add_argument_group("thresholds (defaults in the description above)")
+    g.add_argument("--min-size", type=nonneg_float, metavar="PX")
+    g.add_argument("--min-score", action="append", metavar="DETECTOR=VALUE")
+    g.add_argument("--max-roll", type=nonneg_float, metavar="DEG")
+    g.add_argument("--min-mouth-drop", type=float, metavar="X")
+    g.add_argument("--eye-jaw-min", type=nonneg_float, metavar="X")
+    g.add_argument("--eye-jaw-max", type=nonneg_float, metavar="X")
+    g.add_argument("--max-yaw", type=nonneg_float, metavar="X")
+    g.add_argument("--max-landmark-outside", type=nonneg_float, metavar="X")
+    g.add_argument("--max-padding", type=nonneg_float, metavar="SHARE")
+    g.add_argument("--max-overlap", type=nonneg_float, metavar="IOU")
+    g.add_argument("--max-hash-distance", type=int, metavar="BITS", help="negative disables")
+    g.add_argument("--min-sharpness", type=nonneg_float, metavar="VAR")
+    g.add_argument("--grayscale-chroma", type=nonneg_float, metavar="X")
+    g.add_argument("--reject-grayscale", action="store_true")
+    g.add_argument("--crop-size", type=positive_int, metavar="PX")
+    g.add_argument("--no-crop-tests", action="store_true",
+                   help="skip sharpness, grayscale and near-duplicates (no image decoding)")
+    add_common(p)
+
+
+def run(args) -> int:
+    from .io import file_digest, read_json
+    work = Path(args.work)
+    faces_path = Path(args.faces) if args.faces else work / "faces.json"
+    source_root = Path(args.source_images) if args.source_images else work
+    cfg = build_config(args)
+    loaded = load_faces(faces_path, skip_bad=args.skip_bad, what="faces file")
+    if not source_root.is_dir():
+        raise UsageError(f"--source-images {source_root} is not a folder")
+    if args.explain is not None:
+        return explain(work, loaded.faces, source_root, cfg, str(args.explain))
+    digest = file_digest(faces_path, "sha256")
+    summary_path = work / "filter_summary.json"
+    if not args.force and summary_path.exists() and (work / "filtered.json").exists() \
+            and (work / "rejected.jsonl").exists():
+        old = read_json(summary_path, "filter summary")
+        if isinstance(old, dict) and old.get("input_sha256") == digest \
+                and old.get("config") == cfg.to_json() \
+                and old.get("source_images") == str(source_root.resolve()):
+            print(summary_line(old) + " (up to date; --force redoes it)")
+            return 1 if old.get("image_problems") or old["reasons"].get("bad_record") else 0
+    outcome = filter_faces(loaded.faces, source_root, cfg, args.workers, args.quiet, loaded.bad)
+    summary = write_outputs(work, outcome, cfg, digest, source_root)
+    print(summary_line(summary))
+    if outcome.image_problems:
+        print(f"{len(outcome.image_problems)} source image(s) unusable; their faces are in "
+              f"rejected.jsonl", file=sys.stderr)
+    return 1 if outcome.image_problems or outcome.bad_records else 0
+
+
+def explain(work: Path, faces: list, source_root: Path, cfg: FilterConfig, obj_id: str) -> int:
+    """Print every test for one object's faces (the near-duplicate test needs every
+    other face, so its outcome is read from the last full run when there is one)."""
+    mine = [f for f in faces if f.obj_id == obj_id]
+    if not mine:
+        raise UsageError(f"--explain: no faces with obj_id {obj_id!r} in faces.json")
+    index = {f.key: i for i, f in enumerate(faces)}
+    previous = _previous_duplicate_checks(work)
+    tasks = make_tasks(mine, source_root, cfg)
+    for t in tasks:
+        t = dataclasses.replace(t, faces=tuple((index[r.key], r) for _, r in t.faces))
+        res = check_image(t)
+        size = f"{res.size[0]}x{res.size[1]}" if res.size else "unreadable"
+        print(f"object {obj_id}: {len(res.verdicts)} face(s) in {t.source_path} ({size})")
+        for v in res.verdicts:
+            dup = previous.get(v.record.key)
+            if dup is not None:
+                v.checks.append(dup)
+            print(f"  face {v.record.face_idx}: {'KEEP' if v.keep else 'REJECT ' + ', '.join(v.reasons)}"
+                  f"  (qsize {v.qsize:.1f} px)")
+            for c in v.checks:
+                print(f"    {c.line()}")
+            if dup is None and cfg.max_hash_distance >= 0 and v.measures is not None:
+                why = ("needs every other face: run the stage first" if v.keep
+                       else "not tested: already rejected")
+                print(f"    ---- {'near_duplicate':<18} phash {v.measures.phash}, {why}")
+    return 0
+
+
+def _previous_duplicate_checks(work: Path) -> dict:
+    """Near-duplicate outcomes recorded by the last full run, keyed by face."""
+    from .io import read_jsonl
+    out: dict = {}
+    for row in read_jsonl(work / "rejected.jsonl"):
+        if "near_duplicate" in row.get("reasons", []):
+            out[(str(row["obj_id"]), row["face_idx"])] = Check(
+                "near_duplicate", False, row["values"].get("near_duplicate"), "(last run)")
+    try:
+        kept = json.loads((work / "filtered.json").read_text())
+    except (OSError, ValueError):
+        kept = []
+    for d in kept if isinstance(kept, list) else []:
+        vals = (d.get("filter") or {}) if isinstance(d, dict) else {}
+        if "near_duplicate" in vals:
+            out[(str(d.get("obj_id")), d.get("face_idx"))] = Check(
+                "near_duplicate", True, vals["near_duplicate"], "(last run)")
+    return out

@@ -1,0 +1,580 @@
+"""Met Collection API client: paced, retried, and suspicious of what it is served.
+
+The Met's front end answers bursts with a 403 HTML page to *every* request for 30 s or
+more, plus 429/5xx at times (see MET_API notes in the README). So all worker threads share
+one `Pacer` (a token bucket): a block pauses everyone together (a shared cool-down), after
+which the rate drops and creeps back up. Each request is retried by tenacity with
+exponential backoff and jitter, honouring `Retry-After`; a 404 is final. Bodies are
+validated before use: an HTML page is never taken for JSON or image data, downloads are
+checked (length, magic bytes, full decode, pixel limit) in a temp file and only then
+renamed into place. Image URLs must be on an allowed host.
+
+Failures come back as `FetchFailure(status, reason, attempts)`: a value for the record,
+not a crash. `ApiOutage` ends a run cleanly when the API has been down too long.
+"""
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import urljoin, urlsplit
+
+from . import PROJECT_URL, __version__
+from .images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
+from .io import TMP_PREFIX
+
+DEFAULT_API = "https://collectionapi.metmuseum.org/public/collection/v1"
+MET_IMAGE_HOST = "images.metmuseum.org"
+USER_AGENT = f"metfaces-build/{__version__} (+{PROJECT_URL})"
+MAX_REDIRECTS = 5
+CHUNK = 1 << 20
+
+
+# ---- outcomes ------------------------------------------------------------------------
+
+class FetchFailure(Exception):
+    """A request that ended without usable data; `status` goes into objects.jsonl."""
+
+    def __init__(self, status: str, reason: str, attempts: int = 1, http_status: int = 0,
+                 width: int = 0, height: int = 0):
+        super().__init__(reason)
+        self.status, self.reason, self.attempts = status, reason, attempts
+        self.http_status, self.width, self.height = http_status, width, height
+
+
+class Transient(Exception):
+    """One failed attempt worth retrying; becomes a FetchFailure(status) when retries run out."""
+
+    def __init__(self, status: str, reason: str, retry_after: Optional[float] = None,
+                 http_status: int = 0):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+        self.retry_after, self.http_status = retry_after, http_status
+
+
+class ApiOutage(Exception):
+    """No successful request for longer than `max_outage`: stop, everything stays resumable."""
+
+
+@dataclass(frozen=True)
+class ApiJson:
+    """A JSON answer: parsed data, the bytes exactly as served, and attempts used."""
+    data: Any
+    raw: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Download:
+    """An image checked and renamed into place."""
+    path: Path
+    ext: str
+    bytes: int
+    sha256: str
+    md5: str
+    width: int
+    height: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Department:
+    id: int
+    name: str
+
+
+@dataclass
+class ClientConfig:
+    """Everything that decides how hard and how patiently we talk to the API."""
+    api_root: str = DEFAULT_API
+    rate: float = 10.0             # requests per second, shared by all threads
+    retries: int = 8               # extra attempts after the first
+    timeout: float = 60.0          # read timeout (s)
+    connect_timeout: float = 10.0
+    backoff_base: float = 1.0      # first backoff (s), doubled each attempt, with jitter
+    backoff_max: float = 60.0      # cap on one backoff (s)
+    retry_after_max: float = 600.0  # cap on an honoured Retry-After (s)
+    cooldown: float = 30.0         # shared pause after a 403 block page without Retry-After
+    max_outage: float = 900.0      # give up the run after this long without one success
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = 2 << 30
+    allowed_hosts: tuple = ()      # extra image hosts (besides the API's and the Met's)
+    pool_size: int = 16
+
+
+# ---- pure helpers ----------------------------------------------------------------------
+
+def image_url_problem(url: str, api_root: str, extra_hosts: Iterable[str] = ()) -> Optional[str]:
+    """Why `url` may not be downloaded (scheme or host not allowed), or None if it may.
+
+    Allowed: http/https on the API's own host:port (so the emulator serves its images),
+    the Met image host, or a host named in `extra_hosts`.
+    """
+    if not isinstance(url, str) or not url:
+        return "empty URL"
+    try:
+        u, api = urlsplit(url), urlsplit(api_root)
+        port, api_port = _effective_port(u), _effective_port(api)
+    except ValueError as e:
+        return f"malformed URL {url!r}: {e}"
+    if u.scheme not in ("http", "https"):
+        return f"scheme {u.scheme or '(none)'!r} not allowed (http/https only): {url}"
+    host = (u.hostname or "").lower()
+    if not host:
+        return f"no host in URL {url!r}"
+    if host == (api.hostname or "").lower() and port == api_port:
+        return None
+    if host == MET_IMAGE_HOST or host in {h.lower() for h in extra_hosts}:
+        return None
+    return f"host {host!r} is not an allowed image host ({MET_IMAGE_HOST}, the API host, or --allow-host)"
+
+
+def _effective_port(u) -> int:
+    return u.port or (443 if u.scheme == "https" else 80)
+
+
+def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """Seconds to wait from a Retry-After header (seconds or HTTP date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def parse_object_ids(data: Any) -> list:
+    """The `objectIDs` of a list or search answer; `null` means none, non-integers are dropped."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    ids = data.get("objectIDs")
+    if ids is None:
+        return []
+    if not isinstance(ids, list):
+        raise ValueError(f"objectIDs: expected a list or null, got {type(ids).__name__}")
+    out = []
+    for v in ids:
+        oid = as_object_id(v)
+        if oid is not None:
+            out.append(oid)
+    return out
+
+
+def as_object_id(v: Any) -> Optional[int]:
+    """A positive integer id, or None: ids are integers before they touch a path."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if v > 0 else None
+    if isinstance(v, str) and v.strip().isdigit() and v.strip().isascii():
+        n = int(v.strip())
+        return n if n > 0 else None
+    return None
+
+
+def looks_like_html(content_type: str, body_head: bytes) -> bool:
+    head = body_head.lstrip()[:15].lower()
+    return "html" in (content_type or "").lower() or head.startswith((b"<!doctype", b"<html", b"<"))
+
+
+# ---- pacing ------------------------------------------------------------------------------
+
+class Pacer:
+    """Token bucket shared by worker threads, with a shared cool-down and adaptive pacing.
+
+    `acquire()` blocks until a request may go. `cool_down(s)` pauses every thread for `s`
+    seconds and halves the rate (once per block, however many threads report it);
+    each `succeeded()` then adds back 2% of the target rate, so pacing creeps up again.
+    """
+
+    def __init__(self, rate: float, burst: Optional[float] = None, min_rate: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.target = float(rate)
+        self.rate = float(rate)
+        self.min_rate = min_rate if min_rate is not None else min(1.0, rate)
+        self.capacity = burst if burst is not None else max(1.0, rate / 5)
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self.tokens = self.capacity
+        self._updated = clock()
+        self.paused_until = 0.0
+        self.last_success = clock()
+        self.cooldowns = 0
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                if now < self.paused_until:
+                    wait = self.paused_until - now
+                else:
+                    start = max(self._updated, self.paused_until)
+                    self.tokens = min(self.capacity, self.tokens + (now - start) * self.rate)
+                    self._updated = now
+                    if self.tokens >= 1.0:
+                        self.tokens -= 1.0
+                        return
+                    wait = (1.0 - self.tokens) / self.rate
+            self._sleep(wait)
+
+    def cool_down(self, seconds: float) -> None:
+        with self._lock:
+            now = self._clock()
+            if now >= self.paused_until:  # a new block event: slow down once
+                self.rate = max(self.min_rate, self.rate / 2)
+                self.cooldowns += 1
+            self.paused_until = max(self.paused_until, now + seconds)
+            self.tokens = 0.0
+            self._updated = self.paused_until
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.last_success = self._clock()
+            self.rate = min(self.target, self.rate + self.target * 0.02)
+
+    def seconds_since_success(self) -> float:
+        with self._lock:
+            return self._clock() - self.last_success
+
+
+# ---- the client ------------------------------------------------------------------------------
+
+class MetClient:
+    """One requests Session + one Pacer, shared by every worker thread."""
+
+    def __init__(self, config: ClientConfig, pacer: Optional[Pacer] = None):
+        import requests
+        from requests.adapters import HTTPAdapter
+        self.cfg = config
+        self.api_root = config.api_root.rstrip("/")
+        if urlsplit(self.api_root).scheme not in ("http", "https"):
+            raise ValueError(f"API root must be an http(s) URL, got {config.api_root!r}")
+        self.pacer = pacer or Pacer(config.rate)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._rng = random.Random()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- endpoints --
+    def departments(self) -> list:
+        d = self.get_json("departments").data
+        deps = d.get("departments") if isinstance(d, dict) else None
+        if not isinstance(deps, list):
+            raise FetchFailure("bad_content", "departments: no 'departments' list in the answer")
+        return [Department(int(x["departmentId"]), str(x.get("displayName", "")))
+                for x in deps if isinstance(x, dict) and as_object_id(x.get("departmentId"))]
+
+    def object_ids(self, department_ids: Iterable[int] = (), since: Optional[str] = None) -> list:
+        params = {}
+        deps = list(department_ids)
+        if deps:
+            params["departmentIds"] = "|".join(str(int(d)) for d in deps)
+        if since:
+            params["metadataDate"] = since
+        return self._id_list("objects", params)
+
+    def search(self, q: str, **filters: Any) -> list:
+        params = {k: _param(v) for k, v in filters.items() if v is not None}
+        params["q"] = q
+        return self._id_list("search", params)
+
+    def get_object(self, object_id: int) -> ApiJson:
+        oid = int(object_id)
+        answer = self.get_json(f"objects/{oid}")
+        data = answer.data
+        if not isinstance(data, dict) or as_object_id(data.get("objectID")) != oid:
+            got = data.get("objectID") if isinstance(data, dict) else type(data).__name__
+            raise FetchFailure("bad_content", f"object {oid}: answer is for objectID {got!r}",
+                               answer.attempts)
+        return answer
+
+    def _id_list(self, path: str, params: dict) -> list:
+        answer = self.get_json(path, params)
+        try:
+            return parse_object_ids(answer.data)
+        except ValueError as e:
+            raise FetchFailure("bad_content", f"{path}: {e}", answer.attempts) from None
+
+    # -- plumbing --
+    def get_json(self, path: str, params: Optional[dict] = None) -> ApiJson:
+        url = f"{self.api_root}/{path.lstrip('/')}"
+        return self._retrying(lambda: self._json_attempt(url, params))
+
+    def download(self, url: str, folder: Path, stem: str) -> Download:
+        """Fetch an image into `folder/{stem}.{ext}`; nothing lands there unless it is valid."""
+        why = image_url_problem(url, self.api_root, self.cfg.allowed_hosts)
+        if why:
+            raise FetchFailure("refused", why, 0)
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        return self._retrying(lambda: self._download_attempt(url, folder, stem))
+
+    def _retrying(self, attempt_fn: Callable[[], Any]) -> Any:
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+        attempts = 0
+
+        def one():
+            nonlocal attempts
+            attempts += 1
+            try:
+                result = attempt_fn()
+            except Transient:
+                if self.pacer.seconds_since_success() > self.cfg.max_outage:
+                    raise ApiOutage(f"no successful request for {self.cfg.max_outage:g} s: "
+                                    "the API looks down; rerun later to resume") from None
+                raise
+            self.pacer.succeeded()
+            return result
+
+        retrying = Retrying(stop=stop_after_attempt(self.cfg.retries + 1), wait=self._wait,
+                            retry=retry_if_exception_type(Transient), reraise=True)
+        try:
+            result = retrying(one)
+        except Transient as e:
+            raise FetchFailure(e.status, f"{e.reason} (gave up after {attempts} attempts)",
+                               attempts, e.http_status) from None
+        except FetchFailure as e:
+            e.attempts = attempts
+            raise
+        if isinstance(result, (ApiJson, Download)):
+            result = _with_attempts(result, attempts)
+        return result
+
+    def _wait(self, retry_state) -> float:
+        """Retry-After when the server gave one, else exponential backoff with full jitter."""
+        exc = retry_state.outcome.exception()
+        if isinstance(exc, Transient) and exc.retry_after is not None:
+            return min(exc.retry_after, self.cfg.retry_after_max)
+        n = retry_state.attempt_number
+        cap = min(self.cfg.backoff_max, self.cfg.backoff_base * (2 ** (n - 1)))
+        return self._rng.uniform(cap / 2, cap)
+
+    def _get(self, url: str, params=None, stream=False):
+        import requests
+        self.pacer.acquire()
+        try:
+            return self.session.get(url, params=params, stream=stream, allow_redirects=False,
+                                    timeout=(self.cfg.connect_timeout, self.cfg.timeout))
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as e:
+            raise Transient("http_error", f"{type(e).__name__}: {_short(e)}") from None
+        except requests.RequestException as e:
+            raise FetchFailure("http_error", f"{type(e).__name__}: {_short(e)}") from None
+
+    def _read_all(self, r) -> bytes:
+        import requests
+        try:
+            return r.content
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as e:
+            raise Transient("http_error", f"body cut short: {type(e).__name__}: {_short(e)}") from None
+        finally:
+            r.close()
+
+    def _check_status(self, r, body: bytes) -> None:
+        """Map an HTTP status to final / transient failures; shared cool-down on blocks."""
+        code = r.status_code
+        if 200 <= code < 300:
+            return
+        retry_after = parse_retry_after(r.headers.get("Retry-After"))
+        html = looks_like_html(r.headers.get("Content-Type", ""), body[:64])
+        what = f"HTTP {code}" + (" (HTML page)" if html else "")
+        if code == 404:
+            raise FetchFailure("not_found", f"{what}: {_message(body)}", http_status=code)
+        if code == 403 or code == 429:
+            pause = retry_after if retry_after is not None else (
+                self.cfg.cooldown if code == 403 else self.cfg.backoff_base)
+            self.pacer.cool_down(min(pause, self.cfg.retry_after_max))
+            raise Transient("http_error", f"{what}: blocked or rate-limited", retry_after, code)
+        if code >= 500 or code == 408:
+            raise Transient("http_error", what, retry_after, code)
+        raise FetchFailure("http_error", f"{what}: {_message(body)}", http_status=code)
+
+    def _json_attempt(self, url: str, params) -> ApiJson:
+        r = self._get(url, params)
+        body = self._read_all(r)
+        if 300 <= r.status_code < 400:
+            raise FetchFailure("http_error", f"HTTP {r.status_code} redirect from the API",
+                               http_status=r.status_code)
+        self._check_status(r, body)
+        if looks_like_html(r.headers.get("Content-Type", ""), body[:64]):
+            raise Transient("bad_content", f"HTML page served with HTTP {r.status_code} instead of JSON")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise Transient("bad_content", f"malformed JSON ({len(body)} bytes): {e}") from None
+        return ApiJson(data, body, 1)
+
+    def _download_attempt(self, url: str, folder: Path, stem: str) -> Download:
+        r = self._get(url, stream=True)
+        for _ in range(MAX_REDIRECTS):
+            if r.status_code not in (301, 302, 303, 307, 308):
+                break
+            target = urljoin(url, r.headers.get("Location", ""))
+            r.close()
+            why = image_url_problem(target, self.api_root, self.cfg.allowed_hosts)
+            if why:
+                raise FetchFailure("refused", f"redirected to a refused URL: {why}")
+            url = target
+            r = self._get(url, stream=True)
+        else:
+            r.close()
+            raise FetchFailure("http_error", f"more than {MAX_REDIRECTS} redirects")
+        if not 200 <= r.status_code < 300:
+            self._check_status(r, self._read_all(r))
+        try:
+            return self._save_stream(r, folder, stem)
+        finally:
+            r.close()
+
+    def _save_stream(self, r, folder: Path, stem: str) -> Download:
+        import requests
+        ctype = r.headers.get("Content-Type", "")
+        declared = _int_or_none(r.headers.get("Content-Length"))
+        if declared is not None and declared > self.cfg.max_bytes:
+            raise FetchFailure("too_large", f"Content-Length {declared} exceeds {self.cfg.max_bytes} bytes")
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+        sha, md5, n, head = hashlib.sha256(), hashlib.md5(), 0, b""
+        try:
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    for chunk in r.iter_content(CHUNK):
+                        if len(head) < 64:
+                            head += chunk[:64 - len(head)]
+                        n += len(chunk)
+                        if n > self.cfg.max_bytes:
+                            raise FetchFailure("too_large", f"body exceeds {self.cfg.max_bytes} bytes")
+                        sha.update(chunk)
+                        md5.update(chunk)
+                        f.write(chunk)
+                except (requests.ConnectionError, requests.Timeout,
+                        requests.exceptions.ChunkedEncodingError) as e:
+                    raise Transient("http_error", f"download cut short after {n} bytes: "
+                                                  f"{type(e).__name__}: {_short(e)}") from None
+            if declared is not None and n != declared:
+                raise Transient("bad_content", f"got {n} bytes but Content-Length said {declared}")
+            ext = sniff_image_type(head)
+            if ext is None:
+                kind = "an HTML page" if looks_like_html(ctype, head) else f"not an image (starts {head[:8]!r})"
+                raise Transient("bad_content", f"body is {kind} (Content-Type {ctype or 'none'!r}, "
+                                               f"HTTP {r.status_code})")
+            width, height = check_image_file(tmp, self.cfg.max_pixels)
+            final = folder / f"{stem}.{ext}"
+            os.replace(tmp, final)
+            return Download(final, ext, n, sha.hexdigest(), md5.hexdigest(), width, height, 1)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+
+_PIL_OPEN_LOCK = threading.Lock()
+
+
+def check_image_file(path, max_pixels: int) -> tuple:
+    """(width, height) after a full decode; too_large is final, a bad decode is retried.
+
+    Only the header parse is serialised: `open_image` flips Pillow's global bomb limit,
+    which is not thread-safe; the slow full decode runs in parallel.
+    """
+    try:
+        with _PIL_OPEN_LOCK:
+            im = open_image(path, 0, load=False)
+    except ImageProblem as e:
+        raise Transient("bad_content", e.reason.replace(str(path), "download")) from None
+    with im:
+        width, height = im.size
+        if max_pixels and width * height > max_pixels:
+            raise FetchFailure("too_large", f"{width}x{height} = {width * height} pixels exceeds the "
+                                            f"limit of {max_pixels} (--max-pixels)",
+                               width=width, height=height)
+        try:
+            im.load()
+        except Exception as e:  # truncated or corrupt data
+            raise Transient("bad_content", f"cannot decode the download: {e}") from None
+    return width, height
+
+
+def _with_attempts(result, attempts: int):
+    import dataclasses
+    return dataclasses.replace(result, attempts=attempts)
+
+
+def _param(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _int_or_none(v: Optional[str]) -> Optional[int]:
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+def _message(body: bytes) -> str:
+    try:
+        d = json.loads(body)
+        if isinstance(d, dict) and d.get("message"):
+            return str(d["message"])[:200]
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return "(no message)"
+
+
+def _short(e: BaseException) -> str:
+    s = str(e)
+    return s if len(s) <= 200 else s[:200] + "..."
+
+
+def resolve_departments(specs: Iterable[str], departments: list) -> list:
+    """Department ids from ids or display names (case-insensitive); ValueError lists choices."""
+    by_name = {d.name.casefold(): d.id for d in departments}
+    ids = {d.id for d in departments}
+    out: list = []
+    for s in specs:
+        s = s.strip()
+        if not s:
+            continue
+        if s.isdigit():
+            if int(s) not in ids:
+                raise ValueError(f"unknown department id {s}; known: " + _dept_list(departments))
+            dep = int(s)
+        else:
+            dep = by_name.get(s.casefold())
+            if dep is None:
+                raise ValueError(f"unknown department {s!r}; known: " + _dept_list(departments))
+        if dep not in out:
+            out.append(dep)
+    return out
+
+
+def _dept_list(departments: list) -> str:
+    return ", ".join(f"{d.id} {d.name}" for d in departments)
