@@ -33,6 +33,7 @@ from typing import Optional
 
 import numpy as np
 
+from .exactblur import pad_and_blur
 from .geometry import crop_box, face_square, landmarks_full
 
 MANIFEST = "aligned.json"
@@ -122,107 +123,6 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
     if params.size < t:
         img = img.resize((params.size, params.size), Image.Resampling.LANCZOS)
     return img
-
-
-def pad_and_blur(rgb: np.ndarray, pad: np.ndarray, qsize) -> np.ndarray:
-    """Step 7: reflect-pad, blur towards the edges and fade to the median colour.
-
-    Bit-identical to the reference, which filters the whole padded image: the blur weight
-    `clip(mask*3+1, 0, 1)` is exactly 0 more than 4/3 of a pad width inside, so only the
-    band where it is not (plus the Gaussian's reach) is filtered, and only the float work
-    that can change a pixel is done.
-    """
-    left, top, right, bottom = pad
-    img = np.pad(np.float32(rgb), ((top, bottom), (left, right), (0, 0)), "reflect")
-    h, w, _ = img.shape
-    y, x, _ = np.ogrid[:h, :w, :1]
-    # the reference's mask is max(mx(x), my(y)); monotone clip commutes with that max
-    mx = 1.0 - np.minimum(np.float32(x) / left, np.float32(w - 1 - x) / right)  # (1, w, 1)
-    my = 1.0 - np.minimum(np.float32(y) / top, np.float32(h - 1 - y) / bottom)  # (h, 1, 1)
-    wx = np.clip(mx * 3.0 + 1.0, 0.0, 1.0)
-    wy = np.clip(my * 3.0 + 1.0, 0.0, 1.0)
-    blur = qsize * 0.02
-    radius = int(4.0 * float(blur) + 0.5)  # scipy's reach: truncate=4.0 sigmas
-
-    rows = np.flatnonzero(wy[:, 0, 0] > 0)
-    cols = np.flatnonzero(wx[0, :, 0] > 0)
-    # band = top/bottom strips (full width) + left/right strips (between them); disjoint
-    ty = _run_end(rows, 0)           # rows [0, ty) weighted
-    by = _run_start(rows, h)         # rows [by, h) weighted
-    lx = _run_end(cols, 0)
-    rx = _run_start(cols, w)
-    if ty >= by or lx >= rx:  # band covers everything: plain full-image filter
-        regions = [(0, h, 0, w)]
-    else:
-        regions = [(0, ty, 0, w), (by, h, 0, w), (ty, by, 0, lx), (ty, by, rx, w)]
-    regions = [r for r in regions if r[1] > r[0] and r[3] > r[2]]
-    blurred = _map_threads(lambda r: _gaussian_region(img, r, blur, radius), regions)
-    for (r0, r1, c0, c1), g in zip(regions, blurred):
-        sub = img[r0:r1, c0:c1]
-        sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
-
-    # fade towards the median where clip(mask, 0, 1) > 0, i.e. inside the pad itself
-    med = np.median(img, axis=(0, 1))
-    kx = np.clip(mx, 0.0, 1.0)
-    ky = np.clip(my, 0.0, 1.0)
-    prow = np.flatnonzero(ky[:, 0, 0] > 0)
-    pcol = np.flatnonzero(kx[0, :, 0] > 0)
-    pty, pby = _run_end(prow, 0), _run_start(prow, h)
-    plx, prx = _run_end(pcol, 0), _run_start(pcol, w)
-    if pty >= pby or plx >= prx:
-        fade = [(0, h, 0, w)]
-    else:
-        fade = [(0, pty, 0, w), (pby, h, 0, w), (pty, pby, 0, plx), (pty, pby, prx, w)]
-    for r0, r1, c0, c1 in fade:
-        if r1 > r0 and c1 > c0:
-            sub = img[r0:r1, c0:c1]
-            sub += (med - sub) * np.maximum(kx[:, c0:c1], ky[r0:r1])
-    return np.uint8(np.clip(np.rint(img), 0, 255))
-
-
-def _run_end(idx: np.ndarray, start: int) -> int:
-    """End of the run of consecutive indices beginning at `start` (start if none)."""
-    if idx.size == 0 or idx[0] != start:
-        return start
-    breaks = np.flatnonzero(np.diff(idx) != 1)
-    return int(idx[breaks[0]] + 1) if breaks.size else int(idx[-1] + 1)
-
-
-def _run_start(idx: np.ndarray, end: int) -> int:
-    """Start of the run of consecutive indices ending at `end - 1` (end if none)."""
-    if idx.size == 0 or idx[-1] != end - 1:
-        return end
-    breaks = np.flatnonzero(np.diff(idx) != 1)
-    return int(idx[breaks[-1] + 1]) if breaks.size else int(idx[0])
-
-
-def _gaussian_region(img, region, blur, radius):
-    """`gaussian_filter(img, [blur, blur, 0])[region]`, bit for bit, doing only the work
-    that region needs: the rows pass (axis 0, as scipy does first) on the region's columns
-    grown by the kernel's reach, then the columns pass on the region's rows alone."""
-    from scipy.ndimage import gaussian_filter1d
-    r0, r1, c0, c1 = region
-    h, w, _ = img.shape
-    e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
-    f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
-    g = gaussian_filter1d(img[e0:e1, f0:f1], blur, axis=0)[r0 - e0:r1 - e0]
-    g = gaussian_filter1d(g, blur, axis=1)
-    return g[:, c0 - f0:c1 - f0]
-
-
-def _map_threads(fn, items: list) -> list:
-    """scipy's filters release the GIL: the band's regions run on threads, which lets a
-    lone large face use every core once the other workers have run dry."""
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(min(len(items), _threads())) as ex:
-        return list(ex.map(fn, items))
-
-
-def _threads() -> int:
-    from .pipeline import default_workers
-    return default_workers()
 
 
 def quick_crop(image, landmarks, shrink: int, size: int = 128, rotate: bool = True):

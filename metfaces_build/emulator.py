@@ -5,7 +5,7 @@ The same paths as the real API under `http://127.0.0.1:PORT/public/collection/v1
 server, so `fetch --api URL` runs every network path offline. The sample collection (35
 objects over 5 departments: faces at several scales and tilts, painting-like filters, no
 image, not public domain, duplicate ids in lists, one 300-Mpx image) is built at the first
-start and cached. `/_emulator/truth.json` is the ground truth (metfaces.json-compatible:
+start and cached. `/_emulator/truth.json` (`?md5=1` adds source_md5, slow once) is the ground truth (metfaces.json-compatible:
 the known 68 landmarks of every placed face); `/_emulator/stats` counts requests.
 
 Faults (deterministic for a given --seed and request sequence per path):
@@ -33,7 +33,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
@@ -154,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
             st.stats.requests += 1
         u = urlsplit(self.path)
         if u.path.startswith("/_emulator/"):
-            return self._emulator_path(u.path)
+            return self._emulator_path(u)
         refusal = st.admission(self.client_address[0])
         if refusal == "blocked":
             return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
@@ -238,17 +237,19 @@ class _Handler(BaseHTTPRequestHandler):
             return _json(200, {"total": len(ids or []), "objectIDs": ids})
         return _json(404, {"message": "Not Found"})
 
-    def _emulator_path(self, path: str):
+    def _emulator_path(self, u):
         st = self.state
         base = f"http://{self.headers.get('Host')}"
-        if path == "/_emulator/truth.json":
+        if u.path == "/_emulator/truth.json":
             from .sample_collection import truth
-            return self._send(200, json.dumps(truth(st.collection, base)).encode(), "application/json")
-        if path == "/_emulator/stats":
+            md5 = parse_qs(u.query).get("md5", ["0"])[-1] == "1"
+            return self._send(200, json.dumps(truth(st.collection, base, with_md5=md5)).encode(),
+                              "application/json")
+        if u.path == "/_emulator/stats":
             with st.lock:
                 data = st.stats.to_json()
             return self._send(200, json.dumps(data).encode(), "application/json")
-        if path == "/_emulator/health":
+        if u.path == "/_emulator/health":
             return self._send(200, b'{"ok": true}', "application/json")
         self._send(404, b'{"message": "Not Found"}', "application/json")
 
@@ -384,8 +385,9 @@ class EmulatorHandle:
     def collection(self):
         return self.state.collection
 
-    def truth(self, with_md5: bool = True) -> list:
-        """Ground truth, metfaces.json-compatible (see sample_collection.truth)."""
+    def truth(self, with_md5: bool = False) -> list:
+        """Ground truth, metfaces.json-compatible (see sample_collection.truth); `with_md5`
+        fills source_md5 (a PNG encode per original: ~2 s each the first time, then cached)."""
         from .sample_collection import truth
         return truth(self.state.collection, self.url, with_md5=with_md5)
 

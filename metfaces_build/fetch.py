@@ -114,7 +114,7 @@ def compact_journal(path: Path) -> int:
 
 # ---- id sources --------------------------------------------------------------------------
 
-def dedupe_ids(ids) -> "np.ndarray":  # noqa: F821
+def dedupe_ids(ids):
     """Ids in first-seen order without repeats (the Met's lists repeat ids)."""
     import numpy as np
     a = np.asarray(ids, dtype=np.int64)
@@ -135,7 +135,7 @@ def parse_id_list(text: str, where: str = "--ids") -> list:
     return out
 
 
-def read_ids_file(path: str) -> "np.ndarray":  # noqa: F821
+def read_ids_file(path: str):
     """One id per line (or comma-separated); '#' starts a comment. Streamed into an array."""
     from array import array
 

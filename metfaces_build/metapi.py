@@ -22,7 +22,7 @@ import random
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urljoin, urlsplit
@@ -230,10 +230,10 @@ class Pacer:
                     start = max(self._updated, self.paused_until)
                     self.tokens = min(self.capacity, self.tokens + (now - start) * self.rate)
                     self._updated = now
-                    if self.tokens >= 1.0:
-                        self.tokens -= 1.0
+                    if self.tokens >= 1.0 - 1e-9:  # float slack: 0.1 s * 10/s may be 0.999...
+                        self.tokens = max(0.0, self.tokens - 1.0)
                         return
-                    wait = (1.0 - self.tokens) / self.rate
+                    wait = max((1.0 - self.tokens) / self.rate, 1e-4)
             self._sleep(wait)
 
     def cool_down(self, seconds: float) -> None:

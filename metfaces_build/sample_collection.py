@@ -339,7 +339,6 @@ def stylize(im, style: str):
 def compose(obj: SampleObject, index: int, faces: list, seed: int):
     """Canvas + placed faces for one object; returns (PIL image, [PlacedFace])."""
     import numpy as np
-    from PIL import Image
     rng = np.random.default_rng([seed, obj.id])
     n = faces_per_object(index) if obj.kind == "faces" else 0
     w = int(rng.integers(3000, 4200))
@@ -477,7 +476,7 @@ def png_md5(collection: Collection, obj: SampleObject) -> str:
     return known[key]
 
 
-def truth(collection: Collection, base_url: str, with_md5: bool = True) -> list:
+def truth(collection: Collection, base_url: str, with_md5: bool = False) -> list:
     """Ground truth as a metfaces.json-compatible list: one record per placed face, landmarks
     rounded to pixel indices at shrink 1, plus `truth_landmarks` (floats) and image size."""
     out = []

@@ -84,7 +84,7 @@ OBJ = b'{"objectID": 5, "isPublicDomain": true, "primaryImage": ""}'
 def png_bytes(size=(40, 30)) -> bytes:
     from PIL import Image
     buf = io.BytesIO()
-    Image.new("RGB", size, (200, 10, 10)).save(buf, "PNG")
+    Image.effect_noise(size, 40).convert("RGB").save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -249,7 +249,7 @@ def test_search_null_is_empty(scripted):
 def test_download_checks_then_renames(scripted, tmp_path):
     good = png_bytes()
     s = scripted([(200, {"Content-Type": "image/jpeg"}, b"<html>not an image</html>"),
-                  (200, {"Content-Type": "image/png"}, good[:-20]),  # truncated, honest length
+                  (200, {"Content-Type": "image/png"}, good[: len(good) // 2]),  # truncated, honest length
                   (200, {"Content-Type": "image/png"}, good)])
     d = fast_client(s.root).download(s.base + "/CRDImages/x/original/a.png", tmp_path, "7")
     assert d.attempts == 3 and d.ext == "png" and (d.width, d.height) == (40, 30)
