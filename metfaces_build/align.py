@@ -215,7 +215,8 @@ def process_image(task: ImageTask) -> list:
     from .io import atomic_write_bytes
     from .pipeline import library_versions
     from .records import FaceSpec
-    versions = library_versions()
+    from .exactblur import backend
+    versions = dict(library_versions(), gaussian=backend())
     params = asdict(task.params)
 
     def result(job, status, reason="", **kw):
@@ -293,7 +294,6 @@ def configure_parser(p) -> None:
 
 def run(args) -> int:
     from .errors import UsageError
-    from .images import ImageProblem, open_image
     from .io import atomic_write_json, remove_stale_temps, safe_join
     from .pipeline import LocalExecutor, Progress, library_versions, summarize
     from .records import load_faces
@@ -327,15 +327,8 @@ def run(args) -> int:
             resolved[f.source_path] = None
             failures.append((f.source_path, str(e)))
 
-    # full-resolution sizes (header only) for the random-shift pre-draw
-    sizes: dict = {}
-    if params.random_shift != 0:
-        for sp, path in resolved.items():
-            try:
-                with open_image(path, args.max_pixels, load=False) if path else _none() as im:
-                    sizes[sp] = im.size if im is not None else None
-            except ImageProblem:
-                sizes[sp] = None
+    # full-resolution sizes (headers only): for the random-shift pre-draw and scheduling
+    sizes = {sp: _header_size(path, args.max_pixels) for sp, path in resolved.items()}
     normals = draw_shifts(faces, sizes, params)
 
     previous = _previous_manifest(out_dir)
@@ -362,11 +355,15 @@ def run(args) -> int:
     journal = out_dir / JOURNAL
     tasks = [ImageTask(resolved[sp], jobs, params, str(out_dir), args.max_pixels)
              for sp, jobs in by_source.items()]
+    # longest first, so one slow padded face does not finish alone at the end
+    tasks.sort(key=lambda t: -_estimated_cost(t, sizes, faces))
     n_todo = sum(len(t.jobs) for t in tasks)
     counts: dict = {}
-    with Progress(n_todo, "align", quiet=args.quiet, unit="face") as prog, \
+    if tasks and params.padding:
+        warm_up()  # compile the Gaussian kernel once, before the pool forks
+    with Progress(n_todo, "align", quiet=args.quiet or not n_todo, unit="face") as prog, \
             open(journal, "a", encoding="utf-8") as jf:
-        for batch in executor.imap(process_image, tasks):
+        for batch in executor.imap(process_image, tasks, ordered=False):
             for r in batch:
                 results[r.index] = r.to_json()
                 jf.write(json.dumps(results[r.index]) + "\n")
@@ -397,12 +394,35 @@ def run(args) -> int:
     return 0 if all(e["status"] == "ok" for e in entries) else 1
 
 
-class _none:
-    def __enter__(self):
+def _header_size(path, max_pixels):
+    """(width, height) from the header alone, or None when unreadable."""
+    from .images import ImageProblem, open_image
+    if path is None:
+        return None
+    try:
+        with open_image(path, max_pixels, load=False) as im:
+            return im.size
+    except ImageProblem:
         return None
 
-    def __exit__(self, *a):
-        return False
+
+def _estimated_cost(task: "ImageTask", sizes: dict, faces: list) -> float:
+    """Relative work of one image task: decoding plus each face's padded area."""
+    total = 0.0
+    for j in task.jobs:
+        spec = faces[j.index].face_spec
+        qsize = float(face_square(landmarks_full(spec.landmarks, spec.shrink)).qsize)
+        total += qsize * qsize
+    size = sizes.get(faces[task.jobs[0].index].source_path) if task.jobs else None
+    if size:
+        total += size[0] * size[1]
+    return total
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the Gaussian kernel in this process."""
+    from .exactblur import gaussian_1d
+    gaussian_1d(np.zeros((8, 4, 3), np.float32), np.float32(1.0), 4, axis=0)
 
 
 def _make_executor(args):

@@ -71,29 +71,47 @@ def _prefix(on: np.ndarray) -> int:
 
 def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
     """`gaussian_filter(img, [blur, blur, 0])[region]`, bit for bit, doing only the work the
-    region needs: the rows pass (axis 0, scipy's first) on the region's columns grown by
-    the radius, then the columns pass on the region's rows alone."""
+    region needs: the rows pass (axis 0, scipy's first) for the region's rows over its
+    columns grown by the radius, then the columns pass for the region alone."""
     r0, r1, c0, c1 = region
     h, w, _ = img.shape
-    e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
     f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
-    g = gaussian_1d(img[e0:e1, f0:f1], blur, radius, axis=0)[r0 - e0:r1 - e0]
-    g = gaussian_1d(g, blur, radius, axis=1)
-    return g[:, c0 - f0:c1 - f0]
+    kernel = _kernel()
+    if kernel is None or radius >= min(h, w):
+        from scipy.ndimage import gaussian_filter1d
+        e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
+        g = gaussian_filter1d(img[e0:e1, f0:f1], blur, axis=0)[r0 - e0:r1 - e0]
+        return gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0]
+    w0, taps = kernel_taps(blur, radius)
+    # rows pass: lines are columns (x channel); the window reflects at the image's edges
+    rows = _reflect(np.arange(r0 - radius, r1 + radius), h)
+    ext = img[rows, f0:f1].reshape(rows.size, -1)
+    g = _correlate_lines(kernel, ext, w0, taps).reshape(r1 - r0, f1 - f0, -1)
+    # columns pass: transpose so lines run down axis 0 again
+    cols = _reflect(np.arange(c0 - radius, c1 + radius), w) - f0
+    ext = np.ascontiguousarray(g[:, cols].transpose(1, 0, 2)).reshape(cols.size, -1)
+    out = _correlate_lines(kernel, ext, w0, taps).reshape(c1 - c0, r1 - r0, -1)
+    return out.transpose(1, 0, 2)
 
 
 def gaussian_1d(a: np.ndarray, blur, radius: int, axis: int) -> np.ndarray:
-    """scipy's `gaussian_filter1d(a, blur, axis)` (mode 'reflect') for float32 a, bit for
-    bit; uses the numba kernel when numba is installed and the lines are long enough."""
+    """scipy's `gaussian_filter1d(a, blur, axis)` (mode 'reflect') for float32 `a`, bit for
+    bit; the numba kernel when numba is installed and the lines are long enough."""
     kernel = _kernel()
-    if kernel is None or radius >= a.shape[axis]:
+    n = a.shape[axis]
+    if kernel is None or radius >= n:
         from scipy.ndimage import gaussian_filter1d
         return gaussian_filter1d(a, blur, axis=axis)
     moved = np.moveaxis(a, axis, 0)
-    n = moved.shape[0]
-    lines = np.ascontiguousarray(moved).reshape(n, -1)
-    out = _correlate_lines(kernel, lines, *kernel_taps(blur, radius))
+    ext = moved[_reflect(np.arange(-radius, n + radius), n)].reshape(n + 2 * radius, -1)
+    out = _correlate_lines(kernel, ext, *kernel_taps(blur, radius))
     return np.moveaxis(out.reshape(moved.shape), 0, axis)
+
+
+def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
+    """scipy's 'reflect' boundary (d c b a | a b c d), for indices within n of the ends."""
+    idx = np.where(idx < 0, -idx - 1, idx)
+    return np.where(idx >= n, 2 * n - idx - 1, idx)
 
 
 def kernel_taps(blur, radius: int) -> tuple:
@@ -106,15 +124,16 @@ def kernel_taps(blur, radius: int) -> tuple:
     return float(resp[radius]), np.ascontiguousarray(resp[radius + 1:])
 
 
-def _correlate_lines(kernel, lines: np.ndarray, w0: float, taps: np.ndarray) -> np.ndarray:
-    """Filter each column of `lines` (n x L float32) along n with reflect boundaries."""
-    n, length = lines.shape
+def _correlate_lines(kernel, ext: np.ndarray, w0: float, taps: np.ndarray) -> np.ndarray:
+    """Filter each column of `ext` ((n + 2 radius) x L float32, already extended by the
+    radius at both ends) along axis 0; returns n x L float32."""
     radius = taps.size
+    n, length = ext.shape[0] - 2 * radius, ext.shape[1]
     nb = -(-length // LANES)
-    padded = np.zeros((n, nb * LANES), dtype=np.float32)
-    padded[:, :length] = lines
-    ext = np.pad(padded, ((radius, radius), (0, 0)), mode="symmetric")  # scipy's 'reflect'
-    blocks = np.ascontiguousarray(ext.reshape(n + 2 * radius, nb, LANES).transpose(1, 0, 2))
+    blocks = np.zeros((nb, n + 2 * radius, LANES), dtype=np.float32)
+    for b in range(nb):  # lane blocks, each contiguous so the tap window stays in cache
+        part = ext[:, b * LANES:(b + 1) * LANES]
+        blocks[b, :, :part.shape[1]] = part
     out = np.empty((nb, n, LANES), dtype=np.float32)
     kernel(blocks, w0, taps, out)
     return out.transpose(1, 0, 2).reshape(n, nb * LANES)[:, :length]

@@ -1,0 +1,266 @@
+"""The exact aligner: NVIDIA's pixels from stored landmarks, for any worker count, and the
+stage's records, manifest, resumption and failure handling."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, shared_path
+
+MODES = {
+    "default": [],
+    "norot": ["--no-rotation"],
+    "metfacesu": ["--random-shift", "0.2", "--retry-crops", "--no-rotation"],
+}
+
+
+def pixel_md5s(folder: Path) -> list:
+    """Lines as ../shared/tools/pixel_md5.py prints them."""
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".png"):
+            with Image.open(folder / name) as im:
+                out.append(f"{name} {im.size[0]} {im.size[1]} "
+                           f"{hashlib.md5(im.convert('RGB').tobytes()).hexdigest()}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def seed1_cases(tmp_path_factory):
+    gen = shared_path("tools", "align_cases.py")
+    out = tmp_path_factory.mktemp("seed1")
+    subprocess.run([sys.executable, str(gen), "1", str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_seed1_vectors(cli, seed1_cases, tmp_path, mode, workers):
+    expected = shared_path("vectors", f"seed1-{mode}.txt").read_text().split("\n")
+    expected = [line for line in expected if line.strip()]
+    out = tmp_path / "out"
+    rc, stdout, _ = cli("align", "--json", seed1_cases / "metfaces.json", "--source-images",
+                        seed1_cases, "--output-dir", out, "--workers", workers, "--quiet",
+                        *MODES[mode])
+    assert pixel_md5s(out) == expected
+    manifest = json.loads((out / "aligned.json").read_text())
+    produced = {e["output"] for e in manifest if e["status"] == "ok"}
+    assert produced == {line.split()[0] for line in expected}
+    rejected = [e for e in manifest if e["status"] == "rejected"]
+    assert rc == (1 if rejected else 0)
+    for e in rejected:  # a face the reference skipped is recorded, not silently dropped
+        assert "1000" in e["reason"] and e["output"] not in produced
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("mode", ["default", "norot"])
+def test_dlib_training_vectors(cli, tmp_path, mode, workers):
+    faces = shared_path("data", "dlib-faces")
+    expected = [line for line in shared_path("vectors", f"dlib-training-{mode}.txt")
+                .read_text().split("\n") if line.strip()]
+    out = tmp_path / "out"
+    rc, _, _ = cli("align", "--json", shared_path("vectors", "dlib-training.json"),
+                   "--source-images", faces, "--output-dir", out, "--workers", workers,
+                   "--quiet", *MODES[mode])
+    assert rc == 0
+    assert pixel_md5s(out) == expected
+
+
+# ---- the band-limited blur is the full-image blur, bit for bit -----------------------
+
+def _reference_pad(rgb, pad, qsize):
+    sys.path.insert(0, str(REPO / "tools"))
+    import scipy.ndimage
+    img = np.pad(np.float32(rgb), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
+    h, w, _ = img.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+    blur = qsize * 0.02
+    img += (scipy.ndimage.gaussian_filter(img, [blur, blur, 0]) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
+    return np.uint8(np.clip(np.rint(img), 0, 255))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pad_and_blur_matches_full_image_filter(seed):
+    from metfaces_build.exactblur import pad_and_blur
+    rng = np.random.RandomState(seed)
+    h, w = rng.randint(60, 200, size=2)
+    rgb = rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+    qsize = np.float32(rng.uniform(80, 400))
+    pad = np.maximum(rng.randint(0, 90, size=4), int(np.rint(qsize * 0.3)) if seed % 2 else 0)
+    pad = np.maximum(pad, 1)
+    assert np.array_equal(pad_and_blur(rgb, pad, qsize), _reference_pad(rgb, pad, qsize))
+
+
+def test_numba_kernel_is_scipy_bit_for_bit():
+    pytest.importorskip("numba")
+    from scipy.ndimage import gaussian_filter1d
+
+    from metfaces_build.exactblur import backend, gaussian_1d, gaussian_region
+    assert backend() == "numba"
+    rng = np.random.RandomState(3)
+    a = (rng.rand(157, 301, 3) * 255).astype(np.float32)
+    for blur in (np.float32(2.3), np.float32(17.77)):
+        radius = int(4.0 * float(blur) + 0.5)
+        for axis in (0, 1):
+            assert np.array_equal(gaussian_1d(a, blur, radius, axis),
+                                  gaussian_filter1d(a, blur, axis=axis))
+        full = gaussian_filter1d(gaussian_filter1d(a, blur, axis=0), blur, axis=1)
+        for region in [(0, 40, 0, 301), (100, 157, 20, 90), (50, 60, 250, 301)]:
+            r0, r1, c0, c1 = region
+            assert np.array_equal(gaussian_region(a, region, blur, radius), full[r0:r1, c0:c1])
+
+
+# ---- records: validation, --skip-bad -------------------------------------------------
+
+def _record(obj_id="1", idx=0, source="img.png", lm=None, shrink=1):
+    lm = lm if lm is not None else [[100 + (i % 17) * 5, 100 + (i // 17) * 20] for i in range(68)]
+    return {"obj_id": obj_id, "source_path": source, "face_idx": idx,
+            "face_spec": {"rect": [90, 90, 200, 200], "landmarks": lm, "shrink": shrink}}
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda r: r.pop("face_spec"), "record 1: missing key 'face_spec'"),
+    (lambda r: r["face_spec"].update(landmarks=[[1, 2]] * 67), "record 1: field face_spec.landmarks"),
+    (lambda r: r["face_spec"].update(landmarks=[[1.5, 2]] * 68), "non-integer"),
+    (lambda r: r["face_spec"].update(shrink=0), "face_spec.shrink"),
+    (lambda r: r.update(source_path="/etc/passwd"), "absolute path"),
+    (lambda r: r.update(source_path="../outside.png"), "escapes"),
+    (lambda r: r.update(obj_id="1", face_idx=0), "duplicate (obj_id, face_idx)"),
+])
+def test_bad_records_refuse_the_file(cli, tmp_path, mutate, needle):
+    bad = _record("2", 0)
+    mutate(bad)
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps([_record("1", 0), bad]))
+    rc, out, err = cli("align", "--json", j, "--source-images", tmp_path, "--output-dir",
+                       tmp_path / "o", "--quiet")
+    assert rc == 2
+    assert needle in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o" / "1-00.png").exists()
+
+
+def test_malformed_json_is_a_usage_error(cli, tmp_path):
+    j = tmp_path / "m.json"
+    j.write_text('[{"obj_id": ')
+    rc, _, err = cli("align", "--json", j, "--source-images", tmp_path, "--output-dir",
+                     tmp_path / "o")
+    assert rc == 2 and "not valid JSON" in err
+
+
+def _texture(w, h, seed=0):
+    rng = np.random.RandomState(seed)
+    small = rng.randint(0, 256, size=(h // 16 + 1, w // 16 + 1, 3)).astype(np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
+
+
+def test_skip_bad_and_failures_are_recorded(cli, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _texture(400, 400).save(src / "good.png")
+    (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)
+    (src / "page.jpg").write_bytes(b"<html><body>Request unsuccessful</body></html>")
+    Image.new("L", (3000, 3000)).save(src / "bomb.png")  # tiny file, many pixels
+    recs = [_record("1", 0, "good.png"), _record("2", 0, "missing.png"),
+            _record("3", 0, "corrupt.png"), _record("4", 0, "page.jpg"),
+            _record("5", 0, "bomb.png"), _record("6", 0, "../escape.png")]
+    bad_shrink = _record("7", 0, "good.png", shrink=0)
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps(recs + [bad_shrink]))
+    out = tmp_path / "out"
+    rc, stdout, err = cli("align", "--json", j, "--source-images", src, "--output-dir", out,
+                          "--max-pixels", 4_000_000, "--skip-bad", "--quiet", "--size", 64,
+                          "--supersampling", 1)
+    assert rc == 1
+    manifest = {(e["record"] or {}).get("obj_id"): e for e in
+                json.loads((out / "aligned.json").read_text())}
+    assert manifest["1"]["status"] == "ok"
+    assert manifest["2"]["status"] == "missing_source"
+    assert manifest["3"]["status"] == "bad_content"
+    assert manifest["4"]["status"] == "bad_content"
+    assert manifest["5"]["status"] == "too_large" and "4000000" in manifest["5"]["reason"]
+    assert manifest["6"]["status"] == "bad_record"
+    assert manifest["7"]["status"] == "bad_record" and "shrink" in manifest["7"]["reason"]
+    assert sorted(os.listdir(out)) == ["1-00.png", "aligned.json"]
+    with Image.open(out / "1-00.png") as im:
+        assert im.size == (64, 64)
+    assert "1 ok" in stdout and "missing_source" in stdout
+
+
+def test_rerun_skips_and_redoes_what_changed(cli, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    _texture(300, 300).save(src / "a.png")
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps([_record("1", 0, "a.png"), _record("1", 1, "a.png")]))
+    out = tmp_path / "out"
+    args = ("align", "--json", j, "--source-images", src, "--output-dir", out, "--quiet",
+            "--size", 64, "--supersampling", 2)
+    assert cli(*args)[0] == 0
+    first = json.loads((out / "aligned.json").read_text())
+    rc, stdout, _ = cli(*args)
+    assert rc == 0 and "2 already done" in stdout
+    (out / "1-01.png").write_bytes(b"tampered")
+    rc, stdout, _ = cli(*args)
+    assert rc == 0 and "1 already done" in stdout
+    assert json.loads((out / "aligned.json").read_text()) == first
+    # different parameters: nothing is reused
+    rc, stdout, _ = cli(*args[:-1], 1)
+    assert rc == 0 and "already done" not in stdout
+    assert sorted(os.listdir(out)) == ["1-00.png", "1-01.png", "aligned.json"]
+
+
+def test_killed_run_resumes_from_its_journal(tmp_path):
+    """A run killed midway leaves a journal; the rerun reuses its crops and ends clean."""
+    src = tmp_path / "src"
+    src.mkdir()
+    recs = []
+    for i in range(6):
+        _texture(700, 700, seed=i).save(src / f"{i}.png")
+        recs.append(_record(str(i), 0, f"{i}.png"))
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps(recs))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "metfaces_build", "align", "--json", str(j), "--source-images",
+           str(src), "--output-dir", str(out), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = out / ".aligned.journal.jsonl"
+    import time
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = journal.read_text().count("\n") if journal.exists() else 0
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    if done_before:
+        assert f"{done_before} already done" in res.stdout or "already done" in res.stdout
+    assert sorted(os.listdir(out)) == [f"{i}-00.png" for i in range(6)] + ["aligned.json"]
+    manifest = json.loads((out / "aligned.json").read_text())
+    for e in manifest:
+        data = (out / e["output"]).read_bytes()
+        assert hashlib.md5(data).hexdigest() == e["file_md5"]
+        assert set(e["versions"]) >= {"numpy", "scipy", "Pillow"}
+
+
+def test_help_reads_as_a_manual(cli):
+    rc, out, _ = cli("align", "--help")
+    assert rc == 0
+    for flag in ("--json", "--source-images", "--output-dir", "--random-shift", "--retry-crops",
+                 "--no-rotation", "--no-padding", "--size", "--supersampling", "--workers",
+                 "--force", "--quiet", "--max-pixels", "examples:"):
+        assert flag in out
