@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -239,7 +238,12 @@ def process_image(task: ImageTask) -> list:
         for j in todo:
             spec = FaceSpec.from_json(j.record["face_spec"])
             normal = None if j.normal is None else np.asarray(j.normal, dtype=np.float64)
-            crop = align_face(image, spec, task.params, normal, cache)
+            try:
+                crop = align_face(image, spec, task.params, normal, cache)
+            except (ValueError, ArithmeticError, MemoryError, OSError) as e:
+                # degenerate landmarks (zero eye distance -> NaN geometry), out of memory...
+                results.append(result(j, "error", f"{type(e).__name__}: {e}"))
+                continue
             buf = io.BytesIO()
             crop.save(buf, "PNG")
             data = buf.getvalue()
@@ -295,7 +299,7 @@ def configure_parser(p) -> None:
 def run(args) -> int:
     from .errors import UsageError
     from .io import atomic_write_json, remove_stale_temps, safe_join
-    from .pipeline import LocalExecutor, Progress, library_versions, summarize
+    from .pipeline import Progress, library_versions, summarize
     from .records import load_faces
 
     src_root = Path(args.source_images)

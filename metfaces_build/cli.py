@@ -29,6 +29,11 @@ COMMANDS = [
     ("emulator", "metfaces_build.emulator", "serve the sample Met API on loopback (tests, demo)"),
 ]
 
+DESCRIPTION = """\
+Re-derive the MetFaces dataset (aligned 1024x1024 faces from artworks at the Metropolitan
+Museum of Art) from the Met Collection API, reproducibly, and extend it to the rest of
+the collection: fetch -> detect -> filter -> align, plus compare, report and export."""
+
 EPILOG = """\
 exit status: 0 all items ok; 1 some items failed (each recorded with its reason);
 2 usage error (bad flag, missing or malformed input file).
@@ -50,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="metfaces-build", description=__doc__.split("\n")[0],
+    parser = _Parser(prog="metfaces-build", description=DESCRIPTION,
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"metfaces-build {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

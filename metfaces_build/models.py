@@ -9,7 +9,6 @@ once per process (`load_models`), never at import.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UsageError
+from .io import file_digest
 
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 CNN = "mmod_human_face_detector.dat"
@@ -114,20 +114,12 @@ def verify_model(path: Path, expected: dict) -> None:
     cache = _read_cache()
     digest = cache.get(key)
     if digest is None:
-        digest = sha256_file(path)
+        digest = file_digest(path, "sha256")
         cache[key] = digest
         _write_cache(cache)
     if digest != expected["sha256"]:
         raise UsageError(f"model file {path} has sha256 {digest}, expected "
                          f"{expected['sha256']}: damaged or a different model; {HOW_TO_GET}")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cache_path() -> Path:

@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Benchmark `metfaces-build align` against the literal reference, side by side.
+
+usage: bench_align.py [--cases DIR] [--workers 2] [--modes default,norot,metfacesu]
+
+For each mode: the reference (tools/reference_align.py: serial, decodes per face, blurs the
+whole padded image) and ours (`metfaces-build align --workers N`) run on the same cases in
+one process tree, one after the other; both outputs are checked to be pixel-identical, and
+seconds per face plus the speed-up are printed. Without --cases, a case set is made with
+tools/make_align_cases.py (the README quotes figures for the seed-1 cases of the design
+docs' align_cases.py, passed with --cases).
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+MODES = {"default": [], "norot": ["--no-rotation"],
+         "metfacesu": ["--random-shift", "0.2", "--retry-crops", "--no-rotation"]}
+
+
+def pixel_md5s(folder):
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".png"):
+            with Image.open(os.path.join(folder, name)) as im:
+                out[name] = hashlib.md5(im.convert("RGB").tobytes()).hexdigest()
+    return out
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", help="folder with metfaces.json and its source images")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--modes", default="default,norot,metfacesu")
+    a = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-align-"))
+    cases = Path(a.cases) if a.cases else tmp / "cases"
+    if not a.cases:
+        subprocess.run([sys.executable, str(HERE / "make_align_cases.py"), str(cases)], check=True)
+    n_faces = len(json.loads((cases / "metfaces.json").read_text()))
+    print(f"{n_faces} faces from {cases}; ours with --workers {a.workers}")
+    print(f"{'mode':<10} {'reference s/face':>17} {'ours s/face':>12} {'speed-up':>9}  identical")
+    for mode in a.modes.split(","):
+        flags = MODES[mode]
+        common = ["--json", str(cases / "metfaces.json"), "--source-images", str(cases)]
+        ref_out, our_out = tmp / f"ref-{mode}", tmp / f"ours-{mode}"
+        t_ref = timed([sys.executable, str(HERE / "reference_align.py"), *common,
+                       "--output-dir", str(ref_out), *flags])
+        t_ours = timed([sys.executable, "-m", "metfaces_build", "align", *common, "--output-dir",
+                        str(our_out), "--workers", str(a.workers), "--quiet", *flags])
+        same = pixel_md5s(ref_out) == pixel_md5s(our_out)
+        print(f"{mode:<10} {t_ref / n_faces:>17.2f} {t_ours / n_faces:>12.2f} "
+              f"{t_ref / t_ours:>8.1f}x  {'yes' if same else 'NO'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
