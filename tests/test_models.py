@@ -44,7 +44,7 @@ def test_sha256_is_computed_once_then_cached(monkeypatch):
     M.find_model(M.CNN)
     cache = json.loads(M.cache_path().read_text())
     assert any(k.startswith(str(src.resolve())) for k in cache)
-    monkeypatch.setattr(M, "sha256_file", lambda p: pytest.fail("hashed again"))
+    monkeypatch.setattr(M, "file_digest", lambda *a: pytest.fail("hashed again"))
     M.find_model(M.CNN)
 
 
