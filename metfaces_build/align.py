@@ -261,7 +261,7 @@ def _crop_name(record: dict) -> str:
 # ---- the stage -----------------------------------------------------------------------
 
 def configure_parser(p) -> None:
-    from .cli import add_common, nonneg_float, positive_int
+    from .cli import add_common, add_executor, nonneg_float, positive_int
     from .images import DEFAULT_MAX_PIXELS
     g = p.add_argument_group("inputs and outputs (NVIDIA's flags)")
     g.add_argument("--json", required=True, metavar="FILE",
@@ -294,6 +294,7 @@ def configure_parser(p) -> None:
                    help="record invalid JSON records as failed and go on (default: refuse "
                         "the file with exit 2)")
     add_common(p)
+    add_executor(p)
 
 
 def run(args) -> int:
@@ -357,7 +358,8 @@ def run(args) -> int:
 
     # journal: results of this run, so a killed run resumes without redoing them
     journal = out_dir / JOURNAL
-    tasks = [ImageTask(resolved[sp], jobs, params, str(out_dir), args.max_pixels)
+    # absolute output dir: a Dask worker's current directory is not ours
+    tasks = [ImageTask(resolved[sp], jobs, params, str(out_dir.absolute()), args.max_pixels)
              for sp, jobs in by_source.items()]
     # longest first, so one slow padded face does not finish alone at the end
     tasks.sort(key=lambda t: -_estimated_cost(t, sizes, faces))

@@ -133,6 +133,20 @@ def add_common(p: argparse.ArgumentParser, workers: bool = True, force: bool = T
     p.add_argument("--quiet", action="store_true", help="no progress bar, summary only")
 
 
+def add_executor(p: argparse.ArgumentParser) -> None:
+    """--executor / --scheduler: where a stage's per-item work runs (detect, align)."""
+    g = p.add_argument_group("distributed execution (optional extra: "
+                             "pip install 'metfaces-build[dask]')")
+    g.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local: a process pool of --workers on this machine (default); dask: "
+                        "the workers of a Dask cluster (--workers is then ignored). Output is "
+                        "identical either way")
+    g.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: "
+                        "$DASK_SCHEDULER_ADDRESS); workers must see the same files at the "
+                        "same absolute paths (docs/dask.md)")
+
+
 def positive_int(s: str) -> int:
     try:
         v = int(s)

@@ -36,12 +36,16 @@ journal with its reason); 2 usage error (bad flag, missing folder or model file)
 examples:
   metfaces-build detect --work ./metfaces-work
   metfaces-build detect --images ./paintings --out faces.json --detector cascade
+  # on a Dask cluster (work dir and models on a filesystem every worker shares)
+  metfaces-build detect --work /shared/metfaces-work --models-dir /shared/models \\
+      --executor dask --scheduler tcp://10.0.0.5:8786
 """
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+import os
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -444,7 +448,7 @@ def _id_key(obj_id: str) -> tuple:
 # ---- CLI ----------------------------------------------------------------------------------
 
 def configure_parser(p) -> None:
-    from .cli import add_common, positive_int
+    from .cli import add_common, add_executor, positive_int
     src = p.add_argument_group("input and output")
     src.add_argument("--work", metavar="DIR", default=None,
                      help="work directory: reads objects.jsonl + originals/, writes faces.json "
@@ -470,6 +474,7 @@ def configure_parser(p) -> None:
                      help="folder with the dlib .dat files (else $METFACES_MODELS, the "
                           "repository's models/, the face_recognition_models package)")
     add_common(p)
+    add_executor(p)
 
 
 def _nonneg_int(s: str) -> int:
@@ -512,17 +517,21 @@ def stage_inputs(args):
 def run(args) -> int:
     from .io import JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
     from .models import resolve_models
-    from .pipeline import LocalExecutor, Progress
+    from .pipeline import Progress, make_executor
     tasks, paths = stage_inputs(args)
     opts = DetectOptions(detector=args.detector, upsample=args.upsample,
                          cnn_upsample=args.cnn_upsample, cascade_score=args.cascade_score,
                          max_side=args.max_side)
     model_paths = resolve_models(args.models_dir, need_cnn=opts.detector != "hog")
+    model_paths = replace(model_paths, predictor=model_paths.predictor.absolute(),
+                          cnn=model_paths.cnn and model_paths.cnn.absolute())
     done = {} if args.force else _reusable(read_jsonl(paths.journal), tasks, opts)
-    todo = [t for t in tasks if t.source_path not in done]
+    # absolute paths: a Dask worker's current directory is not ours
+    todo = [replace(t, path=os.path.abspath(t.path)) for t in tasks if t.source_path not in done]
     results = dict(done)
     n_faces = sum(len(r["faces"]) for r in results.values())
-    executor = LocalExecutor(min(args.workers, max(1, len(todo))), init_worker,
+    executor = make_executor(getattr(args, "executor", "local"), min(args.workers, max(1, len(todo))),
+                             getattr(args, "scheduler", None), init_worker,
                              (model_paths, opts, args.max_pixels))
     with Progress(len(todo), "detect", args.quiet, unit="img") as prog, \
             JsonlAppender(paths.journal) as journal:

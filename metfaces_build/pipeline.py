@@ -47,6 +47,9 @@ def make_executor(kind: str = "local", workers: int = 1, scheduler: Optional[str
                   initializer: Optional[Callable] = None, initargs: tuple = ()):
     """`local` (process pool) or `dask` (a distributed cluster at `scheduler`)."""
     if kind == "local":
+        if scheduler:
+            from .errors import UsageError
+            raise UsageError("--scheduler goes with --executor dask")
         return LocalExecutor(workers, initializer, initargs)
     if kind == "dask":
         from .dask_executor import DaskExecutor  # optional extra

@@ -1,0 +1,197 @@
+"""The whole pipeline on a built-in Met API emulator: no network, no data to download.
+
+Starts the emulator in this process on a free loopback port, with a few faults switched
+on (429 with Retry-After, 5xx, connection resets, HTML served as 200) so the retries
+are exercised, and then:
+
+  1. writes the emulator's ground truth (the known 68 landmarks of every face it
+     painted) to DIR/truth.json;
+  2. runs `metfaces-build run` on its sample collection (35 objects over 5
+     departments): fetch -> detect -> filter -> align -> report;
+  3. runs `metfaces-build compare` of the detected landmarks (DIR/faces.json) against
+     the truth, which adds a "regenerated vs stored landmarks" section to the report;
+  4. prints a headline and where the report is: DIR/report/report.md (and a
+     self-contained report.html).
+
+The first start builds the sample images (~30 s, cached in $METFACES_EMULATOR_CACHE or
+~/.cache/metfaces-build); after that the demo takes well under a minute on 2 cores.
+Rerunning it resumes in the same work directory; --force redoes everything.
+
+The sample collection contains, on purpose, objects without an image, objects that are
+not public domain and one 300-Mpx image that fetch refuses (too_large). Those outcomes
+are expected: they are printed as such and do not make the demo fail. Any other failure
+(a download that ran out of retries, an unreadable image, a crop that failed) is a real
+error: it is printed and the exit status is 1.
+
+exit status: 0 the pipeline ran, produced crops and the report, and every failed item
+was one the sample collection contains on purpose; 1 anything else failed (listed);
+2 usage error.
+
+examples:
+  metfaces-build demo
+  metfaces-build demo --work /tmp/metfaces-demo --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+DEPARTMENTS = "11,9,15,1,19"  # every department of the sample collection
+FAULTS = "429,5xx,reset,html200"
+# fetch status each kind of sample object is meant to end with
+EXPECTED_FETCH = {"faces": "ok", "noface": "ok", "no_image": "no_image",
+                  "not_pd": "not_public_domain", "huge": "too_large"}
+# loopback: no need for the real API's pacing; faults are retried within milliseconds
+FETCH_FLAGS = ["--rate", "100", "--retries", "8", "--timeout", "20", "--backoff-base", "0.05",
+               "--backoff-max", "0.5", "--cooldown", "1"]
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from .cli import add_common, nonneg_float
+    p.add_argument("--work", metavar="DIR", default="metfaces-demo",
+                   help="work directory (default: %(default)s)")
+    p.add_argument("--fault-rate", type=nonneg_float, default=0.1, metavar="P",
+                   help=f"share of requests that get a fault ({FAULTS}); 0 turns them off "
+                        "(default: %(default)s)")
+    p.add_argument("--cache-dir", metavar="DIR", default=None,
+                   help="where the emulator caches its sample images (default: "
+                        "$METFACES_EMULATOR_CACHE or ~/.cache/metfaces-build)")
+    add_common(p)
+
+
+def run(args) -> int:
+    from .emulator import start_emulator
+    from .errors import UsageError
+    from .io import atomic_write_json
+    from .run import run_stage
+
+    if args.fault_rate > 1:
+        raise UsageError(f"--fault-rate must be within 0..1, got {args.fault_rate}")
+    t0 = time.monotonic()
+    work = Path(args.work)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot use work directory {work}: {e}") from None
+    try:  # the first start's ~30 s build is announced even with --quiet
+        emu = start_emulator(faults=FAULTS, fault_rate=args.fault_rate, seed=1, retry_after=0.1,
+                             cache_dir=args.cache_dir,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+    except RuntimeError as e:  # e.g. the sample photos' packages are missing
+        raise UsageError(str(e)) from None
+    with emu:
+        print(f"Met API emulator: {emu.api_root} (faults {FAULTS} at rate {args.fault_rate})",
+              flush=True)
+        atomic_write_json(work / "truth.json", emu.truth())
+        argv = ["--work", work, "--api", emu.api_root, "--departments", DEPARTMENTS,
+                "--workers", args.workers, *FETCH_FLAGS]
+        if run_stage("run", argv, {"force": args.force, "quiet": args.quiet}) == 2:
+            return 2
+        compare_rc = run_stage("compare", ["--stored", work / "truth.json", "--regenerated",
+                                           work / "faces.json", "--out", work,
+                                           "--workers", args.workers], {"quiet": args.quiet})
+        stats = emu.stats()
+        kinds = {o.id: o.kind for o in emu.collection.objects}
+    outcome = assess(work, kinds)
+    if compare_rc != 0:
+        outcome.errors.append(f"compare exited {compare_rc}")
+    print_headline(work, outcome, stats, time.monotonic() - t0)
+    return 1 if outcome.errors else 0
+
+
+class Outcome:
+    """What the demo produced, split into expected outcomes and real errors."""
+
+    def __init__(self):
+        self.expected: Counter = Counter()
+        self.errors: list = []
+        self.numbers: dict = {}
+
+
+def assess(work: Path, kinds: dict) -> Outcome:
+    """Check every stage's files against what the sample collection should give."""
+    from .io import read_jsonl
+    out = Outcome()
+    objects = {r["id"]: r for r in read_jsonl(work / "objects.jsonl") if "id" in r}
+    for oid, kind in sorted(kinds.items()):
+        want, row = EXPECTED_FETCH[kind], objects.get(oid)
+        if row is None:
+            out.errors.append(f"fetch: object {oid} was never fetched")
+        elif row.get("status") != want:
+            out.errors.append(f"fetch: object {oid}: {row.get('status')} ({row.get('reason')}), "
+                              f"expected {want}")
+        elif want != "ok":
+            out.expected[want] += 1
+    out.numbers["objects"] = len(kinds)
+    out.numbers["fetched"] = sum(1 for r in objects.values() if r.get("status") == "ok")
+
+    images = list(read_jsonl(work / "detect.jsonl"))
+    for r in images:
+        if r.get("status") not in ("ok", "no_face"):
+            out.errors.append(f"detect: {r.get('source_path')}: {r.get('status')} "
+                              f"({r.get('reason')})")
+    out.numbers["images"] = len(images)
+    out.numbers["no_face"] = sum(1 for r in images if r.get("status") == "no_face")
+    out.numbers["faces"] = sum(len(r.get("faces") or []) for r in images)
+
+    fs = _json(work / "filter_summary.json") or {}
+    for path, why in (fs.get("image_problems") or {}).items():
+        out.errors.append(f"filter: {path}: {why}")
+    out.numbers["kept"], out.numbers["rejected"] = fs.get("kept", 0), fs.get("rejected", 0)
+    out.numbers["reasons"] = fs.get("reasons") or {}
+
+    manifest = _json(work / "images" / "aligned.json") or []
+    for e in manifest:
+        if e.get("status") != "ok":
+            out.errors.append(f"align: {e.get('output')}: {e.get('status')} ({e.get('reason')})")
+    out.numbers["aligned"] = sum(1 for e in manifest if e.get("status") == "ok")
+    if not out.numbers["aligned"]:
+        out.errors.append("align: no crops were produced")
+    if not (work / "report" / "report.md").exists():
+        out.errors.append("report: report/report.md was not written")
+    out.numbers["compare"] = _json(work / "compare.json") or {}
+    return out
+
+
+def print_headline(work: Path, o: Outcome, stats: dict, seconds: float) -> None:
+    n = o.numbers
+    faults = stats.get("faults") or {}
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(n["reasons"].items(),
+                                                       key=lambda kv: -kv[1]))
+    cmp_ = n["compare"]
+    print(f"\ndemo finished in {seconds:.0f} s")
+    print(f"  emulator   {stats.get('requests', 0)} requests, "
+          f"{sum(faults.values())} faults injected"
+          + (f" ({', '.join(f'{v} {k}' for k, v in sorted(faults.items()))})" if faults else "")
+          + ("" if any(e.startswith("fetch") for e in o.errors) else ", all retried"))
+    print(f"  fetched    {n['fetched']} originals of {n['objects']} objects")
+    if o.expected:
+        print(f"  expected   {', '.join(f'{v} {k}' for k, v in sorted(o.expected.items()))}: "
+              "in the sample collection on purpose (too_large: a 300-Mpx image)")
+    print(f"  detected   {n['faces']} faces in {n['images']} images"
+          + (f" ({n['no_face']} without a face)" if n["no_face"] else ""))
+    print(f"  kept       {n['kept']} faces; rejected {n['rejected']}"
+          + (f" ({reasons})" if reasons else ""))
+    print(f"  aligned    {n['aligned']} crops -> {work / 'images'}")
+    if cmp_:
+        print(f"  vs truth   {cmp_.get('matched')} matched, {cmp_.get('missed')} missed, "
+              f"{cmp_.get('extra')} extra; median NME {cmp_.get('median_nme') or 0:.3f}, "
+              f"within 0.05: {100 * (cmp_.get('within_0.05') or 0):.0f}%")
+    print(f"report: {work / 'report' / 'report.md'} (one-file version: report.html)")
+    if o.errors:
+        print(f"\n{len(o.errors)} unexpected failure(s):", file=sys.stderr)
+        for e in o.errors[:20]:
+            print(f"  {e}", file=sys.stderr)
+        if len(o.errors) > 20:
+            print(f"  ... and {len(o.errors) - 20} more", file=sys.stderr)
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,372 @@
+"""Export aligned crops as a StyleGAN2-ADA / StyleGAN3 training set (zip or folder).
+
+The result is what those repositories' `training/dataset.py` (ImageFolderDataset) read
+as is, and what their `dataset_tool.py` writes: PNG images named
+`00000/img00000000.png, 00000/img00000001.png, ...` (1000 per folder) and a `dataset.json`
+{"labels": [["00000/img00000000.png", 3], ...]} with one integer class label per image,
+or {"labels": null} with --no-labels. Train with labels via `--cond=1`.
+
+Labels: the face's Met department. The classes are the departments present in the export,
+sorted by name and numbered 0, 1, 2, ... (a face without a known department gets the class
+"(unknown)"). The mapping, and per image its obj_id, face_idx, department, label, file md5
+and pixel md5, are written beside the images in `metfaces-export.json`, so every label and
+every file can be audited. StyleGAN ignores that file (it is not an image).
+
+Sources: DIR/images/aligned.json (the align manifest; --images to read another align
+output folder) entries with status ok, and their crops; the department comes from the
+face record, else from DIR/objects.jsonl. Before packing, every crop's file md5 is checked
+against the manifest and every crop must be a square PNG of one power-of-two size
+(StyleGAN's requirement; --resolution N also demands that size). The PNG bytes are copied
+unchanged, so each file in the export still has the manifest's md5.
+
+Exports are reproducible: images in (obj_id, face_idx) order, zip entries stored (PNG is
+already compressed) with fixed timestamps, so the same inputs give the same bytes. The
+output is written atomically: a zip under a temporary name then renamed; a folder built
+beside the target then swapped in (an existing folder is replaced only if it is an earlier
+export).
+
+exit status: 0 exported; 1 some crops missing or not matching the manifest (nothing
+written unless --skip-bad, which exports the rest and lists the skipped in the sidecar);
+2 usage error (no manifest, mixed or non-power-of-two sizes, bad flag).
+
+examples:
+  metfaces-build export --work ./metfaces-work --out metfaces.zip
+  metfaces-build export --work ./metfaces-work --out metfaces-1024/ --layout folder
+  # then, in a StyleGAN3 checkout:
+  python train.py --outdir=runs --data=metfaces.zip --cond=1 --cfg=stylegan3-t --gpus=8 \\
+      --batch=32 --gamma=6.6 --mirror=1
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import UsageError
+
+SIDECAR = "metfaces-export.json"
+LABELS_FILE = "dataset.json"
+UNKNOWN_DEPARTMENT = "(unknown)"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: no clock in the bytes
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Crop:
+    """One ok manifest entry joined to its department."""
+    obj_id: str
+    face_idx: int
+    path: Path          # the crop file
+    file_md5: str       # from the manifest
+    pixel_md5: str
+    department: str     # "" when unknown
+    record: dict
+    versions: dict      # the libraries align made it with
+
+
+@dataclass
+class Packed:
+    """One image as it goes into the export (bytes are read again while writing)."""
+    crop: Crop
+    name: str           # archive name, e.g. 00000/img00000000.png
+    label: Optional[int]
+
+    def read(self) -> bytes:
+        data, why = read_checked(self.crop)
+        if why is not None:
+            raise UsageError(f"{self.crop.path}: changed during the export ({why}); nothing written")
+        return data
+
+
+# ---- inputs ---------------------------------------------------------------------------
+
+def archive_name(index: int) -> str:
+    """dataset_tool.py's naming: 1000 images per folder."""
+    s = f"{index:08d}"
+    return f"{s[:5]}/img{s}.png"
+
+
+def _id_key(obj_id: str) -> tuple:
+    return (0, int(obj_id), "") if obj_id.isdigit() else (1, 0, obj_id)
+
+
+def object_departments(objects_jsonl: Path) -> dict:
+    """obj_id -> department from fetch's objects.jsonl (last line per id wins)."""
+    from .io import read_jsonl
+    out = {}
+    for d in read_jsonl(objects_jsonl):
+        if "id" in d and d.get("department"):
+            out[str(d["id"])] = str(d["department"])
+    return out
+
+
+def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
+    """(crops in export order, number of manifest entries not ok)."""
+    from .io import check_relative_path, read_json
+    manifest_path = images_dir / "aligned.json"
+    entries = read_json(manifest_path, "align manifest")
+    if not isinstance(entries, list):
+        raise UsageError(f"{manifest_path}: expected a list of align results")
+    depts = object_departments(objects_jsonl) if objects_jsonl else {}
+    crops: dict = {}
+    not_ok = 0
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or e.get("status") != "ok":
+            not_ok += 1
+            continue
+        rec, out = e.get("record"), e.get("output")
+        if (not isinstance(rec, dict) or "obj_id" not in rec
+                or not isinstance(rec.get("face_idx"), int)
+                or not isinstance(out, str) or check_relative_path(out) or "/" in out
+                or not e.get("file_md5")):
+            raise UsageError(f"{manifest_path}: entry {i} is not an align result "
+                             "(record, output, file_md5)")
+        key = (str(rec["obj_id"]), int(rec["face_idx"]))
+        if key in crops:
+            raise UsageError(f"{manifest_path}: entry {i}: face {key[0]}-{key[1]:02d} appears twice")
+        dept = rec.get("department") or depts.get(key[0], "")
+        crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
+                          str(e.get("pixel_md5") or ""), str(dept), rec,
+                          e.get("versions") if isinstance(e.get("versions"), dict) else {})
+    ordered = [crops[k] for k in sorted(crops, key=lambda k: (_id_key(k[0]), k[1]))]
+    return ordered, not_ok
+
+
+def department_labels(crops: list) -> dict:
+    """department -> class index: present departments sorted by name, from 0."""
+    names = sorted({c.department or UNKNOWN_DEPARTMENT for c in crops})
+    return {name: i for i, name in enumerate(names)}
+
+
+# ---- checks ---------------------------------------------------------------------------
+
+def read_checked(crop: Crop) -> tuple:
+    """(bytes, None) when the file has the manifest's md5, else (None, why)."""
+    try:
+        data = crop.path.read_bytes()
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as e:
+        return None, f"unreadable: {e}"
+    md5 = hashlib.md5(data).hexdigest()
+    if md5 != crop.file_md5:
+        return None, f"file md5 {md5} differs from the manifest's {crop.file_md5}"
+    return data, None
+
+
+def png_shape(data: bytes) -> tuple:
+    """(format, width, height, mode) from the header, without decoding the pixels."""
+    import io
+
+    from PIL import Image
+    with Image.open(io.BytesIO(data)) as im:
+        return im.format, im.width, im.height, im.mode
+
+
+def check_shapes(shapes: dict, resolution: Optional[int]) -> int:
+    """The common side of all crops; UsageError if they are not what StyleGAN needs."""
+    kinds: dict = {}
+    for name, (fmt, w, h, mode) in shapes.items():
+        if fmt != "PNG":
+            raise UsageError(f"{name}: is {fmt}, not PNG")
+        kinds.setdefault((w, h, mode), []).append(name)
+    if len(kinds) > 1:
+        listing = "; ".join(f"{w}x{h} {m}: {len(v)} (e.g. {v[0]})"
+                            for (w, h, m), v in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
+        raise UsageError(f"crops differ in size or mode ({listing}); StyleGAN needs one size: "
+                         "re-run align with one --size")
+    (w, h, mode), names = next(iter(kinds.items()))
+    if w != h or w & (w - 1):
+        raise UsageError(f"crops are {w}x{h}; StyleGAN needs square power-of-two images "
+                         "(e.g. 256, 512, 1024): re-run align with such a --size")
+    if mode not in ("RGB", "L"):
+        raise UsageError(f"crops are mode {mode}; StyleGAN reads RGB or greyscale")
+    if resolution is not None and w != resolution:
+        raise UsageError(f"crops are {w}x{h}, not the --resolution {resolution}")
+    return w
+
+
+# ---- outputs --------------------------------------------------------------------------
+
+def labels_json(packed: list, use_labels: bool) -> bytes:
+    labels = [[p.name, p.label] for p in packed] if use_labels else None
+    return (json.dumps({"labels": labels}) + "\n").encode("utf-8")
+
+
+def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipped: list) -> bytes:
+    """The audit trail: label classes, and per image its face, crop and checksums (no
+    paths or times, so the same inputs anywhere give the same bytes)."""
+    from . import __version__
+    versions = []
+    for p in packed:
+        if p.crop.versions and p.crop.versions not in versions:
+            versions.append(p.crop.versions)
+    doc = {
+        "format": FORMAT_VERSION,
+        "tool": f"metfaces-build {__version__}",
+        "count": len(packed),
+        "resolution": resolution,
+        "aligned_with": versions,
+        "labels": None if label_map is None else {
+            "field": "department",
+            "rule": "departments present in this export, sorted by name, numbered from 0; "
+                    f"{UNKNOWN_DEPARTMENT!r} for faces without a department",
+            "classes": [{"label": i, "department": d} for d, i in label_map.items()],
+        },
+        "images": [{"file": p.name, "obj_id": p.crop.obj_id, "face_idx": p.crop.face_idx,
+                    "crop": p.crop.path.name, "department": p.crop.department or None,
+                    "label": p.label, "file_md5": p.crop.file_md5,
+                    "pixel_md5": p.crop.pixel_md5,
+                    "source_url": p.crop.record.get("source_url") or "",
+                    "meta_url": p.crop.record.get("meta_url") or "",
+                    "title": p.crop.record.get("title") or ""} for p in packed],
+        "skipped": skipped,
+    }
+    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_zip(path: Path, files: list) -> None:
+    """`files` = [(name, bytes or a function giving them)] into a stored zip with fixed
+    metadata, atomically."""
+    import zipfile
+
+    from .io import atomic_open
+    with atomic_open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in files:
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # unix, whatever the host
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data() if callable(data) else data)
+
+
+def write_folder(path: Path, files: list) -> None:
+    """Build the folder beside `path`, then swap it in (replacing an earlier export only)."""
+    from .io import atomic_write_bytes
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--out {path} exists and is not a folder")
+        if any(path.iterdir()) and not (path / SIDECAR).is_file():
+            raise UsageError(f"--out {path} is a non-empty folder that is not an earlier "
+                             "export; choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=path.parent))
+    try:
+        for name, data in files:
+            atomic_write_bytes(tmp / name, data() if callable(data) else data)
+        os.chmod(tmp, 0o755)
+        old = None
+        if path.exists():
+            old = path.parent / f".old-export-{os.getpid()}-{path.name}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---- the command ----------------------------------------------------------------------
+
+def configure_parser(p) -> None:
+    from .cli import add_common, positive_int
+    p.add_argument("--work", metavar="DIR", default=None,
+                   help="work directory: crops and manifest from DIR/images, departments "
+                        "from DIR/objects.jsonl (default: metfaces-work)")
+    p.add_argument("--images", metavar="DIR", default=None,
+                   help="align output folder (crops + aligned.json) to export instead of "
+                        "DIR/images")
+    p.add_argument("--out", metavar="PATH", required=True,
+                   help="dataset.zip, or a folder (see --layout)")
+    p.add_argument("--layout", choices=("zip", "folder"), default=None,
+                   help="zip (default when --out ends in .zip) or folder (otherwise)")
+    p.add_argument("--no-labels", action="store_true",
+                   help="unconditional dataset: dataset.json has \"labels\": null")
+    p.add_argument("--resolution", type=positive_int, metavar="N", default=None,
+                   help="require every crop to be NxN (default: any one power-of-two size)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="export the crops that check out and list the others in the sidecar "
+                        "(exit 1), instead of writing nothing")
+    add_common(p, workers=False, force=False)
+
+
+def run(args) -> int:
+    from .pipeline import Progress
+    work = Path(args.work) if args.work else None
+    if args.images:
+        images_dir = Path(args.images)
+    else:
+        work = work or Path("metfaces-work")
+        images_dir = work / "images"
+    if not images_dir.is_dir():
+        raise UsageError(f"align output folder not found: {images_dir} (run `metfaces-build "
+                         "align` first, or give --images DIR)")
+    objects = work / "objects.jsonl" if work is not None else None
+    if work is not None and not work.is_dir():
+        raise UsageError(f"work directory not found: {work}")
+    out = Path(args.out)
+    layout = args.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
+    if layout == "zip" and out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
+
+    crops, not_ok = load_crops(images_dir, objects)
+    if not crops:
+        raise UsageError(f"{images_dir / 'aligned.json'} has no ok crops to export")
+
+    good, bad, shapes = [], [], {}
+    with Progress(len(crops), "check", args.quiet, unit="crop") as prog:
+        for c in crops:
+            data, why = read_checked(c)
+            if why is None:
+                try:
+                    shapes[c.path.name] = png_shape(data)
+                except Exception as e:  # noqa: BLE001 - a corrupt file whose md5 was recorded
+                    why = f"not a readable image: {e}"
+            del data  # ~1.5 MB each: read again while writing, not held
+            if why is None:
+                good.append(c)
+            else:
+                bad.append({"obj_id": c.obj_id, "face_idx": c.face_idx, "crop": c.path.name,
+                            "reason": why})
+                prog.write(f"{c.path.name}: {why}")
+            prog.update(1)
+    if bad and not args.skip_bad:
+        print(f"export: {len(bad)} of {len(crops)} crops missing or not matching "
+              f"{images_dir / 'aligned.json'}; nothing written. Re-run align (it redoes them) "
+              "or pass --skip-bad to export the rest.")
+        return 1
+    if not good:
+        raise UsageError("no crop passed the checks; nothing to export")
+    resolution = check_shapes(shapes, args.resolution)
+
+    use_labels = not args.no_labels
+    label_map = department_labels(good) if use_labels else None
+    packed = [Packed(c, archive_name(i),
+                     label_map[c.department or UNKNOWN_DEPARTMENT] if use_labels else None)
+              for i, c in enumerate(good)]
+    files = [(p.name, p.read) for p in packed]
+    files.append((LABELS_FILE, labels_json(packed, use_labels)))
+    files.append((SIDECAR, sidecar_json(packed, label_map, resolution, bad)))
+    (write_zip if layout == "zip" else write_folder)(out, files)
+
+    unknown = sum(1 for p in packed if not p.crop.department)
+    print(f"export: {len(packed)} images {resolution}x{resolution} -> {out} ({layout})"
+          + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
+          + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
+          + (f"; {not_ok} manifest entries not ok (not exported)" if not_ok else ""))
+    if use_labels:
+        for dept, i in label_map.items():
+            n = sum(1 for p in packed if p.label == i)
+            print(f"  label {i}: {dept} ({n})")
+        if unknown:
+            print(f"warning: {unknown} faces have no department (label "
+                  f"{label_map[UNKNOWN_DEPARTMENT]}, {UNKNOWN_DEPARTMENT!r}); they come from "
+                  "records without `department` and no objects.jsonl entry")
+    return 1 if bad else 0
+
