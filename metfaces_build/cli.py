@@ -157,6 +157,16 @@ def positive_int(s: str) -> int:
     return v
 
 
+def nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+    return v
+
+
 def nonneg_float(s: str) -> float:
     try:
         v = float(s)

@@ -42,7 +42,6 @@ examples:
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -354,10 +353,11 @@ def init_worker(model_paths, opts: DetectOptions, max_pixels: Optional[int]) -> 
 def detect_image(task: ImageTask) -> ImageResult:
     """Detect faces in one source image; failures come back as statuses."""
     from .images import ImageProblem
+    from .io import file_digest
     opts: DetectOptions = _WORKER["opts"]
     res = ImageResult(task.obj_id, task.source_path, "ok", settings=opts.signature())
     try:
-        res.source_md5 = _md5(task.path)
+        res.source_md5 = file_digest(task.path)
         shrunk = load_shrunk(task.path, opts.max_side, _WORKER["max_pixels"])
     except ImageProblem as e:
         res.status, res.reason = e.status, e.reason
@@ -388,14 +388,6 @@ def face_record(task: ImageTask, res: ImageResult, face_idx: int, det: Detection
         subdetector=det.subdetector, image_width=res.width, image_height=res.height,
         shrink_method=res.shrink_method, exif_orientation=res.exif_orientation,
         department=task.department or None)
-
-
-def _md5(path: str) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---- inputs -------------------------------------------------------------------------------
@@ -448,7 +440,7 @@ def _id_key(obj_id: str) -> tuple:
 # ---- CLI ----------------------------------------------------------------------------------
 
 def configure_parser(p) -> None:
-    from .cli import add_common, add_executor, positive_int
+    from .cli import add_common, add_executor, nonneg_int, positive_int
     src = p.add_argument_group("input and output")
     src.add_argument("--work", metavar="DIR", default=None,
                      help="work directory: reads objects.jsonl + originals/, writes faces.json "
@@ -458,10 +450,10 @@ def configure_parser(p) -> None:
     det = p.add_argument_group("detection")
     det.add_argument("--detector", choices=DETECTORS, default="hog",
                      help="hog (default), cnn or cascade; see above")
-    det.add_argument("--upsample", type=_nonneg_int, default=DEFAULT_UPSAMPLE, metavar="N",
+    det.add_argument("--upsample", type=nonneg_int, default=DEFAULT_UPSAMPLE, metavar="N",
                      help="HOG: upsample the shrunk image N times to find smaller faces "
                           "(default: %(default)s)")
-    det.add_argument("--cnn-upsample", type=_nonneg_int, default=DEFAULT_CNN_UPSAMPLE, metavar="N",
+    det.add_argument("--cnn-upsample", type=nonneg_int, default=DEFAULT_CNN_UPSAMPLE, metavar="N",
                      help="CNN: upsample N times (each ~4x the time; default: %(default)s)")
     det.add_argument("--cascade-score", type=float, default=DEFAULT_CASCADE_SCORE, metavar="S",
                      help="cascade: run the CNN when HOG's best score is below S "
@@ -475,17 +467,6 @@ def configure_parser(p) -> None:
                           "repository's models/, the face_recognition_models package)")
     add_common(p)
     add_executor(p)
-
-
-def _nonneg_int(s: str) -> int:
-    import argparse
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
 
 
 @dataclass(frozen=True)
