@@ -84,7 +84,7 @@ def _pick(args, names) -> dict:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     from . import detect, fetch
-    from .cli import add_executor, positive_int
+    from .cli import add_executor, nonneg_int, positive_int
     from .pipeline import default_workers
     fetch.configure_parser(p)  # every fetch flag, with fetch's meaning and defaults
     # run's --workers (processes for detect/filter/align) replaces fetch's (threads)
@@ -98,9 +98,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detect (see `metfaces-build detect --help`)")
     g.add_argument("--detector", choices=detect.DETECTORS, default="hog",
                    help="hog (default, fast), cnn (better recall, ~20x slower) or cascade")
-    g.add_argument("--upsample", type=detect._nonneg_int, default=detect.DEFAULT_UPSAMPLE,
+    g.add_argument("--upsample", type=nonneg_int, default=detect.DEFAULT_UPSAMPLE,
                    metavar="N", help="HOG upsampling (default: %(default)s)")
-    g.add_argument("--cnn-upsample", type=detect._nonneg_int, default=detect.DEFAULT_CNN_UPSAMPLE,
+    g.add_argument("--cnn-upsample", type=nonneg_int, default=detect.DEFAULT_CNN_UPSAMPLE,
                    metavar="N", help="CNN upsampling (default: %(default)s)")
     g.add_argument("--cascade-score", type=float, default=detect.DEFAULT_CASCADE_SCORE,
                    metavar="S", help="cascade: CNN when HOG's best score < S (default: %(default)s)")
