@@ -241,6 +241,8 @@ def fetch_object(client, work: Path, oid: int, image: str = "original"):
                     attempts=answer.attempts)
     url = _s(rec.get("primaryImage" if image == "original" else "primaryImageSmall"))
     obj.image_url = url
+    if _s(rec.get("objectURL")):
+        obj.extra["meta_url"] = _s(rec.get("objectURL"))
     if obj.is_public_domain is False:
         obj.status, obj.reason = "not_public_domain", "isPublicDomain is false"
         return obj

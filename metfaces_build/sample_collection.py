@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-VERSION = "sample-v1"
+VERSION = "sample-v2"
 SEED = 20201102
 
 # The departments the real API lists (id, display name); MET_API.md.
@@ -313,7 +313,9 @@ def background(size: tuple, rng, dark: bool):
     palette = np.array(EARTH_DARK if dark else EARTH_LIGHT, dtype=float)
     base = palette[rng.integers(0, len(palette), (5, 4))] * rng.uniform(0.75, 1.2, (5, 4, 1))
     wash = Image.fromarray(np.clip(base, 0, 255).astype("uint8"), "RGB").resize((w, h), Image.BICUBIC)
-    grain = Image.effect_noise((w // 2, h // 2), 12).resize((w, h), Image.BILINEAR)
+    # grain from the seeded rng (PIL's effect_noise has a process-global state)
+    noise = np.clip(rng.normal(128, 12, (h // 2, w // 2)), 0, 255).astype("uint8")
+    grain = Image.fromarray(noise, "L").resize((w, h), Image.BILINEAR)
     grain = Image.merge("RGB", [grain] * 3)
     return ImageChops.add(wash, grain, scale=1.0, offset=-128)
 
