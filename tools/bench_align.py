@@ -38,7 +38,9 @@ def pixel_md5s(folder):
 
 def timed(cmd):
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
+    if rc not in (0, 1):  # 1: some faces rejected (MetFaces-U), recorded in the manifest
+        raise SystemExit(f"failed ({rc}): {' '.join(cmd)}")
     return time.perf_counter() - t
 
 
