@@ -78,16 +78,8 @@ def test_dlib_training_vectors(cli, tmp_path, mode, workers):
 
 def _reference_pad(rgb, pad, qsize):
     sys.path.insert(0, str(REPO / "tools"))
-    import scipy.ndimage
-    img = np.pad(np.float32(rgb), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
-    h, w, _ = img.shape
-    y, x, _ = np.ogrid[:h, :w, :1]
-    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
-                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
-    blur = qsize * 0.02
-    img += (scipy.ndimage.gaussian_filter(img, [blur, blur, 0]) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
-    img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
-    return np.uint8(np.clip(np.rint(img), 0, 255))
+    from reference_align import pad_and_blur
+    return pad_and_blur(rgb, pad, qsize)
 
 
 @pytest.mark.parametrize("seed", range(6))

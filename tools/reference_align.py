@@ -20,6 +20,19 @@ def rot90(v):
     return np.array([-v[1], v[0]])
 
 
+def pad_and_blur(rgb, pad, qsize):
+    """Step 7 as the reference does it: the whole padded image, float32, scipy."""
+    img = np.pad(np.float32(rgb), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), 'reflect')
+    h, w, _ = img.shape
+    y, x, _ = np.ogrid[:h, :w, :1]
+    mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
+                      1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
+    blur = qsize * 0.02
+    img += (scipy.ndimage.gaussian_filter(img, [blur, blur, 0]) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
+    img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
+    return np.uint8(np.clip(np.rint(img), 0, 255))
+
+
 def process_face(item, src_dir, dst_dir, rng, output_size=1024, transform_size=4096,
                  enable_padding=True, rotate_level=True, random_shift=0.0, retry_crops=False):
     lm = (np.float32(item['face_spec']['landmarks']) + 0.5) * item['face_spec']['shrink']
@@ -78,15 +91,7 @@ def process_face(item, src_dir, dst_dir, rng, output_size=1024, transform_size=4
            max(pad[3] - img.size[1] + border, 0))
     if enable_padding and max(pad) > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
-        img = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), 'reflect')
-        h, w, _ = img.shape
-        y, x, _ = np.ogrid[:h, :w, :1]
-        mask = np.maximum(1.0 - np.minimum(np.float32(x) / pad[0], np.float32(w - 1 - x) / pad[2]),
-                          1.0 - np.minimum(np.float32(y) / pad[1], np.float32(h - 1 - y) / pad[3]))
-        blur = qsize * 0.02
-        img += (scipy.ndimage.gaussian_filter(img, [blur, blur, 0]) - img) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
-        img += (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
-        img = Image.fromarray(np.uint8(np.clip(np.rint(img), 0, 255)), 'RGB')
+        img = Image.fromarray(pad_and_blur(np.asarray(img), pad, qsize), 'RGB')
         quad += pad[:2]
 
     img = img.transform((transform_size, transform_size), Image.Transform.QUAD,
