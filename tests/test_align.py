@@ -234,13 +234,14 @@ def test_killed_run_resumes_from_its_journal(tmp_path):
         if journal.exists() and journal.read_text().count("\n") >= 2:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
     proc.kill()
     proc.wait()
-    done_before = journal.read_text().count("\n") if journal.exists() else 0
+    done_before = journal.read_text().count("\n")
+    assert 2 <= done_before < 6
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    if done_before:
-        assert f"{done_before} already done" in res.stdout or "already done" in res.stdout
+    assert f"({done_before} already done)" in res.stdout
     assert sorted(os.listdir(out)) == [f"{i}-00.png" for i in range(6)] + ["aligned.json"]
     manifest = json.loads((out / "aligned.json").read_text())
     for e in manifest:
