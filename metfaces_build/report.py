@@ -472,6 +472,39 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
     return Section(blocks, stats, sheets)
 
 
+def pipeline_section(work: Path) -> Optional[Section]:
+    """Per-stage outcome counts read from the stages' own files (fetch, detect, align)."""
+    from collections import Counter
+
+    from .io import read_jsonl
+    rows, stats = [], {}
+    latest = {row.get("id"): row.get("status") for row in read_jsonl(work / "objects.jsonl")}
+    if latest:
+        stats["fetch"] = dict(Counter(latest.values()))
+        rows.append(["fetch", "objects.jsonl", len(latest), stats["fetch"]])
+    images = {row.get("obj_id"): row for row in read_jsonl(work / "detect.jsonl")}
+    if images:
+        stats["detect"] = dict(Counter(r.get("status") for r in images.values()))
+        n_faces = sum(len(r.get("faces") or []) for r in images.values())
+        rows.append(["detect", f"detect.jsonl ({n_faces} faces)", len(images), stats["detect"]])
+    manifest = work / "images" / "aligned.json"
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text(encoding="utf-8"))
+        except ValueError:
+            entries = []
+        stats["align"] = dict(Counter(e.get("status") for e in entries if isinstance(e, dict)))
+        rows.append(["align", "images/aligned.json", len(entries), stats["align"]])
+    if not rows:
+        return None
+    table = [[stage, f, n, ", ".join(f"{v} {k}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))]
+             for stage, f, n, c in rows]
+    blocks = [Heading("Pipeline"),
+              Para("Outcome of every item, as each stage recorded it (reasons are in its file)."),
+              Table(["stage", "file", "items", "outcomes"], table)]
+    return Section(blocks, stats, {})
+
+
 def crops_section(work: Path) -> Optional[Section]:
     from .io import read_json
     if not (work / "compare_crops.json").is_file():
@@ -507,7 +540,8 @@ def write_report(work_dir, *, source_images=None, out_dir=None, max_tiles: int =
     out = Path(out_dir) if out_dir else work / "report"
     out.mkdir(parents=True, exist_ok=True)
     root = Path(source_images) if source_images else None
-    sections = {"filter": filter_section(work, out, root, max_tiles),
+    sections = {"pipeline": pipeline_section(work),
+                "filter": filter_section(work, out, root, max_tiles),
                 "compare": compare_section(work, out, root),
                 "crops": crops_section(work)}
     blocks: list = [Heading(title, 1), Para(f"Work directory: {work.resolve()}")]

@@ -103,3 +103,26 @@ def test_rejected_sheet_spreads_over_reasons():
     rej = [Rejection(str(i), 0, ["resolution"], {}) for i in range(10)] + [Rejection("x", 0, ["yaw"], {})]
     picked = report._spread_by_reason(rej, 3)
     assert {r.reasons[0] for r in picked} == {"resolution", "yaw"}
+
+
+def test_pipeline_section_counts_each_stage(tmp_path):
+    import json as _json
+
+    from metfaces_build.report import write_report
+    work = tmp_path / "w"
+    (work / "images").mkdir(parents=True)
+    (work / "objects.jsonl").write_text(
+        '{"id": 1, "status": "http_error"}\n{"id": 1, "status": "ok"}\n'
+        '{"id": 2, "status": "no_image"}\n{"id": 3, "status": "ok"}\n')
+    (work / "detect.jsonl").write_text(
+        '{"obj_id": "1", "status": "ok", "faces": [{}, {}]}\n'
+        '{"obj_id": "3", "status": "bad_content", "faces": []}\n')
+    (work / "images" / "aligned.json").write_text(_json.dumps(
+        [{"status": "ok"}, {"status": "missing_source"}]))
+    paths = write_report(work)
+    md = paths.markdown.read_text()
+    assert "| fetch | objects.jsonl | 3 | 2 ok, 1 no_image |" in md  # latest line per id wins
+    assert "| detect | detect.jsonl (2 faces) | 2 | 1 ok, 1 bad_content |" in md
+    assert "| align | images/aligned.json | 2 | 1 ok, 1 missing_source |" in md
+    stats = _json.loads(paths.stats.read_text())
+    assert stats["pipeline"]["fetch"] == {"ok": 2, "no_image": 1}
