@@ -34,6 +34,7 @@ import numpy as np
 
 from .exactblur import pad_and_blur
 from .geometry import crop_box, face_square, landmarks_full
+from .records import FaceSpec
 
 MANIFEST = "aligned.json"
 JOURNAL = ".aligned.journal.jsonl"
@@ -170,7 +171,8 @@ def draw_shifts(faces, sizes: dict, params: AlignParams) -> list:
 @dataclass
 class FaceJob:
     index: int                 # position in the input JSON
-    record: dict               # input record (JSON form)
+    record: dict               # input record (JSON form), for the manifest
+    spec: FaceSpec             # its validated face_spec
     normal: Optional[list]     # accepted random-shift draw, if any
     rejected: bool = False     # random shift found no acceptable crop
 
@@ -213,7 +215,6 @@ def process_image(task: ImageTask) -> list:
     from .images import ImageProblem, open_image
     from .io import atomic_write_bytes
     from .pipeline import library_versions
-    from .records import FaceSpec
     from .exactblur import backend
     versions = dict(library_versions(), gaussian=backend())
     params = asdict(task.params)
@@ -236,10 +237,9 @@ def process_image(task: ImageTask) -> list:
             return results + [result(j, e.status, e.reason) for j in todo]
         cache: dict = {}
         for j in todo:
-            spec = FaceSpec.from_json(j.record["face_spec"])
             normal = None if j.normal is None else np.asarray(j.normal, dtype=np.float64)
             try:
-                crop = align_face(image, spec, task.params, normal, cache)
+                crop = align_face(image, j.spec, task.params, normal, cache)
             except (ValueError, ArithmeticError, MemoryError, OSError) as e:
                 # degenerate landmarks (zero eye distance -> NaN geometry), out of memory...
                 results.append(result(j, "error", f"{type(e).__name__}: {e}"))
@@ -322,15 +322,15 @@ def run(args) -> int:
     faces = loaded.faces
     # resolve sources; bad paths become failures
     resolved: dict = {}
-    failures: list = []
-    for i, f in enumerate(faces):
+    bad_paths: dict = {}
+    for f in faces:
         if f.source_path in resolved:
             continue
         try:
             resolved[f.source_path] = str(safe_join(src_root, f.source_path))
         except ValueError as e:
             resolved[f.source_path] = None
-            failures.append((f.source_path, str(e)))
+            bad_paths[f.source_path] = str(e)
 
     # full-resolution sizes (headers only): for the random-shift pre-draw and scheduling
     sizes = {sp: _header_size(path, args.max_pixels) for sp, path in resolved.items()}
@@ -346,13 +346,12 @@ def run(args) -> int:
         if not args.force and prev is not None and _still_valid(prev, rec, params_json, out_dir):
             results[i] = prev
             continue
-        if resolved[f.source_path] is None:
-            why = next(r for sp, r in failures if sp == f.source_path)
-            results[i] = FaceResult(i, rec, f.crop_name, "bad_path", why, params=params_json,
-                                    versions=versions).to_json()
+        if f.source_path in bad_paths:
+            results[i] = FaceResult(i, rec, f.crop_name, "bad_path", bad_paths[f.source_path],
+                                    params=params_json, versions=versions).to_json()
             continue
         normal = normals[i]
-        job = FaceJob(i, rec, None if normal is None else normal.tolist(),
+        job = FaceJob(i, rec, f.face_spec, None if normal is None else normal.tolist(),
                       rejected=params.random_shift != 0 and normal is None)
         by_source.setdefault(f.source_path, []).append(job)
 
@@ -364,7 +363,6 @@ def run(args) -> int:
     # longest first, so one slow padded face does not finish alone at the end
     tasks.sort(key=lambda t: -_estimated_cost(t, sizes, faces))
     n_todo = sum(len(t.jobs) for t in tasks)
-    counts: dict = {}
     if tasks and params.padding:
         warm_up()  # compile the Gaussian kernel once, before the pool forks
     with Progress(n_todo, "align", quiet=args.quiet or not n_todo, unit="face") as prog, \
@@ -374,7 +372,6 @@ def run(args) -> int:
                 results[r.index] = r.to_json()
                 jf.write(json.dumps(results[r.index]) + "\n")
                 jf.flush()
-                counts[r.status] = counts.get(r.status, 0) + 1
                 if r.status != "ok":
                     prog.write(f"{r.output}: {r.status}: {r.reason}")
                 prog.update(1)
@@ -439,16 +436,11 @@ def _make_executor(args):
 
 def _previous_manifest(out_dir: Path) -> dict:
     """Entries of the last completed run plus the journal of an interrupted one."""
-    from .io import read_jsonl
+    from .io import read_json_or_none, read_jsonl
     prev: dict = {}
-    path = out_dir / MANIFEST
-    if path.exists():
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = []
-        for e in data if isinstance(data, list) else []:
-            _index_entry(prev, e)
+    data = read_json_or_none(out_dir / MANIFEST)
+    for e in data if isinstance(data, list) else []:
+        _index_entry(prev, e)
     for e in read_jsonl(out_dir / JOURNAL):
         _index_entry(prev, e)
     return prev

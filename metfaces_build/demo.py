@@ -34,11 +34,12 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from .io import read_json_or_none
 
 DEPARTMENTS = "11,9,15,1,19"  # every department of the sample collection
 FAULTS = "429,5xx,reset,html200"
@@ -138,13 +139,13 @@ def assess(work: Path, kinds: dict) -> Outcome:
     out.numbers["no_face"] = sum(1 for r in images if r.get("status") == "no_face")
     out.numbers["faces"] = sum(len(r.get("faces") or []) for r in images)
 
-    fs = _json(work / "filter_summary.json") or {}
+    fs = read_json_or_none(work / "filter_summary.json") or {}
     for path, why in (fs.get("image_problems") or {}).items():
         out.errors.append(f"filter: {path}: {why}")
     out.numbers["kept"], out.numbers["rejected"] = fs.get("kept", 0), fs.get("rejected", 0)
     out.numbers["reasons"] = fs.get("reasons") or {}
 
-    manifest = _json(work / "images" / "aligned.json") or []
+    manifest = read_json_or_none(work / "images" / "aligned.json") or []
     for e in manifest:
         if e.get("status") != "ok":
             out.errors.append(f"align: {e.get('output')}: {e.get('status')} ({e.get('reason')})")
@@ -153,7 +154,7 @@ def assess(work: Path, kinds: dict) -> Outcome:
         out.errors.append("align: no crops were produced")
     if not (work / "report" / "report.md").exists():
         out.errors.append("report: report/report.md was not written")
-    out.numbers["compare"] = _json(work / "compare.json") or {}
+    out.numbers["compare"] = read_json_or_none(work / "compare.json") or {}
     return out
 
 
@@ -190,8 +191,3 @@ def print_headline(work: Path, o: Outcome, stats: dict, seconds: float) -> None:
             print(f"  ... and {len(o.errors) - 20} more", file=sys.stderr)
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
+from .records import obj_id_sort_key
+
 DETECTORS = ("hog", "cnn", "cascade")
 DEFAULT_MAX_SIDE = 1024
 DEFAULT_UPSAMPLE = 1
@@ -412,7 +414,7 @@ def tasks_from_work(work: Path) -> list:
                                department=str(d.get("department") or ""),
                                source_url=str(d.get("image_url") or ""),
                                meta_url=str(d.get("meta_url") or "")))
-    return sorted(tasks, key=lambda t: _id_key(t.obj_id))
+    return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
 
 
 def tasks_from_folder(folder: Path, prefix: str = "") -> list:
@@ -430,11 +432,7 @@ def tasks_from_folder(folder: Path, prefix: str = "") -> list:
                              f"{p.stem!r}; rename one")
         seen[p.stem] = p.name
         tasks.append(ImageTask(obj_id=p.stem, source_path=prefix + p.name, path=str(p)))
-    return sorted(tasks, key=lambda t: _id_key(t.obj_id))
-
-
-def _id_key(obj_id: str) -> tuple:
-    return (0, int(obj_id), "") if obj_id.isdigit() else (1, 0, obj_id)
+    return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
 
 
 # ---- CLI ----------------------------------------------------------------------------------

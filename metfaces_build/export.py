@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UsageError
+from .records import obj_id_sort_key
 
 SIDECAR = "metfaces-export.json"
 LABELS_FILE = "dataset.json"
@@ -91,10 +92,6 @@ def archive_name(index: int) -> str:
     return f"{s[:5]}/img{s}.png"
 
 
-def _id_key(obj_id: str) -> tuple:
-    return (0, int(obj_id), "") if obj_id.isdigit() else (1, 0, obj_id)
-
-
 def object_departments(objects_jsonl: Path) -> dict:
     """obj_id -> department from fetch's objects.jsonl (last line per id wins)."""
     from .io import read_jsonl
@@ -133,7 +130,7 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
         crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
                           str(e.get("pixel_md5") or ""), str(dept), rec,
                           e.get("versions") if isinstance(e.get("versions"), dict) else {})
-    ordered = [crops[k] for k in sorted(crops, key=lambda k: (_id_key(k[0]), k[1]))]
+    ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k[0]), k[1]))]
     return ordered, not_ok
 
 

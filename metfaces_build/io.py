@@ -87,6 +87,16 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UsageError(f"{what} {path} is not valid JSON: {e}") from None
 
 
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """A stage's own earlier output, or None when it is missing or unreadable (then the
+    caller redoes or leaves out what depended on it)."""
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 class JsonlAppender:
     """Append-only JSONL journal: one complete line per record, flushed per write.
 

@@ -208,6 +208,11 @@ def load_faces(path, skip_bad: bool = False, what: str = "face list") -> LoadedF
     return loaded
 
 
+def obj_id_sort_key(obj_id: str) -> tuple:
+    """Numeric ids in numeric order, then any other ids by name (deterministic outputs)."""
+    return (0, int(obj_id), "") if obj_id.isdigit() else (1, 0, obj_id)
+
+
 def faces_to_json(faces: Iterable[FaceRecord]) -> list:
     return [f.to_json() for f in faces]
 

@@ -476,7 +476,7 @@ def pipeline_section(work: Path) -> Optional[Section]:
     """Per-stage outcome counts read from the stages' own files (fetch, detect, align)."""
     from collections import Counter
 
-    from .io import read_jsonl
+    from .io import read_json_or_none, read_jsonl
     rows, stats = [], {}
     latest = {row.get("id"): row.get("status") for row in read_jsonl(work / "objects.jsonl")}
     if latest:
@@ -487,12 +487,8 @@ def pipeline_section(work: Path) -> Optional[Section]:
         stats["detect"] = dict(Counter(r.get("status") for r in images.values()))
         n_faces = sum(len(r.get("faces") or []) for r in images.values())
         rows.append(["detect", f"detect.jsonl ({n_faces} faces)", len(images), stats["detect"]])
-    manifest = work / "images" / "aligned.json"
-    if manifest.is_file():
-        try:
-            entries = json.loads(manifest.read_text(encoding="utf-8"))
-        except ValueError:
-            entries = []
+    entries = read_json_or_none(work / "images" / "aligned.json")
+    if isinstance(entries, list):
         stats["align"] = dict(Counter(e.get("status") for e in entries if isinstance(e, dict)))
         rows.append(["align", "images/aligned.json", len(entries), stats["align"]])
     if not rows:

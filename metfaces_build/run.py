@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import UsageError
+from .io import read_json_or_none
 
 # run's flags handed to each stage under the same name (besides fetch, which gets all of
 # its own flags); a stage only receives the ones its parser defines
@@ -194,7 +195,7 @@ def summarize_work(work: Path, results: list, report: Optional[Path] = None) -> 
                                    _counts(det, "images") + (f"; {n_faces} faces" if images else ""),
                                    "faces.json (journal: detect.jsonl)"))
 
-    fs = _read_json(work / "filter_summary.json")
+    fs = read_json_or_none(work / "filter_summary.json")
     filt = ""
     if isinstance(fs, dict):
         reasons = ", ".join(f"{k} {v}" for k, v in sorted((fs.get("reasons") or {}).items(),
@@ -206,7 +207,7 @@ def summarize_work(work: Path, results: list, report: Optional[Path] = None) -> 
     out.stages.append(StageSummary("filter", codes.get("filter"), filt,
                                    "filtered.json, rejected.jsonl"))
 
-    manifest = _read_json(work / "images" / "aligned.json")
+    manifest = read_json_or_none(work / "images" / "aligned.json")
     al = Counter(e.get("status", "?") for e in manifest if isinstance(e, dict)) \
         if isinstance(manifest, list) else Counter()
     out.stages.append(StageSummary("align", codes.get("align"), _counts(al, "faces"),
@@ -246,12 +247,6 @@ def _counts(c: Counter, unit: str) -> str:
     return f"{sum(c.values())} {unit}: " + ", ".join(f"{v} {k}" for k, v in items)
 
 
-def _read_json(path: Path):
-    import json
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _rel(path: Path, work: Path) -> str:

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from .io import atomic_write_text
+
 VERSION = "sample-v2"
 SEED = 20201102
 
@@ -224,7 +226,7 @@ def load_source_faces(cache: Path) -> list:
             info = json.loads(lm_file.read_text())
         else:
             info = _dlib_landmarks(path)
-            _atomic_text(lm_file, json.dumps(info))
+            atomic_write_text(lm_file, json.dumps(info))
         im = Image.open(path).convert("RGB")
         pts = info["landmarks"]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
@@ -430,7 +432,7 @@ def _build(root: Path, cache: Path) -> None:
         built = [_build_one(j) for j in jobs]
     by_id = {o.id: o for o in built}
     objs = [by_id.get(o.id, o) for o in objs]
-    _atomic_text(root / "collection.json",
+    atomic_write_text(root / "collection.json",
                  json.dumps({"version": VERSION, "objects": [o.to_json() for o in objs]}, indent=1))
 
 
@@ -474,7 +476,7 @@ def png_md5(collection: Collection, obj: SampleObject) -> str:
             known = {**json.loads(cache_file.read_text()), **known}
         except (FileNotFoundError, ValueError):
             pass
-        _atomic_text(cache_file, json.dumps(known, indent=0, sort_keys=True))
+        atomic_write_text(cache_file, json.dumps(known, indent=0, sort_keys=True))
     return known[key]
 
 
@@ -503,9 +505,3 @@ def truth(collection: Collection, base_url: str, with_md5: bool = False) -> list
     return out
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
