@@ -13,9 +13,9 @@ __all__ = ["__version__", "load_faces", "align_face"]
 def __getattr__(name):
     # Lazy re-exports: `import metfaces_build` stays instant (no numpy/dlib at import time).
     if name == "load_faces":
-        from .records import load_faces
+        from .core.records import load_faces
         return load_faces
     if name == "align_face":
-        from .align import align_face
+        from .stages.align import align_face
         return align_face
     raise AttributeError(name)

@@ -32,7 +32,7 @@ def shared():
 @pytest.fixture
 def cli(capsys):
     """Run the CLI in-process: returns (exit code, stdout, stderr)."""
-    from metfaces_build.cli import main
+    from metfaces_build.app.cli import main
 
     def run(*argv):
         rc = main([str(a) for a in argv])

@@ -84,7 +84,7 @@ def _reference_pad(rgb, pad, qsize):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_pad_and_blur_matches_full_image_filter(seed):
-    from metfaces_build.exactblur import pad_and_blur
+    from metfaces_build.core.exactblur import pad_and_blur
     rng = np.random.RandomState(seed)
     h, w = rng.randint(60, 200, size=2)
     rgb = rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
@@ -98,7 +98,7 @@ def test_numba_kernel_is_scipy_bit_for_bit():
     pytest.importorskip("numba")
     from scipy.ndimage import gaussian_filter1d
 
-    from metfaces_build.exactblur import backend, gaussian_1d, gaussian_region
+    from metfaces_build.core.exactblur import backend, gaussian_1d, gaussian_region
     assert backend() == "numba"
     rng = np.random.RandomState(3)
     a = (rng.rand(157, 301, 3) * 255).astype(np.float32)

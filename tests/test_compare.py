@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from metfaces_build import compare as cmp
-from metfaces_build.records import FaceRecord
+from metfaces_build.stages import compare as cmp
+from metfaces_build.core.records import FaceRecord
 
 from synthfaces import face_json, place, save_image, texture, write_faces
 

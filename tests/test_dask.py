@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from metfaces_build.errors import UsageError
+from metfaces_build.core.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def _broken_setup():
 
 
 def test_imap_ordered_and_setup_once_per_worker_process(cluster, tmp_path):
-    from metfaces_build.dask_executor import DaskExecutor
+    from metfaces_build.infra.dask_executor import DaskExecutor
     ex = DaskExecutor(cluster, _mark_setup, (str(tmp_path),))
     out = list(ex.imap(_square_with_pid, range(40)))
     assert [r for r, _ in out] == [x * x for x in range(40)]
@@ -68,7 +68,7 @@ def test_imap_ordered_and_setup_once_per_worker_process(cluster, tmp_path):
 
 
 def test_task_errors_are_raised_here(cluster):
-    from metfaces_build.dask_executor import DaskExecutor
+    from metfaces_build.infra.dask_executor import DaskExecutor
     it = DaskExecutor(cluster).imap(_fail_on_3, range(8))
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     with pytest.raises(ValueError, match="task 3 is broken"):
@@ -76,7 +76,7 @@ def test_task_errors_are_raised_here(cluster):
 
 
 def test_setup_failure_on_a_worker_is_a_usage_error(cluster):
-    from metfaces_build.dask_executor import DaskExecutor
+    from metfaces_build.infra.dask_executor import DaskExecutor
     with pytest.raises(UsageError, match="shared filesystem"):
         list(DaskExecutor(cluster, _broken_setup).imap(_fail_on_3, range(2)))
 

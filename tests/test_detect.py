@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metfaces_build import detect as D
-from metfaces_build.records import load_faces
+from metfaces_build.stages import detect as D
+from metfaces_build.core.records import load_faces
 
 
 @pytest.fixture(scope="module")
 def models():
-    from metfaces_build.models import load_models, resolve_models
+    from metfaces_build.infra.models import load_models, resolve_models
     return load_models(resolve_models(need_cnn=True))
 
 
@@ -169,10 +169,10 @@ def test_teaser_crop_gives_one_face_and_its_own_framing(shared, models, i):
 
 def test_teaser_realigns_to_nearly_the_same_crop(shared, models):
     try:
-        from metfaces_build.align import align_face
+        from metfaces_build.stages.align import align_face
     except Exception as e:  # the aligner is built concurrently
-        pytest.skip(f"metfaces_build.align not usable: {e}")
-    from metfaces_build.records import FaceSpec
+        pytest.skip(f"metfaces_build.stages.align not usable: {e}")
+    from metfaces_build.core.records import FaceSpec
     for i in range(3):
         img = teaser(shared, i)
         d = D.detect_faces(img, models=models)[0]
@@ -247,7 +247,7 @@ def test_stage_records_every_image_and_goes_on(tmp_path, cli):
     assert f1.title == "Portrait 1" and f1.artist_display_name == "Anon"
     assert f1.department == "European Paintings" and f1.detector == "hog"
     assert f1.source_path == "originals/1.jpg" and f1.image_path == "images/1-00.png"
-    from metfaces_build.io import file_digest
+    from metfaces_build.infra.files import file_digest
     assert f1.source_md5 == file_digest(work / "originals" / "1.jpg")
     assert (f1.image_width, f1.image_height) == Image.open(work / "originals/1.jpg").size
     assert "6 ok, 2 bad_content" in out and "1 missing_source" in out and "1 with EXIF orientation" in out

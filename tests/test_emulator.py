@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from metfaces_build.emulator import FAULT_KINDS, start_emulator
-from metfaces_build.records import parse_faces
+from metfaces_build.met.emulator import FAULT_KINDS, start_emulator
+from metfaces_build.core.records import parse_faces
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_truth_is_metfaces_compatible_and_inside_images(emu):
     served = requests.get(emu.url + "/_emulator/truth.json", timeout=30).json()
     assert [r["face_spec"] for r in served] == [r["face_spec"] for r in truth]
     one = emu.collection.by_id()[int(truth[0]["obj_id"])]
-    from metfaces_build.sample_collection import png_md5
+    from metfaces_build.met.sample_collection import png_md5
     assert len(png_md5(emu.collection, one)) == 32  # source_md5 on demand (?md5=1), slow
 
 
@@ -90,7 +90,7 @@ def test_truth_landmarks_match_dlib_on_a_served_image(emu):
 
 
 def test_photos_found_without_importing_their_packages():
-    code = ("from metfaces_build.sample_collection import source_photos; import sys; p = source_photos(); "
+    code = ("from metfaces_build.met.sample_collection import source_photos; import sys; p = source_photos(); "
             "assert len(p) == 2 and 'matplotlib' not in sys.modules and 'skimage' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

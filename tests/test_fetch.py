@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metfaces_build.emulator import FAULT_KINDS, start_emulator
-from metfaces_build.fetch import STATUSES, JournalIndex, compact_journal, dedupe_ids
-from metfaces_build.images import open_image
-from metfaces_build.io import read_jsonl
+from metfaces_build.met.emulator import FAULT_KINDS, start_emulator
+from metfaces_build.stages.fetch import STATUSES, JournalIndex, compact_journal, dedupe_ids
+from metfaces_build.infra.images import open_image
+from metfaces_build.infra.files import read_jsonl
 
 ALL_DEPTS = "11,9,15,1,19"
 # short timeouts and backoffs so faults cost milliseconds, not minutes

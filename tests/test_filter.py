@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metfaces_build import filter as flt
-from metfaces_build import geometry
-from metfaces_build.records import FaceRecord, load_faces
+from metfaces_build.stages import filter as flt
+from metfaces_build.core import geometry
+from metfaces_build.core.records import FaceRecord, load_faces
 
 from synthfaces import TEMPLATE, face_json, place, save_image, texture, write_faces
 
@@ -130,7 +130,7 @@ def test_overlap_prefers_a_face_passing_its_own_tests():
 
 
 def crop_of(arr, lm):
-    from metfaces_build.align import quick_crop
+    from metfaces_build.stages.align import quick_crop
     return quick_crop(Image.fromarray(arr), lm - 0.5, 1, size=128)
 
 
@@ -185,7 +185,7 @@ def test_near_duplicates_keep_one_deterministically():
 # ---- configuration ------------------------------------------------------------------------
 
 def test_config_overlay_and_errors(tmp_path):
-    from metfaces_build.errors import UsageError
+    from metfaces_build.core.errors import UsageError
     cfg = flt.config_from_mapping({"min_size": 512, "min_score": {"cnn": 0.8}, "max_hash_distance": 4})
     assert cfg.min_size == 512 and cfg.min_score == {"cnn": 0.8, "hog": 0.0} and cfg.max_hash_distance == 4
     for bad in ({"nope": 1}, {"min_size": "big"}, {"reject_grayscale": 1}, {"max_hash_distance": 2.5},

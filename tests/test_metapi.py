@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from metfaces_build.metapi import (USER_AGENT, ClientConfig, FetchFailure, MetClient, Pacer,
+from metfaces_build.met.client import (USER_AGENT, ClientConfig, FetchFailure, MetClient, Pacer,
                                    image_url_problem, parse_object_ids, parse_retry_after,
                                    resolve_departments, Department)
 

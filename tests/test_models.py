@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from metfaces_build import models as M
-from metfaces_build.errors import UsageError
+from metfaces_build.infra import models as M
+from metfaces_build.core.errors import UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_load_models_once_per_process():
 
 
 def test_no_dlib_at_import():
-    code = ("import sys, metfaces_build.detect, metfaces_build.models, metfaces_build.cli; "
+    code = ("import sys, metfaces_build.stages.detect, metfaces_build.infra.models, metfaces_build.app.cli; "
             "print('dlib' in sys.modules, 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ), check=True).stdout

@@ -9,7 +9,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from metfaces_build import report
+from metfaces_build.stages import report
 
 from synthfaces import face_json, place, save_image, texture, write_faces
 
@@ -80,7 +80,7 @@ def test_write_report_from_a_work_dir(tmp_path, cli):
 
 
 def test_mismatch_tile_draws_both_sets(tmp_path):
-    from metfaces_build.records import FaceRecord
+    from metfaces_build.core.records import FaceRecord
     save_image(tmp_path / "originals" / "1.png", np.full((400, 400, 3), 128, np.uint8))
     s = FaceRecord.from_json(face_json("1", 0, place(80, 200, 200)))
     r = FaceRecord.from_json(face_json("1", 0, place(80, 210, 200)))
@@ -99,7 +99,7 @@ def test_report_of_an_empty_work_dir(tmp_path):
 
 
 def test_rejected_sheet_spreads_over_reasons():
-    from metfaces_build.records import Rejection
+    from metfaces_build.core.records import Rejection
     rej = [Rejection(str(i), 0, ["resolution"], {}) for i in range(10)] + [Rejection("x", 0, ["yaw"], {})]
     picked = report._spread_by_reason(rej, 3)
     assert {r.reasons[0] for r in picked} == {"resolution", "yaw"}
@@ -108,7 +108,7 @@ def test_rejected_sheet_spreads_over_reasons():
 def test_pipeline_section_counts_each_stage(tmp_path):
     import json as _json
 
-    from metfaces_build.report import write_report
+    from metfaces_build.stages.report import write_report
     work = tmp_path / "w"
     (work / "images").mkdir(parents=True)
     (work / "objects.jsonl").write_text(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from metfaces_build.emulator import start_emulator
-from metfaces_build.io import TMP_PREFIX, read_jsonl
+from metfaces_build.met.emulator import start_emulator
+from metfaces_build.infra.files import TMP_PREFIX, read_jsonl
 
 from conftest import run_cli_subprocess
 

@@ -4,7 +4,7 @@
 Builds a 4896x3264 JPEG from sample photos (dlib's example faces in ../shared/data when
 present, else matplotlib's grace_hopper.jpg / scikit-image's astronaut.png), then times
   full-res: decode at full size + HOG (upsample 0) + landmarks
-  ours:     metfaces_build.detect (load_shrunk + run_detector), default settings
+  ours:     metfaces_build.stages.detect (load_shrunk + run_detector), default settings
 and checks that every face large enough for a 1024 crop (qsize >= 1024 at full resolution,
 ALIGN.md step 2) in the full-res run is found by ours, with the landmark difference.
 
@@ -72,7 +72,7 @@ def qsize(landmarks_full: np.ndarray) -> float:
 
 
 def full_res(path: Path, models, repeat: int):
-    from metfaces_build.detect import DetectOptions, run_detector
+    from metfaces_build.stages.detect import DetectOptions, run_detector
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -83,7 +83,7 @@ def full_res(path: Path, models, repeat: int):
 
 
 def ours(path: Path, models, repeat: int, max_side: int, upsample: int):
-    from metfaces_build.detect import DetectOptions, load_shrunk, run_detector
+    from metfaces_build.stages.detect import DetectOptions, load_shrunk, run_detector
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -113,8 +113,8 @@ def cascade_set() -> list:
 
 
 def cascade_report() -> int:
-    from metfaces_build.detect import DetectOptions, load_shrunk, run_detector, same_face
-    from metfaces_build.models import load_models, resolve_models
+    from metfaces_build.stages.detect import DetectOptions, load_shrunk, run_detector, same_face
+    from metfaces_build.infra.models import load_models, resolve_models
     models = load_models(resolve_models(need_cnn=True))
     totals = {k: 0.0 for k in ("hog", "cascade", "cnn")}
     found = {k: 0 for k in totals}
@@ -155,8 +155,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.cascade:
         return cascade_report()
-    from metfaces_build.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE, iou
-    from metfaces_build.models import load_models, resolve_models
+    from metfaces_build.stages.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE, iou
+    from metfaces_build.infra.models import load_models, resolve_models
     max_side = a.max_side or DEFAULT_MAX_SIDE
     upsample = DEFAULT_UPSAMPLE if a.upsample is None else a.upsample
     models = load_models(resolve_models())

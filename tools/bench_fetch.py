@@ -13,8 +13,8 @@ import sys
 import tempfile
 import time
 
-from metfaces_build.cli import main
-from metfaces_build.emulator import SYNTHETIC_BASE, start_emulator
+from metfaces_build.app.cli import main
+from metfaces_build.met.emulator import SYNTHETIC_BASE, start_emulator
 
 
 def bench(rate: float, workers: int, objects: int) -> float:

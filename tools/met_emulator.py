@@ -6,7 +6,7 @@ example:
 """
 import sys
 
-from metfaces_build.cli import main
+from metfaces_build.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["emulator", *sys.argv[1:]]))

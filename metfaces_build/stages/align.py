@@ -32,9 +32,9 @@ from typing import Optional
 
 import numpy as np
 
-from .exactblur import pad_and_blur
-from .geometry import crop_box, face_square, landmarks_full
-from .records import FaceSpec
+from ..core.exactblur import pad_and_blur
+from ..core.geometry import crop_box, face_square, landmarks_full
+from ..core.records import FaceSpec
 
 MANIFEST = "aligned.json"
 JOURNAL = ".aligned.journal.jsonl"
@@ -212,10 +212,10 @@ def pixel_md5(img) -> str:
 
 def process_image(task: ImageTask) -> list:
     """Decode one source once and align all its faces; failures become FaceResults."""
-    from .images import ImageProblem, open_image
-    from .io import atomic_write_bytes
-    from .pipeline import library_versions
-    from .exactblur import backend
+    from ..infra.images import ImageProblem, open_image
+    from ..infra.files import atomic_write_bytes
+    from ..infra.executors import library_versions
+    from ..core.exactblur import backend
     versions = dict(library_versions(), gaussian=backend())
     params = asdict(task.params)
 
@@ -261,8 +261,8 @@ def _crop_name(record: dict) -> str:
 # ---- the stage -----------------------------------------------------------------------
 
 def configure_parser(p) -> None:
-    from .cli import add_common, add_executor, nonneg_float, positive_int
-    from .images import DEFAULT_MAX_PIXELS
+    from ..app.cli import add_common, add_executor, nonneg_float, positive_int
+    from ..infra.images import DEFAULT_MAX_PIXELS
     g = p.add_argument_group("inputs and outputs (NVIDIA's flags)")
     g.add_argument("--json", required=True, metavar="FILE",
                    help="metfaces.json-compatible face list (NVIDIA's, or faces.json / "
@@ -298,10 +298,10 @@ def configure_parser(p) -> None:
 
 
 def run(args) -> int:
-    from .errors import UsageError
-    from .io import atomic_write_json, remove_stale_temps, safe_join
-    from .pipeline import Progress, library_versions, summarize
-    from .records import load_faces
+    from ..core.errors import UsageError
+    from ..infra.files import atomic_write_json, remove_stale_temps, safe_join
+    from ..infra.executors import Progress, library_versions, summarize
+    from ..core.records import load_faces
 
     src_root = Path(args.source_images)
     if not src_root.is_dir():
@@ -399,7 +399,7 @@ def run(args) -> int:
 
 def _header_size(path, max_pixels):
     """(width, height) from the header alone, or None when unreadable."""
-    from .images import ImageProblem, open_image
+    from ..infra.images import ImageProblem, open_image
     if path is None:
         return None
     try:
@@ -424,19 +424,19 @@ def _estimated_cost(task: "ImageTask", sizes: dict, faces: list) -> float:
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the Gaussian kernel in this process."""
-    from .exactblur import gaussian_1d
+    from ..core.exactblur import gaussian_1d
     gaussian_1d(np.zeros((8, 4, 3), np.float32), np.float32(1.0), 4, axis=0)
 
 
 def _make_executor(args):
-    from .pipeline import make_executor
+    from ..infra.executors import make_executor
     kind = getattr(args, "executor", "local")
     return make_executor(kind, args.workers, getattr(args, "scheduler", None))
 
 
 def _previous_manifest(out_dir: Path) -> dict:
     """Entries of the last completed run plus the journal of an interrupted one."""
-    from .io import read_json_or_none, read_jsonl
+    from ..infra.files import read_json_or_none, read_jsonl
     prev: dict = {}
     data = read_json_or_none(out_dir / MANIFEST)
     for e in data if isinstance(data, list) else []:
@@ -455,7 +455,7 @@ def _index_entry(prev: dict, e) -> None:
 def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:
     """A previous result is reused only for the same record and parameters, and an ok
     crop only if the file is still there with the recorded md5."""
-    from .io import file_digest
+    from ..infra.files import file_digest
     if prev.get("record") != rec or prev.get("params") != params:
         return False
     if prev.get("status") != "ok":

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .io import atomic_write_text
+from ..infra.files import atomic_write_text
 
 VERSION = "sample-v2"
 SEED = 20201102

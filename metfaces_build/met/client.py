@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urljoin, urlsplit
 
-from . import PROJECT_URL, __version__
-from .images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
-from .io import TMP_PREFIX
+from .. import PROJECT_URL, __version__
+from ..infra.images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
+from ..infra.files import TMP_PREFIX
 
 DEFAULT_API = "https://collectionapi.metmuseum.org/public/collection/v1"
 MET_IMAGE_HOST = "images.metmuseum.org"

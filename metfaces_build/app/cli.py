@@ -12,21 +12,21 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-from . import __version__
-from .errors import UsageError
+from .. import __version__
+from ..core.errors import UsageError
 
 # (subcommand, module, one-line summary)
 COMMANDS = [
-    ("fetch", "metfaces_build.fetch", "download Met object records and original images"),
-    ("detect", "metfaces_build.detect", "find faces + 68 landmarks with dlib -> faces.json"),
-    ("filter", "metfaces_build.filter", "prune faces with explicit, recorded heuristics"),
-    ("align", "metfaces_build.align", "crop aligned 1024x1024 faces (exact MetFaces arithmetic)"),
-    ("compare", "metfaces_build.compare", "regenerated vs stored landmarks, or two crop folders"),
-    ("run", "metfaces_build.run", "fetch -> detect -> filter -> align -> report, resumable"),
-    ("demo", "metfaces_build.demo", "the whole pipeline on the built-in Met API emulator"),
-    ("export", "metfaces_build.export", "StyleGAN2-ADA / StyleGAN3 dataset zip or folder"),
-    ("verify", "metfaces_build.verify", "check crops against metfaces.json image_md5"),
-    ("emulator", "metfaces_build.emulator", "serve the sample Met API on loopback (tests, demo)"),
+    ("fetch", "metfaces_build.stages.fetch", "download Met object records and original images"),
+    ("detect", "metfaces_build.stages.detect", "find faces + 68 landmarks with dlib -> faces.json"),
+    ("filter", "metfaces_build.stages.filter", "prune faces with explicit, recorded heuristics"),
+    ("align", "metfaces_build.stages.align", "crop aligned 1024x1024 faces (exact MetFaces arithmetic)"),
+    ("compare", "metfaces_build.stages.compare", "regenerated vs stored landmarks, or two crop folders"),
+    ("run", "metfaces_build.app.run", "fetch -> detect -> filter -> align -> report, resumable"),
+    ("demo", "metfaces_build.app.demo", "the whole pipeline on the built-in Met API emulator"),
+    ("export", "metfaces_build.stages.export", "StyleGAN2-ADA / StyleGAN3 dataset zip or folder"),
+    ("verify", "metfaces_build.stages.verify", "check crops against metfaces.json image_md5"),
+    ("emulator", "metfaces_build.met.emulator", "serve the sample Met API on loopback (tests, demo)"),
 ]
 
 DESCRIPTION = """\
@@ -122,7 +122,7 @@ def add_work_dir(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def add_common(p: argparse.ArgumentParser, workers: bool = True, force: bool = True) -> None:
     """--workers, --force, --quiet: the flags every stage takes."""
-    from .pipeline import default_workers
+    from ..infra.executors import default_workers
     if workers:
         p.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
                        help="parallel worker processes (default: cores = %(default)s); output "

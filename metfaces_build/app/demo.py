@@ -39,7 +39,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .io import read_json_or_none
+from ..infra.files import read_json_or_none
 
 DEPARTMENTS = "11,9,15,1,19"  # every department of the sample collection
 FAULTS = "429,5xx,reset,html200"
@@ -65,9 +65,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .emulator import start_emulator
-    from .errors import UsageError
-    from .io import atomic_write_json
+    from ..met.emulator import start_emulator
+    from ..core.errors import UsageError
+    from ..infra.files import atomic_write_json
     from .run import run_stage
 
     if args.fault_rate > 1:
@@ -115,7 +115,7 @@ class Outcome:
 
 def assess(work: Path, kinds: dict) -> Outcome:
     """Check every stage's files against what the sample collection should give."""
-    from .io import read_jsonl
+    from ..infra.files import read_jsonl
     out = Outcome()
     objects = {r["id"]: r for r in read_jsonl(work / "objects.jsonl") if "id" in r}
     for oid, kind in sorted(kinds.items()):

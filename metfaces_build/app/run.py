@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .errors import UsageError
-from .io import read_json_or_none
+from ..core.errors import UsageError
+from ..infra.files import read_json_or_none
 
 # run's flags handed to each stage under the same name (besides fetch, which gets all of
 # its own flags); a stage only receives the ones its parser defines
@@ -84,9 +84,9 @@ def _pick(args, names) -> dict:
 # ---- CLI ------------------------------------------------------------------------------------
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from . import detect, fetch
+    from ..stages import detect, fetch
     from .cli import add_executor, nonneg_int, positive_int
-    from .pipeline import default_workers
+    from ..infra.executors import default_workers
     fetch.configure_parser(p)  # every fetch flag, with fetch's meaning and defaults
     # run's --workers (processes for detect/filter/align) replaces fetch's (threads)
     p.conflict_handler = "resolve"
@@ -141,7 +141,7 @@ def run(args) -> int:
                       "are done and kept: fix the problem and rerun the same command",
                       file=sys.stderr)
             return 2
-    from .report import write_report
+    from ..stages.report import write_report
     rep = write_report(work, source_images=work)
     results.append(("report", 0))
     summary = print_summary(work, results, report=rep.markdown)
@@ -151,9 +151,9 @@ def run(args) -> int:
 def _check_before_starting(args) -> None:
     """Catch a bad filter config or missing models now, not after the downloads."""
     if args.filter_config:
-        from .filter import config_from_mapping, load_toml_config
+        from ..stages.filter import config_from_mapping, load_toml_config
         config_from_mapping(load_toml_config(args.filter_config), where=args.filter_config)
-    from .models import resolve_models
+    from ..infra.models import resolve_models
     resolve_models(args.models_dir, need_cnn=args.detector != "hog")
 
 
@@ -180,7 +180,7 @@ class RunSummary:
 def summarize_work(work: Path, results: list, report: Optional[Path] = None) -> RunSummary:
     """Counts per stage from the files in `work` (so a resumed run reports the whole
     directory, not just the items this invocation touched)."""
-    from .io import read_jsonl
+    from ..infra.files import read_jsonl
     codes = dict(results)
     out = RunSummary(work)
 

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import UsageError
-from .records import obj_id_sort_key
+from ..core.errors import UsageError
+from ..core.records import obj_id_sort_key
 
 SIDECAR = "metfaces-export.json"
 LABELS_FILE = "dataset.json"
@@ -94,7 +94,7 @@ def archive_name(index: int) -> str:
 
 def object_departments(objects_jsonl: Path) -> dict:
     """obj_id -> department from fetch's objects.jsonl (last line per id wins)."""
-    from .io import read_jsonl
+    from ..infra.files import read_jsonl
     out = {}
     for d in read_jsonl(objects_jsonl):
         if "id" in d and d.get("department"):
@@ -104,7 +104,7 @@ def object_departments(objects_jsonl: Path) -> dict:
 
 def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     """(crops in export order, number of manifest entries not ok)."""
-    from .io import check_relative_path, read_json
+    from ..infra.files import check_relative_path, read_json
     manifest_path = images_dir / "aligned.json"
     entries = read_json(manifest_path, "align manifest")
     if not isinstance(entries, list):
@@ -198,7 +198,7 @@ def labels_json(packed: list, use_labels: bool) -> bytes:
 def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipped: list) -> bytes:
     """The audit trail: label classes, and per image its face, crop and checksums (no
     paths or times, so the same inputs anywhere give the same bytes)."""
-    from . import __version__
+    from .. import __version__
     versions = []
     for p in packed:
         if p.crop.versions and p.crop.versions not in versions:
@@ -232,7 +232,7 @@ def write_zip(path: Path, files: list) -> None:
     metadata, atomically."""
     import zipfile
 
-    from .io import atomic_open
+    from ..infra.files import atomic_open
     with atomic_open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
         for name, data in files:
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
@@ -244,7 +244,7 @@ def write_zip(path: Path, files: list) -> None:
 
 def write_folder(path: Path, files: list) -> None:
     """Build the folder beside `path`, then swap it in (replacing an earlier export only)."""
-    from .io import atomic_write_bytes
+    from ..infra.files import atomic_write_bytes
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"--out {path} exists and is not a folder")
@@ -272,7 +272,7 @@ def write_folder(path: Path, files: list) -> None:
 # ---- the command ----------------------------------------------------------------------
 
 def configure_parser(p) -> None:
-    from .cli import add_common, positive_int
+    from ..app.cli import add_common, positive_int
     p.add_argument("--work", metavar="DIR", default=None,
                    help="work directory: crops and manifest from DIR/images, departments "
                         "from DIR/objects.jsonl (default: metfaces-work)")
@@ -294,7 +294,7 @@ def configure_parser(p) -> None:
 
 
 def run(args) -> int:
-    from .pipeline import Progress
+    from ..infra.executors import Progress
     work = Path(args.work) if args.work else None
     if args.images:
         images_dir = Path(args.images)

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 PASS = ("match",)
 WORST_SHOWN = 10
@@ -177,8 +177,8 @@ def make_tasks(faces: list, images: Path, reference: Optional[Path]) -> list:
 
 def versions() -> dict:
     """Everything that decides crop pixels and PNG bytes, in this process."""
-    from . import __version__
-    from .pipeline import library_versions
+    from .. import __version__
+    from ..infra.executors import library_versions
     v = dict(library_versions())
     try:
         from PIL import features
@@ -207,7 +207,7 @@ def aligned_with(images: Path) -> list:
 # ---- the command ----------------------------------------------------------------------
 
 def configure_parser(p) -> None:
-    from .cli import add_common
+    from ..app.cli import add_common
     p.add_argument("--json", required=True, metavar="FILE",
                    help="metfaces.json-compatible face list with image_md5 per face")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of crops to check")
@@ -224,9 +224,9 @@ def configure_parser(p) -> None:
 
 
 def run(args) -> int:
-    from .io import atomic_write_json
-    from .pipeline import LocalExecutor, Progress
-    from .records import load_faces
+    from ..infra.files import atomic_write_json
+    from ..infra.executors import LocalExecutor, Progress
+    from ..core.records import load_faces
     images = Path(args.images)
     if not images.is_dir():
         raise UsageError(f"--images {images} is not a folder")
@@ -268,7 +268,7 @@ def run(args) -> int:
 
 
 def summary(results: list, counts: dict, vers: dict, made_with: list, out: Optional[str]) -> str:
-    from .pipeline import summarize
+    from ..infra.executors import summarize
     lines = [summarize(counts, f"verify: {len(results)} crops")]
     compared = [r for r in results if r.pixels_equal is not None]
     if compared:

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
-from .cli import add_common, add_work_dir, nonneg_float, positive_int
-from .errors import UsageError
+from ..app.cli import add_common, add_work_dir, nonneg_float, positive_int
+from ..core.errors import UsageError
 
 STATUSES = ("ok", "changed", "no_image", "not_public_domain", "not_found", "too_large", "refused",
             "http_error", "bad_content")
@@ -56,7 +56,7 @@ class JournalIndex:
         import numpy as np
         ids, codes = [], []
         code_of = {s: i for i, s in enumerate(STATUSES)}
-        from .io import read_jsonl
+        from ..infra.files import read_jsonl
         for row in read_jsonl(path):
             oid, st = row.get("id"), row.get("status")
             if isinstance(oid, int) and st in code_of:
@@ -86,7 +86,7 @@ def compact_journal(path: Path) -> int:
 
     import numpy as np
 
-    from .io import atomic_open
+    from ..infra.files import atomic_open
     if not path.exists():
         return 0
     ids, offsets = [], []
@@ -183,7 +183,7 @@ def collect_ids(client, args, log: Callable[[str], None]):
         parts.append(read_ids_file(args.ids_file))
     deps: list = []
     if args.departments:
-        from .metapi import resolve_departments
+        from ..met.client import resolve_departments
         try:
             deps = resolve_departments(args.departments.split(","), client.departments())
         except ValueError as e:
@@ -225,9 +225,9 @@ class SourceJob:
 
 def fetch_object(client, work: Path, oid: int, image: str = "original"):
     """Record + image of one object, as a MetObject (failures are values)."""
-    from .io import atomic_write_bytes
-    from .metapi import FetchFailure
-    from .records import MetObject
+    from ..infra.files import atomic_write_bytes
+    from ..met.client import FetchFailure
+    from ..core.records import MetObject
     oid = int(oid)
     try:
         answer = client.get_object(oid)
@@ -253,7 +253,7 @@ def fetch_object(client, work: Path, oid: int, image: str = "original"):
 
 
 def _download_into(client, work: Path, obj, url: str):
-    from .metapi import FetchFailure
+    from ..met.client import FetchFailure
     try:
         d = client.download(url, work / "originals", str(obj.id))
     except FetchFailure as f:
@@ -279,9 +279,9 @@ def _remove_other_extensions(folder: Path, oid: int, ext: str) -> None:
 
 def fetch_source(client, work: Path, job: SourceJob):
     """Download a metfaces.json source image, write it as PNG at its source_path, compare md5."""
-    from .images import ImageProblem, open_image
-    from .io import atomic_open, file_digest, safe_join
-    from .records import MetObject
+    from ..infra.images import ImageProblem, open_image
+    from ..infra.files import atomic_open, file_digest, safe_join
+    from ..core.records import MetObject
     obj = MetObject(job.obj_id, "ok", title=job.title, artist=job.artist, image_url=job.source_url)
     obj.extra["source_path"] = job.source_path
     try:
@@ -329,8 +329,8 @@ def compare_source(png_md5: str, source_md5: str, size: tuple, recorded_size: tu
 def source_jobs(path: str, log: Callable[[str], None]) -> tuple:
     """(jobs, refusals) from a metfaces.json: one job per source image; entries that cannot
     be used (e.g. a source_path with '..') become `refused` MetObjects when their id is valid."""
-    from .metapi import as_object_id
-    from .records import MetObject, load_faces
+    from ..met.client import as_object_id
+    from ..core.records import MetObject, load_faces
     loaded = load_faces(path, skip_bad=True, what="--from-json")
     jobs: dict = {}
     for f in loaded.faces:
@@ -358,8 +358,8 @@ def _s(v) -> str:
 # ---- the stage ------------------------------------------------------------------------
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .images import DEFAULT_MAX_PIXELS
-    from .metapi import DEFAULT_API
+    from ..infra.images import DEFAULT_MAX_PIXELS
+    from ..met.client import DEFAULT_API
     add_work_dir(p)
     src = p.add_argument_group("what to fetch (combine freely; ids are de-duplicated)")
     src.add_argument("--departments", metavar="LIST",
@@ -442,15 +442,15 @@ def _check_args(args) -> None:
         raise UsageError("fetch: --date-begin and --date-end go together")
     if args.retries < 0:
         raise UsageError("fetch: --retries must be >= 0")
-    from .metapi import image_url_problem
+    from ..met.client import image_url_problem
     if image_url_problem(args.api, args.api) is not None:
         raise UsageError(f"fetch: --api must be an http(s) URL, got {args.api!r}")
 
 
 def run(args) -> int:
-    from .io import JsonlAppender, remove_stale_temps
-    from .metapi import ApiOutage, ClientConfig, FetchFailure, MetClient
-    from .pipeline import Progress, summarize
+    from ..infra.files import JsonlAppender, remove_stale_temps
+    from ..met.client import ApiOutage, ClientConfig, FetchFailure, MetClient
+    from ..infra.executors import Progress, summarize
 
     _check_args(args)
     work = Path(args.work)
@@ -533,7 +533,7 @@ def _todo_ids(chunk, index: JournalIndex, skip: set) -> list:
 
 
 def _source_exists(work: Path, job: SourceJob) -> bool:
-    from .io import safe_join
+    from ..infra.files import safe_join
     try:
         return safe_join(work, job.source_path).is_file()
     except ValueError:
@@ -543,7 +543,7 @@ def _source_exists(work: Path, job: SourceJob) -> bool:
 def _run_pool(batches: Iterable, worker: Callable, workers: int, journal, progress, counts) -> Optional[str]:
     """Run `worker` over jobs with at most 2*workers in flight; journal each result as it
     lands (main thread only). Returns the outage message if the API went away."""
-    from .metapi import ApiOutage
+    from ..met.client import ApiOutage
     outage = None
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as ex:
         pending: set = set()

@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import geometry
+from ..core import geometry
 
 STORED_COLOUR = (0, 200, 70)
 REGEN_COLOUR = (235, 0, 200)
@@ -137,8 +137,8 @@ def face_crops(recs: list, source_root: Path, images_dir: Optional[Path], size: 
     from PIL import Image
 
     from .filter import measurement_crops
-    from .images import ImageProblem, open_image
-    from .io import safe_join
+    from ..infra.images import ImageProblem, open_image
+    from ..infra.files import safe_join
     out: list = [None] * len(recs)
     todo: dict[str, list] = {}
     for i, r in enumerate(recs):
@@ -171,7 +171,7 @@ def source_region(path: Path, box: tuple, size: int):
     at reduced scale when the region is large. Returns (image, pixels per source pixel)."""
     from PIL import Image
 
-    from .images import open_image
+    from ..infra.images import open_image
     x0, y0, side = box
     head = open_image(path, load=False)
     w, h = head.size
@@ -189,8 +189,8 @@ def mismatch_tile(stored, regen, source_root: Path, size: int = 260):
     orange lines joining corresponding points."""
     from PIL import Image, ImageDraw
 
-    from .images import ImageProblem
-    from .io import safe_join
+    from ..infra.images import ImageProblem
+    from ..infra.files import safe_join
     s_lm, r_lm = (geometry.landmarks_full(f.face_spec.landmarks, f.face_spec.shrink).astype(np.float64) + 0.5
                   for f in (stored, regen))  # + 0.5: pixel index -> continuous coordinate
     pts = np.vstack([s_lm, r_lm])
@@ -314,7 +314,7 @@ class Section:
 
 
 def _faces_by_key(path: Path) -> dict:
-    from .records import load_faces
+    from ..core.records import load_faces
     if not path.is_file():
         return {}
     return {f.key: f for f in load_faces(path, skip_bad=True).faces}
@@ -329,8 +329,8 @@ def _spread(items: list, n: int) -> list:
 
 def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles: int) -> Optional[Section]:
     """Counts by reason, thresholds, kept and rejected contact sheets."""
-    from .io import read_json, read_jsonl
-    from .records import Rejection
+    from ..infra.files import read_json, read_jsonl
+    from ..core.records import Rejection
     if not (work / "filtered.json").is_file():
         return None
     summary = read_json(work / "filter_summary.json") if (work / "filter_summary.json").is_file() else {}
@@ -421,7 +421,7 @@ def _spread_by_reason(rejected: list, n: int) -> list:
 def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n: int = 12) -> Optional[Section]:
     """Run statistics, per-region medians, the worst faces and their drawing."""
     from .compare import FaceMatch
-    from .io import read_json, read_jsonl
+    from ..infra.files import read_json, read_jsonl
     if not (work / "compare.json").is_file():
         return None
     stats = read_json(work / "compare.json", "compare.json")
@@ -476,7 +476,7 @@ def pipeline_section(work: Path) -> Optional[Section]:
     """Per-stage outcome counts read from the stages' own files (fetch, detect, align)."""
     from collections import Counter
 
-    from .io import read_json_or_none, read_jsonl
+    from ..infra.files import read_json_or_none, read_jsonl
     rows, stats = [], {}
     latest = {row.get("id"): row.get("status") for row in read_jsonl(work / "objects.jsonl")}
     if latest:
@@ -502,7 +502,7 @@ def pipeline_section(work: Path) -> Optional[Section]:
 
 
 def crops_section(work: Path) -> Optional[Section]:
-    from .io import read_json
+    from ..infra.files import read_json
     if not (work / "compare_crops.json").is_file():
         return None
     s = read_json(work / "compare_crops.json", "compare_crops.json")
@@ -530,8 +530,8 @@ def write_report(work_dir, *, source_images=None, out_dir=None, max_tiles: int =
                  title: str = "MetFaces build report") -> ReportPaths:
     """Write `report/` (or `out_dir`) for whatever outputs `work_dir` holds; sections for
     stages that have not run are left out. Returns the paths written."""
-    from .io import atomic_write_json, atomic_write_text
-    from .pipeline import library_versions
+    from ..infra.files import atomic_write_json, atomic_write_text
+    from ..infra.executors import library_versions
     work = Path(work_dir)
     out = Path(out_dir) if out_dir else work / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -560,7 +560,7 @@ def write_report(work_dir, *, source_images=None, out_dir=None, max_tiles: int =
 
 def save_png(image, path: Path) -> Path:
     """Write a PNG atomically (a killed run never leaves half a sheet)."""
-    from .io import atomic_write_bytes
+    from ..infra.files import atomic_write_bytes
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     atomic_write_bytes(path, buf.getvalue())

@@ -43,9 +43,9 @@ from typing import Optional
 
 import numpy as np
 
-from . import geometry
-from .errors import UsageError
-from .records import FaceRecord, load_faces
+from ..core import geometry
+from ..core.errors import UsageError
+from ..core.records import FaceRecord, load_faces
 
 DEFAULT_GATE = 0.5
 THRESHOLDS = (0.05, 0.10)
@@ -275,7 +275,7 @@ def crop_pairs(a_dir: Path, b_dir: Path) -> list:
 
 
 def compare_crops(a_dir: Path, b_dir: Path, workers: int = 1, quiet: bool = True) -> list:
-    from .pipeline import LocalExecutor, Progress
+    from ..infra.executors import LocalExecutor, Progress
     pairs = crop_pairs(a_dir, b_dir)
     out = []
     with Progress(len(pairs), "compare crops", quiet=quiet, unit="crop") as bar:
@@ -313,7 +313,7 @@ def crop_summary_line(s: dict) -> str:
 # ---- the stage -----------------------------------------------------------------------------
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import add_common, nonneg_float
+    from ..app.cli import add_common, nonneg_float
     p.add_argument("--stored", metavar="JSON", help="reference face list, e.g. NVIDIA's metfaces.json")
     p.add_argument("--regenerated", metavar="JSON", help="our face list, e.g. WORK/faces.json")
     p.add_argument("--crops", nargs=2, metavar=("A", "B"), help="compare two folders of PNG crops")
@@ -341,7 +341,7 @@ def run(args) -> int:
 
 
 def run_landmarks(args) -> int:
-    from .io import atomic_write_json, write_jsonl
+    from ..infra.files import atomic_write_json, write_jsonl
     stored = load_faces(args.stored, skip_bad=args.skip_bad, what="stored face list")
     regen = load_faces(args.regenerated, skip_bad=args.skip_bad, what="regenerated face list")
     matches = compare_faces(stored.faces, regen.faces, args.gate)
@@ -363,7 +363,7 @@ def run_landmarks(args) -> int:
 
 
 def run_crops(args) -> int:
-    from .io import atomic_write_json, write_jsonl
+    from ..infra.files import atomic_write_json, write_jsonl
     diffs = compare_crops(Path(args.crops[0]), Path(args.crops[1]), args.workers, args.quiet)
     summary = crop_summary(diffs)
     summary["a"], summary["b"] = str(Path(args.crops[0]).resolve()), str(Path(args.crops[1]).resolve())

@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from .records import obj_id_sort_key
+from ..core.records import obj_id_sort_key
 
 DETECTORS = ("hog", "cnn", "cascade")
 DEFAULT_MAX_SIDE = 1024
@@ -119,7 +119,7 @@ def detect_faces(image, detector: str = "hog", upsample: int = DEFAULT_UPSAMPLE,
                          cascade_score=cascade_score)
     _check_detector(detector)
     if models is None:
-        from .models import load_models, resolve_models
+        from ..infra.models import load_models, resolve_models
         models = load_models(resolve_models(need_cnn=detector != "hog"))
     return run_detector(as_rgb_array(image), opts, models).detections
 
@@ -128,7 +128,7 @@ def predict_landmarks(image, rect, models=None) -> tuple:
     """68 (x, y) integer landmarks for a face box (l, t, r, b), with dlib's predictor."""
     import dlib
     if models is None:
-        from .models import load_models, resolve_models
+        from ..infra.models import load_models, resolve_models
         models = load_models(resolve_models())
     shape = models.predictor(as_rgb_array(image), dlib.rectangle(*[int(v) for v in rect]))
     return tuple((p.x, p.y) for p in shape.parts())
@@ -260,7 +260,7 @@ def draft_scale(shrink: int, width: int, height: int) -> int:
 
 def load_shrunk(path, max_side: int = DEFAULT_MAX_SIDE, max_pixels: Optional[int] = None) -> ShrunkImage:
     """Decode `path` reduced by the integer shrink; raises images.ImageProblem."""
-    from .images import DEFAULT_MAX_PIXELS, ImageProblem, exif_orientation, open_image
+    from ..infra.images import DEFAULT_MAX_PIXELS, ImageProblem, exif_orientation, open_image
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     head = open_image(path, max_pixels, load=False)
     w, h, fmt, mode, orient = head.width, head.height, head.format or "", head.mode, exif_orientation(head)
@@ -346,7 +346,7 @@ _WORKER: dict = {}
 
 def init_worker(model_paths, opts: DetectOptions, max_pixels: Optional[int]) -> None:
     """Per-process setup: load models once (never at import)."""
-    from .models import load_models
+    from ..infra.models import load_models
     _WORKER["models"] = load_models(model_paths)
     _WORKER["opts"] = opts
     _WORKER["max_pixels"] = max_pixels
@@ -354,8 +354,8 @@ def init_worker(model_paths, opts: DetectOptions, max_pixels: Optional[int]) -> 
 
 def detect_image(task: ImageTask) -> ImageResult:
     """Detect faces in one source image; failures come back as statuses."""
-    from .images import ImageProblem
-    from .io import file_digest
+    from ..infra.images import ImageProblem
+    from ..infra.files import file_digest
     opts: DetectOptions = _WORKER["opts"]
     res = ImageResult(task.obj_id, task.source_path, "ok", settings=opts.signature())
     try:
@@ -380,7 +380,7 @@ def detect_image(task: ImageTask) -> ImageResult:
 
 
 def face_record(task: ImageTask, res: ImageResult, face_idx: int, det: Detection):
-    from .records import FaceRecord, FaceSpec
+    from ..core.records import FaceRecord, FaceSpec
     return FaceRecord(
         obj_id=task.obj_id, source_path=task.source_path, face_idx=face_idx,
         face_spec=FaceSpec(rect=det.rect, landmarks=det.landmarks, shrink=res.shrink),
@@ -396,7 +396,7 @@ def face_record(task: ImageTask, res: ImageResult, face_idx: int, det: Detection
 
 def tasks_from_work(work: Path) -> list:
     """objects.jsonl `ok` lines (last line per id wins), else every image in originals/."""
-    from .io import check_relative_path, read_jsonl
+    from ..infra.files import check_relative_path, read_jsonl
     objects = work / "objects.jsonl"
     if not objects.exists():
         return tasks_from_folder(work / "originals", prefix="originals/")
@@ -419,7 +419,7 @@ def tasks_from_work(work: Path) -> list:
 
 def tasks_from_folder(folder: Path, prefix: str = "") -> list:
     """Every image file directly in `folder` (by suffix), obj_id = stem, in id order."""
-    from .errors import UsageError
+    from ..core.errors import UsageError
     if not folder.is_dir():
         raise UsageError(f"image folder not found: {folder}")
     seen: dict = {}
@@ -438,7 +438,7 @@ def tasks_from_folder(folder: Path, prefix: str = "") -> list:
 # ---- CLI ----------------------------------------------------------------------------------
 
 def configure_parser(p) -> None:
-    from .cli import add_common, add_executor, nonneg_int, positive_int
+    from ..app.cli import add_common, add_executor, nonneg_int, positive_int
     src = p.add_argument_group("input and output")
     src.add_argument("--work", metavar="DIR", default=None,
                      help="work directory: reads objects.jsonl + originals/, writes faces.json "
@@ -475,7 +475,7 @@ class StagePaths:
 
 def stage_inputs(args):
     """(tasks, paths) from --work or --images/--out; UsageError on a bad combination."""
-    from .errors import UsageError
+    from ..core.errors import UsageError
     if args.images:
         if args.work:
             raise UsageError("give either --work or --images, not both")
@@ -494,9 +494,9 @@ def stage_inputs(args):
 
 
 def run(args) -> int:
-    from .io import JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
-    from .models import resolve_models
-    from .pipeline import Progress, make_executor
+    from ..infra.files import JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
+    from ..infra.models import resolve_models
+    from ..infra.executors import Progress, make_executor
     tasks, paths = stage_inputs(args)
     opts = DetectOptions(detector=args.detector, upsample=args.upsample,
                          cnn_upsample=args.cnn_upsample, cascade_score=args.cascade_score,
@@ -548,7 +548,7 @@ def _warn(prog, res: ImageResult) -> None:
 
 
 def _report(ordered: list, reused: int, paths: StagePaths) -> int:
-    from .pipeline import summarize
+    from ..infra.executors import summarize
     counts: dict = {}
     for r in ordered:
         counts[r["status"]] = counts.get(r["status"], 0) + 1

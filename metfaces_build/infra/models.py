@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import UsageError
-from .io import file_digest
+from ..core.errors import UsageError
+from .files import file_digest
 
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 CNN = "mmod_human_face_detector.dat"
 ENV_MODELS = "METFACES_MODELS"
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 MANIFEST_NAME = "MANIFEST.json"
 HOW_TO_GET = ("get it with `pip install face_recognition_models`, or download it from dlib's "
               "model files (dlib.net/files, .bz2: decompress it) into a folder given by "
@@ -138,7 +138,7 @@ def _read_cache() -> dict:
 
 def _write_cache(cache: dict) -> None:
     """Best effort: an unwritable cache only costs a re-hash next time."""
-    from .io import atomic_write_json
+    from .files import atomic_write_json
     try:
         atomic_write_json(cache_path(), cache)
     except OSError:

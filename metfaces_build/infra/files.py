@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 TMP_PREFIX = ".tmp-"
 

@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 INSTALL_HINT = "pip install 'metfaces-build[dask]'"
 CONNECT_TIMEOUT = 10.0  # seconds to reach the scheduler

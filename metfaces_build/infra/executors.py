@@ -48,13 +48,13 @@ def make_executor(kind: str = "local", workers: int = 1, scheduler: Optional[str
     """`local` (process pool) or `dask` (a distributed cluster at `scheduler`)."""
     if kind == "local":
         if scheduler:
-            from .errors import UsageError
+            from ..core.errors import UsageError
             raise UsageError("--scheduler goes with --executor dask")
         return LocalExecutor(workers, initializer, initargs)
     if kind == "dask":
         from .dask_executor import DaskExecutor  # optional extra
         return DaskExecutor(scheduler, initializer, initargs)
-    from .errors import UsageError
+    from ..core.errors import UsageError
     raise UsageError(f"unknown executor {kind!r} (choose local or dask)")
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from .errors import RecordError
-from .io import check_relative_path, read_json
+from ..infra.files import check_relative_path, read_json
 
 # The keys of one metfaces.json entry, in NVIDIA's order.
 METFACES_KEYS = ("obj_id", "meta_url", "source_url", "source_path", "source_md5", "image_path",

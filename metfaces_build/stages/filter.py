@@ -58,9 +58,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import geometry
-from .errors import UsageError
-from .records import FaceRecord, Rejection, faces_to_json, load_faces
+from ..core import geometry
+from ..core.errors import UsageError
+from ..core.records import FaceRecord, Rejection, faces_to_json, load_faces
 
 # ---- configuration: every default lives here -------------------------------------------
 
@@ -331,7 +331,7 @@ class ImageResult:
 def check_image(task: ImageTask) -> ImageResult:
     """All per-face tests, then overlap resolution, for the faces of one source image."""
     cfg = task.config
-    from .images import ImageProblem
+    from ..infra.images import ImageProblem
     try:
         size, crops = _load_for_checks(task)
     except ImageProblem as e:
@@ -363,7 +363,7 @@ def check_face(rec: FaceRecord, index: int, width: int, height: int, cfg: Filter
 
 def _load_for_checks(task: ImageTask) -> tuple:
     """(image size, [CropMeasures or None per face]); decodes only when crop tests are on."""
-    from .images import ImageProblem, open_image
+    from ..infra.images import ImageProblem, open_image
     recs = [rec for _, rec in task.faces]
     if not task.path:
         raise ImageProblem("missing_source", f"unsafe source_path {task.source_path!r}")
@@ -389,7 +389,7 @@ def measurement_crops(path: str, size: tuple, recs: list, crop_size: int) -> lis
     face at least twice the crop size, so big originals are cheap and crops barely alias.
     Raises ImageProblem when the image cannot be used."""
     from .align import quick_crop
-    from .images import open_image
+    from ..infra.images import open_image
     lms = [geometry.landmarks_full(r.face_spec.landmarks, r.face_spec.shrink) for r in recs]
     min_q = min(float(geometry.face_square(lm).qsize) for lm in lms)
     scale = max(1.0, min_q / (2.0 * crop_size))
@@ -502,7 +502,7 @@ class FilterOutcome:
 
 def make_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
     """One task per source image, in order of first appearance in faces.json."""
-    from .io import safe_join
+    from ..infra.files import safe_join
     groups: dict[str, list] = {}
     for i, rec in enumerate(faces):
         groups.setdefault(rec.source_path, []).append((i, rec))
@@ -519,7 +519,7 @@ def make_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
 def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int = 1,
                  quiet: bool = True, bad_records: Optional[list] = None) -> FilterOutcome:
     """Run every test on every face; the reusable core of the stage (no output files)."""
-    from .pipeline import LocalExecutor, Progress
+    from ..infra.executors import LocalExecutor, Progress
     tasks = make_tasks(faces, source_root, cfg)
     verdicts: list = []
     problems: dict = {}
@@ -537,8 +537,8 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
 def write_outputs(work: Path, outcome: FilterOutcome, cfg: FilterConfig, input_digest: str,
                   source_root: Optional[Path] = None) -> dict:
     """filtered.json, rejected.jsonl and filter_summary.json (each written atomically)."""
-    from .io import atomic_write_json, write_jsonl
-    from .pipeline import library_versions
+    from ..infra.files import atomic_write_json, write_jsonl
+    from ..infra.executors import library_versions
     kept = []
     for v in outcome.kept:
         rec = v.record.replace(extra={**v.record.extra, "filter": v.values()})
@@ -602,7 +602,7 @@ def _parse_score(s: str) -> tuple:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import add_common, add_work_dir, nonneg_float, positive_int
+    from ..app.cli import add_common, add_work_dir, nonneg_float, positive_int
     add_work_dir(p)
     p.add_argument("--source-images", metavar="DIR", default=None,
                    help="folder that faces.json source_path entries are relative to (default: --work)")
@@ -635,7 +635,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .io import file_digest, read_json
+    from ..infra.files import file_digest, read_json
     work = Path(args.work)
     faces_path = Path(args.faces) if args.faces else work / "faces.json"
     source_root = Path(args.source_images) if args.source_images else work
@@ -695,7 +695,7 @@ def explain(work: Path, faces: list, source_root: Path, cfg: FilterConfig, obj_i
 
 def _previous_duplicate_checks(work: Path) -> dict:
     """Near-duplicate outcomes recorded by the last full run, keyed by face."""
-    from .io import read_jsonl
+    from ..infra.files import read_jsonl
     out: dict = {}
     for row in read_jsonl(work / "rejected.jsonl"):
         if "near_duplicate" in row.get("reasons", []):

@@ -476,7 +476,7 @@ def _block_rule(s: str) -> BlockRule:
 
 
 def _rate(s: str) -> float:
-    from .cli import nonneg_float
+    from ..app.cli import nonneg_float
     v = nonneg_float(s)
     if v > 1:
         raise argparse.ArgumentTypeError(f"expected a probability within 0..1, got {s}")
@@ -484,7 +484,7 @@ def _rate(s: str) -> float:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import nonneg_float
+    from ..app.cli import nonneg_float
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
     p.add_argument("--faults", type=_fault_list, default=[], metavar="LIST",
@@ -508,7 +508,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .errors import UsageError
+    from ..core.errors import UsageError
     try:
         handle = start_emulator(args.faults, args.fault_rate, args.rate_limit, args.block, args.seed,
                                 args.retry_after, args.slow, args.host, args.port, args.synthetic,

@@ -1,0 +1,1 @@
+"""Command line and orchestration: cli, run, demo. The only layer that parses arguments."""

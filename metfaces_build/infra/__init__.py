@@ -1,0 +1,1 @@
+"""Infrastructure: files, images, models, executors, the work directory. Imports only core."""

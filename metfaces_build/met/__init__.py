@@ -1,0 +1,1 @@
+"""The Met Collection API: client, emulator, sample collection. Imports core and infra."""

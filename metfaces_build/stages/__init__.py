@@ -1,0 +1,1 @@
+"""Pipeline stages: fetch, detect, filter, align, compare, report, export, verify."""
