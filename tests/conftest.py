@@ -1,7 +1,10 @@
 """Shared test fixtures.
 
 `../shared` (read-only design data: vectors, case generators, sample photos) is used in
-place when it exists, and tests that need it skip cleanly when it does not.
+place when it exists, and tests that need it skip cleanly when it does not, except where
+$METFACES_REQUIRE_SHARED=1 (CI sets it): there a missing ../shared fails the test, so the
+exact-reproduction claims can never pass by being skipped. Import helpers from here as
+`from conftest import ...` (pytest puts tests/ on sys.path), never `tests.conftest`.
 """
 from __future__ import annotations
 
@@ -14,13 +17,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("METFACES_SHARED", REPO.parent / "shared"))
+REQUIRE_SHARED = "METFACES_REQUIRE_SHARED"
+
+
+def skip_unless_required(reason: str, env: str) -> None:
+    """Skip with `reason`, or fail when $`env` is 1: CI requires what the README claims."""
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{reason} (${env}=1 requires it)", pytrace=False)
+    pytest.skip(reason)
 
 
 def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test when it is absent."""
+    """A path under ../shared, or skip the test when it is absent (fail under CI)."""
     p = SHARED.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"{p} not available (../shared is absent)")
+        skip_unless_required(f"{p} not available (../shared is absent)", REQUIRE_SHARED)
     return p
 
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED, run_cli_subprocess
+
 from metfaces_build.stages import detect as D
 from metfaces_build.core.records import load_faces
 
@@ -22,7 +24,6 @@ def models():
 
 def face_photo() -> Image.Image:
     """A real face photo: dlib's Tom Cruise example, else matplotlib's Grace Hopper."""
-    from tests.conftest import SHARED
     p = SHARED / "data" / "dlib-faces" / "Tom_Cruise_avp_2014_4.jpg"
     if p.exists():
         return Image.open(p).convert("RGB")
@@ -275,7 +276,6 @@ def test_stage_too_large_and_resume(tmp_path, cli):
 
 
 def test_same_output_for_any_worker_count(tmp_path, shared):
-    from tests.conftest import run_cli_subprocess
     src = shared("data", "dlib-faces")
     outs = []
     for n in (1, 2):

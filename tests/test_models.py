@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -27,7 +28,8 @@ def package_file(name):
 
 
 def test_manifest_file_matches_builtin_copy():
-    data = json.loads((M.REPO_MODELS / M.MANIFEST_NAME).read_text())
+    assert M.repo_models_dir() is not None  # tests run from the source checkout
+    data = json.loads((M.repo_models_dir() / M.MANIFEST_NAME).read_text())
     assert {f["name"]: {"size": f["size"], "sha256": f["sha256"]} for f in data["files"]} \
         == M.BUILTIN_MANIFEST
     assert all(f["source"] for f in data["files"])
@@ -72,7 +74,8 @@ def test_wrong_size_is_a_usage_error(tmp_path):
 
 
 def test_missing_everywhere_names_the_places(tmp_path, monkeypatch):
-    monkeypatch.setattr(M, "REPO_MODELS", tmp_path / "repo-models")
+    (tmp_path / "repo-models").mkdir()
+    monkeypatch.setattr(M, "repo_models_dir", lambda: tmp_path / "repo-models")
     monkeypatch.setattr(M, "_package_models_dir", lambda: None)
     monkeypatch.setenv(M.ENV_MODELS, str(tmp_path / "env"))
     with pytest.raises(UsageError) as e:
@@ -101,3 +104,18 @@ def test_no_dlib_at_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ), check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_installed_copy_has_no_repo_models(tmp_path):
+    """A non-editable install: the package's grandparent is site-packages, which holds no
+    pyproject.toml, so no `models/` there is searched (it used to be)."""
+    import shutil
+    site = tmp_path / "site-packages"
+    shutil.copytree(Path(M.__file__).parents[1], site / "metfaces_build",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "models").mkdir()
+    (site / "models" / M.MANIFEST_NAME).write_text("{}")
+    code = "import metfaces_build.infra.models as M; print(M.repo_models_dir())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=site, check=True).stdout
+    assert out.strip() == "None"

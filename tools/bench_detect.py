@@ -155,7 +155,11 @@ def main() -> int:
     a = ap.parse_args()
     if a.cascade:
         return cascade_report()
-    from metfaces_build.stages.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE, iou
+    from metfaces_build.core.metrics import box_iou, rect_edges
+    from metfaces_build.stages.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE
+
+    def iou(a, b):
+        return box_iou(rect_edges(a), rect_edges(b))
     from metfaces_build.infra.models import load_models, resolve_models
     max_side = a.max_side or DEFAULT_MAX_SIDE
     upsample = DEFAULT_UPSAMPLE if a.upsample is None else a.upsample

@@ -121,16 +121,6 @@ def rect_full(rect, shrink: int) -> np.ndarray:
     return np.array([l, t, r + 1.0, b + 1.0]) * shrink
 
 
-def rect_iou(a, b) -> float:
-    """Intersection over union of two `[x0, y0, x1, y1]` boxes (0 when either is empty)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    area_a = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
-    area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
-    union = area_a + area_b - inter
-    return float(inter / union) if union > 0 else 0.0
-
 
 def mouth_drop(lm_full: np.ndarray) -> float:
     """How far the mouth centre lies below the eye line, along the face's own "down"

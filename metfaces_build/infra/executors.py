@@ -63,8 +63,6 @@ class Progress:
 
     def __init__(self, total: Optional[int], desc: str, quiet: bool = False, unit: str = "it"):
         self.quiet = quiet
-        self.n = 0
-        self.t0 = time.monotonic()
         self._bar = None
         if not quiet:
             from tqdm import tqdm
@@ -72,7 +70,6 @@ class Progress:
                              mininterval=0.5, dynamic_ncols=True, leave=True)
 
     def update(self, n: int = 1, **postfix) -> None:
-        self.n += n
         if self._bar is not None:
             if postfix:
                 self._bar.set_postfix(postfix, refresh=False)

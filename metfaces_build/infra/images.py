@@ -6,7 +6,6 @@ recorded statuses; nothing here prints or exits.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Optional
 
 # Default pixel limit: 40,000 x 40,000 would be 1.6 Gpx; the Met's largest scans are around
@@ -43,6 +42,16 @@ def sniff_image_type(head: bytes) -> Optional[str]:
     return None
 
 
+def pil_image():
+    """PIL's Image module with its own decompression-bomb limit off: this project enforces
+    `max_pixels` itself, from the header, before decoding. Set once per process and never
+    toggled, so threads opening images at the same time (fetch) cannot race on it."""
+    from PIL import Image
+    if Image.MAX_IMAGE_PIXELS is not None:
+        Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
 def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
                draft: Optional[tuple] = None, load: bool = True):
     """Open and fully decode an image, refusing decompression bombs before decoding.
@@ -52,16 +61,9 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     Raises ImageProblem: missing_source, bad_content (not an image, truncated, corrupt),
     too_large (over `max_pixels`).
     """
-    from PIL import Image
+    Image = pil_image()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            old = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None  # we check ourselves, with our own limit
-            try:
-                im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = old
+        im = Image.open(path)
     except FileNotFoundError:
         raise ImageProblem("missing_source", f"file not found: {path}") from None
     except IsADirectoryError:

@@ -21,7 +21,6 @@ from .files import file_digest
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 CNN = "mmod_human_face_detector.dat"
 ENV_MODELS = "METFACES_MODELS"
-REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 MANIFEST_NAME = "MANIFEST.json"
 HOW_TO_GET = ("get it with `pip install face_recognition_models`, or download it from dlib's "
               "model files (dlib.net/files, .bz2: decompress it) into a folder given by "
@@ -50,11 +49,22 @@ class SearchPlace:
     why: str
 
 
+def repo_models_dir() -> Optional[Path]:
+    """The source checkout's `models/` (where a user may drop .dat files), or None for an
+    installed copy: there the package's grandparent is site-packages, not our repository."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "models" / MANIFEST_NAME).is_file():
+        return root / "models"
+    return None
+
+
 def load_manifest() -> dict:
     """name -> {size, sha256}: the repo's MANIFEST.json when present, else the built-in copy."""
-    path = REPO_MODELS / MANIFEST_NAME
+    repo = repo_models_dir()
+    if repo is None:
+        return dict(BUILTIN_MANIFEST)
     try:
-        data = json.loads(path.read_text("utf-8"))
+        data = json.loads((repo / MANIFEST_NAME).read_text("utf-8"))
     except (OSError, ValueError):
         return dict(BUILTIN_MANIFEST)
     return {f["name"]: {"size": int(f["size"]), "sha256": f["sha256"]} for f in data["files"]}
@@ -70,7 +80,9 @@ def search_places(models_dir: Optional[str | os.PathLike] = None) -> list:
     env = os.environ.get(ENV_MODELS)
     if env:
         places.append(SearchPlace(Path(env), f"${ENV_MODELS}"))
-    places.append(SearchPlace(REPO_MODELS, "repository models/"))
+    repo = repo_models_dir()
+    if repo is not None:
+        places.append(SearchPlace(repo, "repository models/"))
     pkg = _package_models_dir()
     if pkg is not None:
         places.append(SearchPlace(pkg, "face_recognition_models package"))

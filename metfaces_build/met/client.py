@@ -190,8 +190,9 @@ def as_object_id(v: Any) -> Optional[int]:
 
 
 def looks_like_html(content_type: str, body_head: bytes) -> bool:
-    head = body_head.lstrip()[:15].lower()
-    return "html" in (content_type or "").lower() or head.startswith((b"<!doctype", b"<html", b"<"))
+    """An HTML page (a block page or an error served as 200), by type or by its first byte:
+    no JSON document or image starts with `<`."""
+    return "html" in (content_type or "").lower() or body_head.lstrip()[:1] == b"<"
 
 
 # ---- pacing ------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import numpy as np
 
 from ..core import geometry
 from ..core.errors import UsageError
+from ..core.metrics import box_iou, psnr_and_max
 from ..core.records import FaceRecord, load_faces
 
 DEFAULT_GATE = 0.5
@@ -93,12 +94,12 @@ def eye_cost(stored_lm: np.ndarray, regen_lm: np.ndarray) -> float:
 
 def landmark_errors(stored_lm: np.ndarray, regen_lm: np.ndarray) -> tuple:
     """(NME, {region: NME}) normalised by the stored outer-eye-corner distance."""
-    io = geometry.inter_ocular(stored_lm)
+    inter_ocular = geometry.inter_ocular(stored_lm)
     dist = np.hypot(*(regen_lm.astype(np.float64) - stored_lm.astype(np.float64)).T)
-    if io <= 0:
+    if inter_ocular <= 0:
         return float("nan"), {r: float("nan") for r in geometry.REGIONS}
-    regions = {name: float(dist[s].mean() / io) for name, s in geometry.REGIONS.items()}
-    return float(dist.mean() / io), regions
+    regions = {name: float(dist[s].mean() / inter_ocular) for name, s in geometry.REGIONS.items()}
+    return float(dist.mean() / inter_ocular), regions
 
 
 def match_object(obj_id: str, stored: list, regen: list, gate: float = DEFAULT_GATE) -> list:
@@ -125,7 +126,7 @@ def match_object(obj_id: str, stored: list, regen: list, gate: float = DEFAULT_G
         j = pairs[i]
         r = regen[j]
         nme, regions = landmark_errors(s_lm[i], r_lm[j])
-        iou = geometry.rect_iou(geometry.rect_full(s.face_spec.rect, s.face_spec.shrink),
+        iou = box_iou(geometry.rect_full(s.face_spec.rect, s.face_spec.shrink),
                                 geometry.rect_full(r.face_spec.rect, r.face_spec.shrink))
         out.append(FaceMatch(obj_id, "matched", s.face_idx, r.face_idx, nme, regions, iou,
                              s.face_spec.shrink, r.face_spec.shrink, eye_cost(s_lm[i], r_lm[j]),
@@ -226,14 +227,6 @@ class CropDiff:
 
     def to_json(self) -> dict:
         return _round(dict(self.__dict__))
-
-
-def psnr_and_max(a: np.ndarray, b: np.ndarray) -> tuple:
-    """(PSNR in dB or inf, max |a - b|) of two uint8 arrays of one shape."""
-    d = a.astype(np.int16) - b.astype(np.int16)
-    mse = float(np.mean(d.astype(np.float64) ** 2))
-    psnr = float("inf") if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
-    return psnr, int(np.abs(d).max()) if d.size else 0
 
 
 @dataclass(frozen=True)

@@ -194,17 +194,9 @@ def cascade_boxes(arr, opts: DetectOptions, models):
 
 def same_face(a: tuple, b: tuple) -> bool:
     """Boxes overlap enough (IoU) or one contains the other's centre."""
-    return iou(a, b) >= SAME_FACE_IOU or _contains_centre(a, b) or _contains_centre(b, a)
-
-
-def iou(a: tuple, b: tuple) -> float:
-    w = min(a[2], b[2]) - max(a[0], b[0]) + 1
-    h = min(a[3], b[3]) - max(a[1], b[1]) + 1
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
+    from ..core.metrics import box_iou, rect_edges
+    return (box_iou(rect_edges(a), rect_edges(b)) >= SAME_FACE_IOU
+            or _contains_centre(a, b) or _contains_centre(b, a))
 
 
 def _contains_centre(outer: tuple, inner: tuple) -> bool:

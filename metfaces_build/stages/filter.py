@@ -60,6 +60,7 @@ import numpy as np
 
 from ..core import geometry
 from ..core.errors import UsageError
+from ..core.metrics import box_iou, hash_distance, popcount  # noqa: F401 (hash_distance: API)
 from ..core.records import FaceRecord, Rejection, faces_to_json, load_faces
 
 # ---- configuration: every default lives here -------------------------------------------
@@ -246,8 +247,9 @@ def check_landmarks(lm: np.ndarray, width: int, height: int, cfg: FilterConfig) 
     drop = geometry.mouth_drop(lm)
     ratio = geometry.eye_jaw_ratio(lm)
     yaw = geometry.yaw_asymmetry(lm)
-    io = geometry.inter_ocular(lm)
-    outside = geometry.landmarks_outside(lm, width, height) / io if io > 0 else float("inf")
+    inter_ocular = geometry.inter_ocular(lm)
+    outside = (geometry.landmarks_outside(lm, width, height) / inter_ocular
+               if inter_ocular > 0 else float("inf"))
     return [
         Check("roll", abs(roll) <= cfg.max_roll, round(roll, 2), f"|deg| <= {cfg.max_roll:g}"),
         Check("mouth_below_eyes", drop >= cfg.min_mouth_drop, round(drop, 4),
@@ -304,10 +306,6 @@ def perceptual_hash(image) -> str:
     low = dctn(g, norm="ortho")[:8, :8].flatten()
     bits = low > np.median(low[1:])
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
-
-
-def hash_distance(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
 # ---- the faces of one image (one worker task) -------------------------------------------
@@ -422,7 +420,7 @@ def resolve_overlaps(verdicts: list, cfg: FilterConfig) -> None:
              for v in verdicts}
     kept: list = []
     for v in sorted(verdicts, key=_overlap_rank):
-        best = max(((geometry.rect_iou(boxes[id(v)], boxes[id(k)]), k) for k in kept),
+        best = max(((box_iou(boxes[id(v)], boxes[id(k)]), k) for k in kept),
                    key=lambda t: t[0], default=(0.0, None))
         iou, other = best
         if other is not None and iou > cfg.max_overlap:
@@ -450,7 +448,7 @@ def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:
     kept: list = []
     for v in cands:
         h = np.uint64(int(v.measures.phash, 16))
-        dist = _popcount(np.bitwise_xor(kept_hash, h)) if kept else np.zeros(0, dtype=np.int64)
+        dist = popcount(np.bitwise_xor(kept_hash, h)) if kept else np.zeros(0, dtype=np.int64)
         others = [j for j, k in enumerate(kept) if k.record.obj_id != v.record.obj_id]
         if others:
             j = min(others, key=lambda j: (int(dist[j]), j))
@@ -465,13 +463,6 @@ def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:
             v.checks.append(Check("near_duplicate", True, {"distance": None}, "first of its kind"))
         kept.append(v)
         kept_hash = np.append(kept_hash, h)
-
-
-def _popcount(a: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(a).astype(np.int64)
-    b = a.view(np.uint8).reshape(-1, 8)
-    return np.unpackbits(b, axis=1).sum(axis=1).astype(np.int64)
 
 
 # ---- the stage -----------------------------------------------------------------------------

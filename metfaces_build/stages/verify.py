@@ -98,7 +98,7 @@ def check_face(task: VerifyTask) -> FaceCheck:
     """File md5, pixel md5 and (with a reference) the pixel comparison of one crop."""
     import numpy as np
 
-    from .compare import psnr_and_max
+    from ..core.metrics import psnr_and_max
     res = FaceCheck(task.obj_id, task.face_idx, os.path.basename(task.crop) if task.crop else
                     f"{task.obj_id}-{task.face_idx:02d}.png", "match",
                     expected_md5=task.expected_md5)
