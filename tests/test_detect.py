@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from metfaces_build.stages import detect as D
-from metfaces_build.core.records import load_faces
+from metfaces_build.infra.faces import load_faces
 
 
 @pytest.fixture(scope="module")
