@@ -571,23 +571,23 @@ def summary_line(summary: dict) -> str:
             + (f" ({reasons})" if reasons else ""))
 
 
-def build_config(args: "FilterOptions") -> FilterConfig:
+def build_config(opts: "FilterOptions") -> FilterConfig:
     """Defaults, then the TOML file, then flags."""
     cfg = FilterConfig()
-    if args.config:
-        cfg = config_from_mapping(load_toml_config(args.config), cfg, where=args.config)
+    if opts.config:
+        cfg = config_from_mapping(load_toml_config(opts.config), cfg, where=opts.config)
     flags: dict[str, Any] = {}
     for name in ("min_size", "max_roll", "min_mouth_drop", "eye_jaw_min", "eye_jaw_max", "max_yaw",
                  "max_landmark_outside", "max_padding", "max_overlap", "max_hash_distance",
                  "min_sharpness", "grayscale_chroma", "crop_size"):
-        v = getattr(args, name)
+        v = getattr(opts, name)
         if v is not None:
             flags[name] = v
-    if args.min_score:
-        flags["min_score"] = dict(_parse_score(s) for s in args.min_score)
-    if args.reject_grayscale:
+    if opts.min_score:
+        flags["min_score"] = dict(_parse_score(s) for s in opts.min_score)
+    if opts.reject_grayscale:
         flags["reject_grayscale"] = True
-    if args.no_crop_tests:
+    if opts.no_crop_tests:
         flags["crop_tests"] = False
     return config_from_mapping(flags, cfg, where="flags")
 
