@@ -337,11 +337,11 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
                 prog.write(f"{c.path.name}: {why}")
             prog.update(1)
     if bad and not opts.skip_bad:
+        line = (f"export: {len(bad)} of {len(crops)} crops missing or not matching "
+                f"{manifest_path(images_dir)}; nothing written. Re-run align (it redoes them) "
+                "or pass --skip-bad to export the rest.")
         return ExportSummary("export", {"ok": len(good), "bad": len(bad)}, {},
-                             time.monotonic() - t0, len(bad), [
-            f"export: {len(bad)} of {len(crops)} crops missing or not matching "
-            f"{manifest_path(images_dir)}; nothing written. Re-run align (it redoes them) "
-            "or pass --skip-bad to export the rest."], skipped=bad)
+                             time.monotonic() - t0, len(bad), [line], skipped=bad)
     if not good:
         raise UsageError("no crop passed the checks; nothing to export")
     resolution = check_shapes(shapes, opts.resolution)
@@ -358,17 +358,17 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
 
     unknown = sum(1 for p in packed if not p.crop.department)
     lines = [f"export: {len(packed)} images {resolution}x{resolution} -> {out} ({layout})"
-          + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
-          + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
-          + (f"; {not_ok} manifest entries not ok (not exported)" if not_ok else "")]
+             + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
+             + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
+             + (f"; {not_ok} manifest entries not ok (not exported)" if not_ok else "")]
     if use_labels:
         for dept, i in label_map.items():
             n = sum(1 for p in packed if p.label == i)
             lines.append(f"  label {i}: {dept} ({n})")
         if unknown:
             lines.append(f"warning: {unknown} faces have no department (label "
-                  f"{label_map[UNKNOWN_DEPARTMENT]}, {UNKNOWN_DEPARTMENT!r}); they come from "
-                  "records without `department` and no objects.jsonl entry")
+                         f"{label_map[UNKNOWN_DEPARTMENT]}, {UNKNOWN_DEPARTMENT!r}); they come "
+                         "from records without `department` and no objects.jsonl entry")
     return ExportSummary("export", {"ok": len(packed), "bad": len(bad)},
                          {"dataset": out}, time.monotonic() - t0, len(bad), lines,
                          images=len(packed), resolution=resolution, layout=layout,
