@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import SHARED, run_cli_subprocess
 
 from metfaces_build.stages import detect as D
-from metfaces_build.core.records import load_faces
+from metfaces_build.infra.faces import load_faces
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from PIL import Image
 
 from metfaces_build.stages import filter as flt
 from metfaces_build.core import geometry
-from metfaces_build.core.records import FaceRecord, load_faces
+from metfaces_build.core.records import FaceRecord
+from metfaces_build.infra.faces import load_faces
 
 from synthfaces import TEMPLATE, face_json, place, save_image, texture, write_faces
 
@@ -130,7 +131,7 @@ def test_overlap_prefers_a_face_passing_its_own_tests():
 
 
 def crop_of(arr, lm):
-    from metfaces_build.stages.align import quick_crop
+    from metfaces_build.infra.images import quick_crop
     return quick_crop(Image.fromarray(arr), lm - 0.5, 1, size=128)
 
 

@@ -40,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..infra.files import read_json_or_none
+from ..infra.workdir import DETECT_DONE, Work
 
 DEPARTMENTS = "11,9,15,1,19"  # every department of the sample collection
 FAULTS = "429,5xx,reset,html200"
@@ -47,12 +48,12 @@ FAULTS = "429,5xx,reset,html200"
 EXPECTED_FETCH = {"faces": "ok", "noface": "ok", "no_image": "no_image",
                   "not_pd": "not_public_domain", "huge": "too_large"}
 # loopback: no need for the real API's pacing; faults are retried within milliseconds
-FETCH_FLAGS = ["--rate", "100", "--retries", "8", "--timeout", "20", "--backoff-base", "0.05",
-               "--backoff-max", "0.5", "--cooldown", "1"]
+FETCH_OPTIONS = {"rate": 100.0, "retries": 8, "timeout": 20.0, "backoff_base": 0.05,
+                 "backoff_max": 0.5, "cooldown": 1.0}
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .cli import add_common, nonneg_float
+    from .flags import add_common, nonneg_float
     p.add_argument("--work", metavar="DIR", default="metfaces-demo",
                    help="work directory (default: %(default)s)")
     p.add_argument("--fault-rate", type=nonneg_float, default=0.1, metavar="P",
@@ -64,11 +65,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
-def run(args) -> int:
+def main(args) -> int:
     from ..met.emulator import start_emulator
     from ..core.errors import UsageError
     from ..infra.files import atomic_write_json
-    from .run import run_stage
+    from ..stages.compare import CompareOptions
+    from .commands.compare import compare_with_report
+    from .flags import print_summary
+    from .run import RunOptions, print_run, run
 
     if args.fault_rate > 1:
         raise UsageError(f"--fault-rate must be within 0..1, got {args.fault_rate}")
@@ -87,14 +91,19 @@ def run(args) -> int:
     with emu:
         print(f"Met API emulator: {emu.api_root} (faults {FAULTS} at rate {args.fault_rate})",
               flush=True)
-        atomic_write_json(work / "truth.json", emu.truth())
-        argv = ["--work", work, "--api", emu.api_root, "--departments", DEPARTMENTS,
-                "--workers", args.workers, *FETCH_FLAGS]
-        if run_stage("run", argv, {"force": args.force, "quiet": args.quiet}) == 2:
+        atomic_write_json(Work(work).truth_json, emu.truth())
+        layout = Work(work)
+        opts = RunOptions(api=emu.api_root, departments=DEPARTMENTS, workers=args.workers,
+                          force=args.force, quiet=args.quiet, **FETCH_OPTIONS)
+        if print_run(run(layout, opts, echo=print_summary)) == 2:
             return 2
-        compare_rc = run_stage("compare", ["--stored", work / "truth.json", "--regenerated",
-                                           work / "faces.json", "--out", work,
-                                           "--workers", args.workers], {"quiet": args.quiet})
+        try:
+            compare_rc = print_summary(compare_with_report(CompareOptions(
+                stored=str(layout.truth_json), regenerated=str(layout.faces_json),
+                out=str(work), workers=args.workers, quiet=args.quiet)))
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            compare_rc = 2
         stats = emu.stats()
         kinds = {o.id: o.kind for o in emu.collection.objects}
     outcome = assess(work, kinds)
@@ -115,9 +124,9 @@ class Outcome:
 
 def assess(work: Path, kinds: dict) -> Outcome:
     """Check every stage's files against what the sample collection should give."""
-    from ..infra.files import read_jsonl
+    layout = Work(work)
     out = Outcome()
-    objects = {r["id"]: r for r in read_jsonl(work / "objects.jsonl") if "id" in r}
+    objects = layout.objects()
     for oid, kind in sorted(kinds.items()):
         want, row = EXPECTED_FETCH[kind], objects.get(oid)
         if row is None:
@@ -127,34 +136,34 @@ def assess(work: Path, kinds: dict) -> Outcome:
                               f"expected {want}")
         elif want != "ok":
             out.expected[want] += 1
+    outcomes = layout.outcomes()
     out.numbers["objects"] = len(kinds)
-    out.numbers["fetched"] = sum(1 for r in objects.values() if r.get("status") == "ok")
+    out.numbers["fetched"] = outcomes.get("fetch", {}).get("ok", 0)
 
-    images = list(read_jsonl(work / "detect.jsonl"))
+    images = list(layout.detections().values())
     for r in images:
-        if r.get("status") not in ("ok", "no_face"):
+        if r.get("status") not in DETECT_DONE:
             out.errors.append(f"detect: {r.get('source_path')}: {r.get('status')} "
                               f"({r.get('reason')})")
     out.numbers["images"] = len(images)
-    out.numbers["no_face"] = sum(1 for r in images if r.get("status") == "no_face")
-    out.numbers["faces"] = sum(len(r.get("faces") or []) for r in images)
+    out.numbers["no_face"] = outcomes.get("detect", {}).get("no_face", 0)
+    out.numbers["faces"] = layout.face_count()
 
-    fs = read_json_or_none(work / "filter_summary.json") or {}
+    fs = layout.filter_summary() or {}
     for path, why in (fs.get("image_problems") or {}).items():
         out.errors.append(f"filter: {path}: {why}")
     out.numbers["kept"], out.numbers["rejected"] = fs.get("kept", 0), fs.get("rejected", 0)
     out.numbers["reasons"] = fs.get("reasons") or {}
 
-    manifest = read_json_or_none(work / "images" / "aligned.json") or []
-    for e in manifest:
+    for e in layout.aligned() or []:
         if e.get("status") != "ok":
             out.errors.append(f"align: {e.get('output')}: {e.get('status')} ({e.get('reason')})")
-    out.numbers["aligned"] = sum(1 for e in manifest if e.get("status") == "ok")
+    out.numbers["aligned"] = outcomes.get("align", {}).get("ok", 0)
     if not out.numbers["aligned"]:
         out.errors.append("align: no crops were produced")
-    if not (work / "report" / "report.md").exists():
+    if not (layout.report_dir / "report.md").exists():
         out.errors.append("report: report/report.md was not written")
-    out.numbers["compare"] = read_json_or_none(work / "compare.json") or {}
+    out.numbers["compare"] = read_json_or_none(layout.compare_json) or {}
     return out
 
 
@@ -177,12 +186,12 @@ def print_headline(work: Path, o: Outcome, stats: dict, seconds: float) -> None:
           + (f" ({n['no_face']} without a face)" if n["no_face"] else ""))
     print(f"  kept       {n['kept']} faces; rejected {n['rejected']}"
           + (f" ({reasons})" if reasons else ""))
-    print(f"  aligned    {n['aligned']} crops -> {work / 'images'}")
+    print(f"  aligned    {n['aligned']} crops -> {Work(work).images_dir}")
     if cmp_:
         print(f"  vs truth   {cmp_.get('matched')} matched, {cmp_.get('missed')} missed, "
               f"{cmp_.get('extra')} extra; median NME {cmp_.get('median_nme') or 0:.3f}, "
               f"within 0.05: {100 * (cmp_.get('within_0.05') or 0):.0f}%")
-    print(f"report: {work / 'report' / 'report.md'} (one-file version: report.html)")
+    print(f"report: {Work(work).report_dir / 'report.md'} (one-file version: report.html)")
     if o.errors:
         print(f"\n{len(o.errors)} unexpected failure(s):", file=sys.stderr)
         for e in o.errors[:20]:

@@ -40,72 +40,207 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ..core.errors import UsageError
-from ..infra.files import read_json_or_none
-
-# run's flags handed to each stage under the same name (besides fetch, which gets all of
-# its own flags); a stage only receives the ones its parser defines
-COMMON = ("workers", "force", "quiet")
-EXECUTOR = ("executor", "scheduler")
-DETECT_FLAGS = COMMON + EXECUTOR + ("detector", "upsample", "cnn_upsample", "cascade_score",
-                                    "max_side", "models_dir", "max_pixels")
-FILTER_FLAGS = COMMON
-ALIGN_FLAGS = COMMON + EXECUTOR + ("max_pixels",)
+from ..infra.stage import StageSummary, default_of, default_workers, options_from_args
+from ..infra.workdir import Work, as_work
+from ..stages.align import AlignOptions, align
+from ..stages.detect import DetectOptions, detect
+from ..stages.fetch import FetchOptions, fetch
+from ..stages.filter import FilterOptions, filter as filter_stage
+from ..stages.report import ReportOptions, report
 
 
-# ---- running one stage -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunOptions(FetchOptions):
+    """Options of `run`: every fetch option (fetch's `workers` threads are
+    `fetch_workers` here), the detect options, and the filter config; `workers` are the
+    processes of detect, filter and align."""
+    workers: int = field(default_factory=default_workers)
+    fetch_workers: int = 4
+    detector: str = default_of(DetectOptions, "detector")
+    upsample: int = default_of(DetectOptions, "upsample")
+    cnn_upsample: int = default_of(DetectOptions, "cnn_upsample")
+    cascade_score: float = default_of(DetectOptions, "cascade_score")
+    max_side: int = default_of(DetectOptions, "max_side")
+    models_dir: Optional[str] = None
+    executor: str = "local"
+    scheduler: Optional[str] = None
+    filter_config: Optional[str] = None
 
-def run_stage(name: str, argv=(), values: Optional[dict] = None) -> int:
-    """Run subcommand `name` as `metfaces-build NAME ARGV...` would, then with `values`
-    set on its parsed arguments (only those its parser defines): stages are chained through
-    their own parsers and `run` functions, so defaults and checks live in one place.
-    Returns the exit code; a UsageError is printed and becomes 2."""
-    from .cli import build_parser
-    try:
-        ns = build_parser().parse_args([name, *map(str, argv)])
-        for k, v in (values or {}).items():
-            if hasattr(ns, k) and not k.startswith("_") and k != "command":
-                setattr(ns, k, v)
-        return int(ns._run(ns))
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    def fetch_options(self) -> FetchOptions:
+        return options_from_args(FetchOptions, self, workers=self.fetch_workers)
+
+    def detect_options(self) -> DetectOptions:
+        return options_from_args(DetectOptions, self, images=None, out=None)
+
+    def filter_options(self) -> FilterOptions:
+        return FilterOptions(config=self.filter_config, workers=self.workers, force=self.force,
+                             quiet=self.quiet)
+
+    def align_options(self, work: Work) -> AlignOptions:
+        return AlignOptions(json=str(work.filtered_json), source_images=str(work.path),
+                            output_dir=str(work.images_dir), max_pixels=self.max_pixels,
+                            workers=self.workers, force=self.force, quiet=self.quiet,
+                            executor=self.executor, scheduler=self.scheduler)
 
 
-def _pick(args, names) -> dict:
-    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+# ---- the summary ----------------------------------------------------------------------------
+
+@dataclass
+class StageRow:
+    """One line of the run summary: a stage's exit code and its counts over the work dir."""
+    name: str
+    exit_code: Optional[int]  # None: not reached
+    counts: str = ""
+    where: str = ""
+
+
+@dataclass
+class RunSummary(StageSummary):
+    """What `run` did: each stage's own summary (`stages`), one row per stage counted
+    over the whole work directory (`rows`), and the usage error that stopped it, if any."""
+    work: Optional[Work] = None
+    stages: dict = field(default_factory=dict)
+    rows: list = field(default_factory=list)
+    stopped_at: Optional[str] = None
+    error: Optional[str] = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return 2
+        return 1 if self.failed_stages else 0
+
+    @property
+    def failed_stages(self) -> list:
+        return [r.name for r in self.rows if r.exit_code == 1]
+
+
+def run(work, opts: RunOptions = RunOptions(),
+        echo: Optional[Callable[[StageSummary], None]] = None) -> RunSummary:
+    """fetch -> detect -> filter -> align -> report in `work`, each stage called with its
+    own options. A usage error in a stage stops the run there (`error`, exit code 2);
+    `echo` is called with each stage's summary as it finishes (the CLI prints them)."""
+    t0 = time.monotonic()
+    work = as_work(work)
+    check_before_starting(opts)
+    out = RunSummary("run", work=work)
+    steps = [("fetch", lambda: fetch(work, opts.fetch_options())),
+             ("detect", lambda: detect(work, opts.detect_options())),
+             ("filter", lambda: filter_stage(work, opts.filter_options())),
+             ("align", lambda: align(opts.align_options(work))),
+             ("report", lambda: report(work, ReportOptions(source_images=str(work.path))))]
+    for name, step in steps:
+        try:
+            s = step()
+        except UsageError as e:
+            out.stopped_at, out.error = name, str(e)
+            break
+        out.stages[name] = s
+        if echo is not None and name != "report":
+            echo(s)
+    codes = {name: s.exit_code for name, s in out.stages.items()}
+    if out.error is not None:
+        codes[out.stopped_at] = 2
+    rep = out.stages.get("report")
+    out.rows = summarize_work(work, codes, rep.outputs["markdown"] if rep else None)
+    out.counts = {r.name: r.counts for r in out.rows}
+    out.outputs = {name: s.outputs for name, s in out.stages.items()}
+    out.failed = len(out.failed_stages)
+    out.elapsed = time.monotonic() - t0
+    out.lines = summary_lines(work, out)
+    return out
+
+
+def check_before_starting(opts: RunOptions) -> None:
+    """Catch a bad filter config or missing models now, not after the downloads."""
+    if opts.filter_config:
+        from ..stages.filter import config_from_mapping, load_toml_config
+        config_from_mapping(load_toml_config(opts.filter_config), where=opts.filter_config)
+    from ..infra.models import resolve_models
+    resolve_models(opts.models_dir, need_cnn=opts.detector != "hog")
+
+
+def summarize_work(work: Work, codes: dict, report_md: Optional[Path] = None) -> list:
+    """Rows per stage with counts from the files in `work` (so a resumed run reports the
+    whole directory, not just the items this invocation touched)."""
+    outcomes = work.outcomes()
+    rows = [StageRow("fetch", codes.get("fetch"), _counts(outcomes.get("fetch"), "objects"),
+                     "objects.jsonl, api/, originals/")]
+    det = outcomes.get("detect")
+    rows.append(StageRow("detect", codes.get("detect"),
+                         _counts(det, "images") + (f"; {work.face_count()} faces" if det else ""),
+                         "faces.json (journal: detect.jsonl)"))
+    fs = work.filter_summary()
+    filt = ""
+    if fs is not None:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted((fs.get("reasons") or {}).items(),
+                                                           key=lambda kv: (-kv[1], kv[0])))
+        filt = f"{fs.get('kept', 0)} kept, {fs.get('rejected', 0)} rejected" + \
+               (f" ({reasons})" if reasons else "")
+        if fs.get("image_problems"):
+            filt += f"; {len(fs['image_problems'])} unusable source image(s)"
+    rows.append(StageRow("filter", codes.get("filter"), filt, "filtered.json, rejected.jsonl"))
+    rows.append(StageRow("align", codes.get("align"), _counts(outcomes.get("align"), "faces"),
+                         f"images/ (manifest: {work.rel(work.aligned_manifest)})"))
+    rows.append(StageRow("report", codes.get("report"), "",
+                         work.rel(report_md) if report_md else "report/"))
+    return rows
+
+
+def summary_lines(work: Work, s: RunSummary) -> list:
+    lines = ["", f"run summary (work directory {work.path}):"]
+    for st in s.rows:
+        state = {None: "not run", 0: "ok", 1: "items failed", 2: "usage error"}.get(
+            st.exit_code, f"exit {st.exit_code}")
+        body = f"{st.counts}  " if st.counts else ""
+        lines.append(f"  {st.name:<7} {state:<13} {body}-> {st.where}")
+    if s.failed_stages:
+        lines.append(f"some items failed in {', '.join(s.failed_stages)} (exit status 1): each "
+                     "is recorded with its reason in that stage's files; rerunning retries "
+                     "what can be retried")
+    return lines
+
+
+def _counts(c, unit: str) -> str:
+    if not c:
+        return ""
+    items = sorted(c.items(), key=lambda kv: (kv[0] != "ok", -kv[1], kv[0]))
+    return f"{sum(c.values())} {unit}: " + ", ".join(f"{v} {k}" for k, v in items)
 
 
 # ---- CLI ------------------------------------------------------------------------------------
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..stages import detect, fetch
-    from .cli import add_executor, nonneg_int, positive_int
-    from ..infra.executors import default_workers
-    fetch.configure_parser(p)  # every fetch flag, with fetch's meaning and defaults
+    from ..stages import detect as det
+    from .commands import fetch as fetch_cmd
+    from .flags import add_executor, nonneg_int, positive_int
+    R = RunOptions
+    fetch_cmd.configure_parser(p)  # every fetch flag, with fetch's meaning and defaults
     # run's --workers (processes for detect/filter/align) replaces fetch's (threads)
     p.conflict_handler = "resolve"
     g = p.add_argument_group("workers (run)")
-    g.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
+    g.add_argument("--workers", type=positive_int, default=default_of(R, "workers"), metavar="N",
                    help="worker processes for detect, filter and align (default: cores = "
                         "%(default)s); output is identical for any N")
-    g.add_argument("--fetch-workers", type=positive_int, default=4, metavar="N",
+    g.add_argument("--fetch-workers", type=positive_int, default=default_of(R, "fetch_workers"),
+                   metavar="N",
                    help="download threads of fetch, sharing one --rate (default: %(default)s)")
     g = p.add_argument_group("detect (see `metfaces-build detect --help`)")
-    g.add_argument("--detector", choices=detect.DETECTORS, default="hog",
+    g.add_argument("--detector", choices=det.DETECTORS, default=default_of(R, "detector"),
                    help="hog (default, fast), cnn (better recall, ~20x slower) or cascade")
-    g.add_argument("--upsample", type=nonneg_int, default=detect.DEFAULT_UPSAMPLE,
+    g.add_argument("--upsample", type=nonneg_int, default=default_of(R, "upsample"),
                    metavar="N", help="HOG upsampling (default: %(default)s)")
-    g.add_argument("--cnn-upsample", type=nonneg_int, default=detect.DEFAULT_CNN_UPSAMPLE,
+    g.add_argument("--cnn-upsample", type=nonneg_int, default=default_of(R, "cnn_upsample"),
                    metavar="N", help="CNN upsampling (default: %(default)s)")
-    g.add_argument("--cascade-score", type=float, default=detect.DEFAULT_CASCADE_SCORE,
+    g.add_argument("--cascade-score", type=float, default=default_of(R, "cascade_score"),
                    metavar="S", help="cascade: CNN when HOG's best score < S (default: %(default)s)")
-    g.add_argument("--max-side", type=positive_int, default=detect.DEFAULT_MAX_SIDE,
+    g.add_argument("--max-side", type=positive_int, default=default_of(R, "max_side"),
                    metavar="PX", help="detect on images shrunk to at most PX a side "
                                       "(default: %(default)s)")
     g.add_argument("--models-dir", metavar="DIR", help="folder with the dlib .dat files")
@@ -116,141 +251,22 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                         "filter stage's defaults")
 
 
-def run(args) -> int:
-    work = Path(args.work)
-    _check_before_starting(args)
+def main(args) -> int:
+    from .flags import print_summary  # noqa: F811
+    opts = options_from_args(RunOptions, args, allow_host=tuple(args.allow_host or ()))
+    return print_run(run(args.work, opts, echo=print_summary))
 
-    results: list = []
-    fetch_values = {k: v for k, v in vars(args).items() if k not in ("workers", "fetch_workers")}
-    fetch_values["workers"] = args.fetch_workers
-    filter_config = ["--config", args.filter_config] if args.filter_config else []
-    steps = [
-        ("fetch", [], fetch_values),
-        ("detect", ["--work", work], _pick(args, DETECT_FLAGS)),
-        ("filter", ["--work", work, *filter_config], _pick(args, FILTER_FLAGS)),
-        ("align", ["--json", work / "filtered.json", "--source-images", work,
-                   "--output-dir", work / "images"], _pick(args, ALIGN_FLAGS)),
-    ]
-    for name, argv, values in steps:
-        rc = run_stage(name, argv, values)
-        results.append((name, rc))
-        if rc == 2:
-            if len(results) > 1:
-                print_summary(work, results)
-                print(f"run: stopped at {name} (usage error above); the stages before it "
-                      "are done and kept: fix the problem and rerun the same command",
-                      file=sys.stderr)
+
+def print_run(s: RunSummary) -> int:
+    """Print the end of a run as the CLI does (the stages printed their own lines as they
+    finished) and return its exit code."""
+    if s.error is not None:
+        print(f"error: {s.error}", file=sys.stderr)
+        if len(s.stages) == 0:
             return 2
-    from ..stages.report import write_report
-    rep = write_report(work, source_images=work)
-    results.append(("report", 0))
-    summary = print_summary(work, results, report=rep.markdown)
-    return 1 if summary.failed else 0
-
-
-def _check_before_starting(args) -> None:
-    """Catch a bad filter config or missing models now, not after the downloads."""
-    if args.filter_config:
-        from ..stages.filter import config_from_mapping, load_toml_config
-        config_from_mapping(load_toml_config(args.filter_config), where=args.filter_config)
-    from ..infra.models import resolve_models
-    resolve_models(args.models_dir, need_cnn=args.detector != "hog")
-
-
-# ---- the summary ----------------------------------------------------------------------------
-
-@dataclass
-class StageSummary:
-    name: str
-    exit_code: Optional[int]  # None: not reached
-    counts: str = ""
-    where: str = ""
-
-
-@dataclass
-class RunSummary:
-    work: Path
-    stages: list = field(default_factory=list)
-
-    @property
-    def failed(self) -> list:
-        return [s.name for s in self.stages if s.exit_code == 1]
-
-
-def summarize_work(work: Path, results: list, report: Optional[Path] = None) -> RunSummary:
-    """Counts per stage from the files in `work` (so a resumed run reports the whole
-    directory, not just the items this invocation touched)."""
-    from ..infra.files import read_jsonl
-    codes = dict(results)
-    out = RunSummary(work)
-
-    objects = Counter(r.get("status", "?") for r in _latest(read_jsonl(work / "objects.jsonl"), "id"))
-    out.stages.append(StageSummary("fetch", codes.get("fetch"), _counts(objects, "objects"),
-                                   "objects.jsonl, api/, originals/"))
-
-    images = _latest(read_jsonl(work / "detect.jsonl"), "source_path")
-    det = Counter(r.get("status", "?") for r in images)
-    n_faces = sum(len(r.get("faces") or []) for r in images)
-    out.stages.append(StageSummary("detect", codes.get("detect"),
-                                   _counts(det, "images") + (f"; {n_faces} faces" if images else ""),
-                                   "faces.json (journal: detect.jsonl)"))
-
-    fs = read_json_or_none(work / "filter_summary.json")
-    filt = ""
-    if isinstance(fs, dict):
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted((fs.get("reasons") or {}).items(),
-                                                           key=lambda kv: (-kv[1], kv[0])))
-        filt = f"{fs.get('kept', 0)} kept, {fs.get('rejected', 0)} rejected" + \
-               (f" ({reasons})" if reasons else "")
-        if fs.get("image_problems"):
-            filt += f"; {len(fs['image_problems'])} unusable source image(s)"
-    out.stages.append(StageSummary("filter", codes.get("filter"), filt,
-                                   "filtered.json, rejected.jsonl"))
-
-    manifest = read_json_or_none(work / "images" / "aligned.json")
-    al = Counter(e.get("status", "?") for e in manifest if isinstance(e, dict)) \
-        if isinstance(manifest, list) else Counter()
-    out.stages.append(StageSummary("align", codes.get("align"), _counts(al, "faces"),
-                                   "images/ (manifest: images/aligned.json)"))
-    out.stages.append(StageSummary("report", codes.get("report"), "",
-                                   _rel(report, work) if report else "report/"))
-    return out
-
-
-def print_summary(work: Path, results: list, report: Optional[Path] = None) -> RunSummary:
-    s = summarize_work(work, results, report)
-    print(f"\nrun summary (work directory {work}):")
-    for st in s.stages:
-        state = {None: "not run", 0: "ok", 1: "items failed", 2: "usage error"}.get(
-            st.exit_code, f"exit {st.exit_code}")
-        body = f"{st.counts}  " if st.counts else ""
-        print(f"  {st.name:<7} {state:<13} {body}-> {st.where}")
-    if s.failed:
-        print(f"some items failed in {', '.join(s.failed)} (exit status 1): each is recorded "
-              f"with its reason in that stage's files; rerunning retries what can be retried")
-    return s
-
-
-def _latest(rows, key: str) -> list:
-    """Last row per key (journals may hold several lines per item until compacted)."""
-    latest: dict = {}
-    for r in rows:
-        if key in r:
-            latest[r[key]] = r
-    return list(latest.values())
-
-
-def _counts(c: Counter, unit: str) -> str:
-    if not c:
-        return ""
-    items = sorted(c.items(), key=lambda kv: (kv[0] != "ok", -kv[1], kv[0]))
-    return f"{sum(c.values())} {unit}: " + ", ".join(f"{v} {k}" for k, v in items)
-
-
-
-
-def _rel(path: Path, work: Path) -> str:
-    try:
-        return str(Path(path).relative_to(work))
-    except ValueError:
-        return str(path)
+    for line in s.lines:
+        print(line)
+    if s.error is not None:
+        print(f"run: stopped at {s.stopped_at} (usage error above); the stages before it "
+              "are done and kept: fix the problem and rerun the same command", file=sys.stderr)
+    return s.exit_code

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from .errors import RecordError
-from ..infra.files import check_relative_path, read_json
+from .paths import check_relative_path
 
 # The keys of one metfaces.json entry, in NVIDIA's order.
 METFACES_KEYS = ("obj_id", "meta_url", "source_url", "source_path", "source_md5", "image_path",
@@ -194,18 +194,6 @@ def parse_faces(data: Any, what: str = "face list") -> LoadedFaces:
         seen[rec.key] = i
         faces.append(rec)
     return LoadedFaces(faces, bad)
-
-
-def load_faces(path, skip_bad: bool = False, what: str = "face list") -> LoadedFaces:
-    """Read a metfaces.json-compatible file. Without `skip_bad`, any bad entry refuses the
-    whole file with a RecordError listing (up to 10 of) them."""
-    loaded = parse_faces(read_json(path, what), f"{what} {path}")
-    if loaded.bad and not skip_bad:
-        lines = [b.reason for b in loaded.bad[:10]]
-        more = f"\n  ... and {len(loaded.bad) - 10} more" if len(loaded.bad) > 10 else ""
-        raise RecordError(f"{path}: {len(loaded.bad)} invalid record(s):\n  " + "\n  ".join(lines)
-                          + more + "\n(use --skip-bad to record them as failed and go on)")
-    return loaded
 
 
 def obj_id_sort_key(obj_id: str) -> tuple:

@@ -5,17 +5,12 @@ in the order received gives identical output for any `--workers N`.
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+from .stage import default_workers  # noqa: F401 - re-exported: one definition
 
 
 class LocalExecutor:

@@ -16,6 +16,8 @@ from typing import IO, Any, Iterable, Iterator
 
 from ..core.errors import UsageError
 
+from ..core.paths import check_relative_path  # noqa: F401 - re-exported
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -169,20 +171,6 @@ def file_digest(path: str | os.PathLike, algo: str = "md5", chunk: int = 1 << 20
                 break
             h.update(b)
     return h.hexdigest()
-
-
-def check_relative_path(rel: str) -> str | None:
-    """Why `rel` is not a safe relative path (absolute, `..`, empty), or None if it is."""
-    if not isinstance(rel, str) or not rel.strip():
-        return "empty path"
-    if "\x00" in rel:
-        return "path contains a NUL byte"
-    p = rel.replace("\\", "/")
-    if p.startswith("/") or (len(p) > 1 and p[1] == ":"):
-        return f"absolute path {rel!r}"
-    if ".." in p.split("/"):
-        return f"path {rel!r} escapes its root ('..')"
-    return None
 
 
 def safe_join(root: str | os.PathLike, rel: str) -> Path:

@@ -93,3 +93,15 @@ def exif_orientation(im) -> int:
         return int(im.getexif().get(0x0112, 1) or 1)
     except Exception:
         return 1
+
+
+def quick_crop(image, landmarks, shrink: int, size: int = 128, rotate: bool = True):
+    """A fast, approximate aligned crop (no padding, no supersampling) for measurements
+    such as sharpness or perceptual hashes; `image` is a full-resolution PIL image."""
+    from PIL import Image
+
+    from ..core.geometry import face_square, landmarks_full
+    quad = face_square(landmarks_full(landmarks, shrink), rotate=rotate).quad()
+    return image.convert("RGB").transform((size, size), Image.Transform.QUAD,
+                                          (quad + 0.5).flatten().tolist(),
+                                          Image.Resampling.BILINEAR)

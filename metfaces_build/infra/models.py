@@ -9,14 +9,13 @@ once per process (`load_models`), never at import.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from ..core.errors import UsageError
-from .files import file_digest
+from .files import file_digest, read_json_or_none
 
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 CNN = "mmod_human_face_detector.dat"
@@ -61,11 +60,8 @@ def repo_models_dir() -> Optional[Path]:
 def load_manifest() -> dict:
     """name -> {size, sha256}: the repo's MANIFEST.json when present, else the built-in copy."""
     repo = repo_models_dir()
-    if repo is None:
-        return dict(BUILTIN_MANIFEST)
-    try:
-        data = json.loads((repo / MANIFEST_NAME).read_text("utf-8"))
-    except (OSError, ValueError):
+    data = read_json_or_none(repo / MANIFEST_NAME) if repo is not None else None
+    if not isinstance(data, dict):
         return dict(BUILTIN_MANIFEST)
     return {f["name"]: {"size": int(f["size"]), "sha256": f["sha256"]} for f in data["files"]}
 
@@ -141,10 +137,7 @@ def cache_path() -> Path:
 
 
 def _read_cache() -> dict:
-    try:
-        data = json.loads(cache_path().read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
+    data = read_json_or_none(cache_path())
     return data if isinstance(data, dict) else {}
 
 

@@ -35,9 +35,9 @@ import numpy as np
 from ..core.exactblur import pad_and_blur
 from ..core.geometry import crop_box, face_square, landmarks_full
 from ..core.records import FaceSpec
-
-MANIFEST = "aligned.json"
-JOURNAL = ".aligned.journal.jsonl"
+from ..infra.images import DEFAULT_MAX_PIXELS
+from ..infra.stage import StageSummary, default_workers
+from ..infra.workdir import ALIGN_JOURNAL as JOURNAL, MANIFEST, previous_align_results
 SEED = 12345
 MAX_SHIFT_TRIES = 1000
 
@@ -125,16 +125,6 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
     return img
 
 
-def quick_crop(image, landmarks, shrink: int, size: int = 128, rotate: bool = True):
-    """A fast, approximate aligned crop (no padding, no supersampling) for measurements
-    such as sharpness or perceptual hashes; `image` is a full-resolution PIL image."""
-    from PIL import Image
-    quad = face_square(landmarks_full(landmarks, shrink), rotate=rotate).quad()
-    return image.convert("RGB").transform((size, size), Image.Transform.QUAD,
-                                          (quad + 0.5).flatten().tolist(),
-                                          Image.Resampling.BILINEAR)
-
-
 # ---- random shifts: pre-drawn in JSON order ------------------------------------------
 
 def draw_shifts(faces, sizes: dict, params: AlignParams) -> list:
@@ -178,7 +168,7 @@ class FaceJob:
 
 
 @dataclass
-class ImageTask:
+class AlignTask:
     source: str                # absolute path of the source image
     jobs: list
     params: AlignParams
@@ -210,7 +200,7 @@ def pixel_md5(img) -> str:
     return hashlib.md5(img.convert("RGB").tobytes()).hexdigest()
 
 
-def process_image(task: ImageTask) -> list:
+def process_image(task: AlignTask) -> list:
     """Decode one source once and align all its faces; failures become FaceResults."""
     from ..infra.images import ImageProblem, open_image
     from ..infra.files import atomic_write_bytes
@@ -260,62 +250,63 @@ def _crop_name(record: dict) -> str:
 
 # ---- the stage -----------------------------------------------------------------------
 
-def configure_parser(p) -> None:
-    from ..app.cli import add_common, add_executor, nonneg_float, positive_int
-    from ..infra.images import DEFAULT_MAX_PIXELS
-    g = p.add_argument_group("inputs and outputs (NVIDIA's flags)")
-    g.add_argument("--json", required=True, metavar="FILE",
-                   help="metfaces.json-compatible face list (NVIDIA's, or faces.json / "
-                        "filtered.json from our detect and filter stages)")
-    g.add_argument("--source-images", required=True, metavar="DIR",
-                   help="folder that each record's source_path is relative to")
-    g.add_argument("--output-dir", required=True, metavar="DIR",
-                   help="where {obj_id}-{face_idx:02d}.png crops and aligned.json go")
-    g = p.add_argument_group("alignment (NVIDIA's flags; defaults give MetFaces)")
-    g.add_argument("--random-shift", type=nonneg_float, default=0.0, metavar="S",
-                   help="shift each crop centre by S x crop size x N(0,1) (MetFaces-U: 0.2); "
-                        "draws come from RandomState(12345) in JSON order")
-    g.add_argument("--retry-crops", action="store_true",
-                   help="redraw a shift until the crop lies inside the image (1000 tries, "
-                        "then the face is recorded as rejected)")
-    g.add_argument("--no-rotation", action="store_true",
-                   help="keep the crop axis-aligned instead of levelling the eyes")
-    g.add_argument("--no-padding", action="store_true",
-                   help="do not reflect-pad and blur where the crop leaves the image "
-                        "(the warp then fills with black)")
-    g.add_argument("--size", type=positive_int, default=1024, help="output side (default 1024)")
-    g.add_argument("--supersampling", type=positive_int, default=4, metavar="S",
-                   help="warp at size x S, then downscale with Lanczos (default 4)")
-    g = p.add_argument_group("robustness")
-    g.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help="refuse sources with more pixels (decompression bombs; default "
-                        "%(default)s)")
-    g.add_argument("--skip-bad", action="store_true",
-                   help="record invalid JSON records as failed and go on (default: refuse "
-                        "the file with exit 2)")
-    add_common(p)
-    add_executor(p)
+@dataclass(frozen=True)
+class AlignOptions:
+    """Options of the align stage (names and defaults of its CLI flags; NVIDIA's flags
+    with MetFaces' defaults)."""
+    json: str
+    source_images: str
+    output_dir: str
+    random_shift: float = 0.0
+    retry_crops: bool = False
+    no_rotation: bool = False
+    no_padding: bool = False
+    size: int = 1024
+    supersampling: int = 4
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    skip_bad: bool = False
+    workers: int = field(default_factory=default_workers)
+    force: bool = False
+    quiet: bool = False
+    executor: str = "local"
+    scheduler: Optional[str] = None
+
+    @property
+    def params(self) -> AlignParams:
+        return AlignParams(size=self.size, supersampling=self.supersampling,
+                           rotate=not self.no_rotation, padding=not self.no_padding,
+                           random_shift=self.random_shift, retry_crops=self.retry_crops)
 
 
-def run(args) -> int:
+@dataclass
+class AlignSummary(StageSummary):
+    """align's outcome: `counts` by face status; `reused` crops already done."""
+    reused: int = 0
+
+
+def align(opts: AlignOptions) -> AlignSummary:
+    """Crop every face of `opts.json` from the images under `opts.source_images` into
+    `opts.output_dir`, with the manifest aligned.json. Resumes: crops that exist and match
+    the manifest are kept unless `opts.force`."""
+    import time
+
     from ..core.errors import UsageError
+    from ..infra.executors import Progress, library_versions, make_executor, summarize
+    from ..infra.faces import load_faces
     from ..infra.files import atomic_write_json, remove_stale_temps, safe_join
-    from ..infra.executors import Progress, library_versions, summarize
-    from ..core.records import load_faces
 
-    src_root = Path(args.source_images)
+    t0 = time.monotonic()
+    src_root = Path(opts.source_images)
     if not src_root.is_dir():
         raise UsageError(f"--source-images {src_root} is not a folder")
-    out_dir = Path(args.output_dir)
+    out_dir = Path(opts.output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --output-dir {out_dir}: {e}") from None
-    loaded = load_faces(args.json, skip_bad=args.skip_bad, what="--json")
-    params = AlignParams(size=args.size, supersampling=args.supersampling,
-                         rotate=not args.no_rotation, padding=not args.no_padding,
-                         random_shift=args.random_shift, retry_crops=args.retry_crops)
-    executor = _make_executor(args)
+    loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json")
+    params = opts.params
+    executor = make_executor(opts.executor, opts.workers, opts.scheduler)
     versions = library_versions()
     remove_stale_temps(out_dir)
 
@@ -333,17 +324,17 @@ def run(args) -> int:
             bad_paths[f.source_path] = str(e)
 
     # full-resolution sizes (headers only): for the random-shift pre-draw and scheduling
-    sizes = {sp: _header_size(path, args.max_pixels) for sp, path in resolved.items()}
+    sizes = {sp: _header_size(path, opts.max_pixels) for sp, path in resolved.items()}
     normals = draw_shifts(faces, sizes, params)
 
-    previous = _previous_manifest(out_dir)
+    previous = previous_align_results(out_dir)
     results: dict = {}
     by_source: dict = {}
     params_json = asdict(params)
     for i, f in enumerate(faces):
         rec = f.to_json()
         prev = previous.get((f.obj_id, f.face_idx))
-        if not args.force and prev is not None and _still_valid(prev, rec, params_json, out_dir):
+        if not opts.force and prev is not None and _still_valid(prev, rec, params_json, out_dir):
             results[i] = prev
             continue
         if f.source_path in bad_paths:
@@ -358,14 +349,14 @@ def run(args) -> int:
     # journal: results of this run, so a killed run resumes without redoing them
     journal = out_dir / JOURNAL
     # absolute output dir: a Dask worker's current directory is not ours
-    tasks = [ImageTask(resolved[sp], jobs, params, str(out_dir.absolute()), args.max_pixels)
+    tasks = [AlignTask(resolved[sp], jobs, params, str(out_dir.absolute()), opts.max_pixels)
              for sp, jobs in by_source.items()]
     # longest first, so one slow padded face does not finish alone at the end
     tasks.sort(key=lambda t: -_estimated_cost(t, sizes, faces))
     n_todo = sum(len(t.jobs) for t in tasks)
     if tasks and params.padding:
         warm_up()  # compile the Gaussian kernel once, before the pool forks
-    with Progress(n_todo, "align", quiet=args.quiet or not n_todo, unit="face") as prog, \
+    with Progress(n_todo, "align", quiet=opts.quiet or not n_todo, unit="face") as prog, \
             open(journal, "a", encoding="utf-8") as jf:
         for batch in executor.imap(process_image, tasks, ordered=False):
             for r in batch:
@@ -385,16 +376,15 @@ def run(args) -> int:
     journal.unlink(missing_ok=True)
     remove_stale_temps(out_dir)
 
-    total: dict = {}
-    for e in entries:
-        total[e["status"]] = total.get(e["status"], 0) + 1
+    from ..infra.workdir import status_counts
+    total = dict(status_counts(entries))
     skipped = len(faces) - n_todo - sum(1 for e in entries if e["status"] == "bad_path")
     line = summarize(total, f"align: {len(entries)} faces")
     if skipped:
         line += f" ({skipped} already done)"
-    print(line)
-    print(f"manifest: {out_dir / MANIFEST}")
-    return 0 if all(e["status"] == "ok" for e in entries) else 1
+    return AlignSummary("align", total, {"crops": out_dir, "manifest": out_dir / MANIFEST},
+                        time.monotonic() - t0, sum(1 for e in entries if e["status"] != "ok"),
+                        [line, f"manifest: {out_dir / MANIFEST}"], reused=skipped)
 
 
 def _header_size(path, max_pixels):
@@ -409,7 +399,7 @@ def _header_size(path, max_pixels):
         return None
 
 
-def _estimated_cost(task: "ImageTask", sizes: dict, faces: list) -> float:
+def _estimated_cost(task: "AlignTask", sizes: dict, faces: list) -> float:
     """Relative work of one image task: decoding plus each face's padded area."""
     total = 0.0
     for j in task.jobs:
@@ -426,30 +416,6 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the Gaussian kernel in this process."""
     from ..core.exactblur import gaussian_1d
     gaussian_1d(np.zeros((8, 4, 3), np.float32), np.float32(1.0), 4, axis=0)
-
-
-def _make_executor(args):
-    from ..infra.executors import make_executor
-    kind = getattr(args, "executor", "local")
-    return make_executor(kind, args.workers, getattr(args, "scheduler", None))
-
-
-def _previous_manifest(out_dir: Path) -> dict:
-    """Entries of the last completed run plus the journal of an interrupted one."""
-    from ..infra.files import read_json_or_none, read_jsonl
-    prev: dict = {}
-    data = read_json_or_none(out_dir / MANIFEST)
-    for e in data if isinstance(data, list) else []:
-        _index_entry(prev, e)
-    for e in read_jsonl(out_dir / JOURNAL):
-        _index_entry(prev, e)
-    return prev
-
-
-def _index_entry(prev: dict, e) -> None:
-    rec = e.get("record") if isinstance(e, dict) else None
-    if isinstance(rec, dict) and "obj_id" in rec and "face_idx" in rec:
-        prev[(str(rec["obj_id"]), rec["face_idx"])] = e
 
 
 def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:

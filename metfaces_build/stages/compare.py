@@ -34,9 +34,7 @@ examples:
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -46,7 +44,9 @@ import numpy as np
 from ..core import geometry
 from ..core.errors import UsageError
 from ..core.metrics import box_iou, psnr_and_max
-from ..core.records import FaceRecord, load_faces
+from ..core.records import FaceRecord
+from ..infra.faces import load_faces
+from ..infra.stage import StageSummary, default_workers
 
 DEFAULT_GATE = 0.5
 THRESHOLDS = (0.05, 0.10)
@@ -305,67 +305,84 @@ def crop_summary_line(s: dict) -> str:
 
 # ---- the stage -----------------------------------------------------------------------------
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..app.cli import add_common, nonneg_float
-    p.add_argument("--stored", metavar="JSON", help="reference face list, e.g. NVIDIA's metfaces.json")
-    p.add_argument("--regenerated", metavar="JSON", help="our face list, e.g. WORK/faces.json")
-    p.add_argument("--crops", nargs=2, metavar=("A", "B"), help="compare two folders of PNG crops")
-    p.add_argument("--out", metavar="DIR", help="write compare.json, per-face JSONL and report/ here")
-    p.add_argument("--gate", type=nonneg_float, default=DEFAULT_GATE, metavar="X",
-                   help="max eye-centre distance of a match, in stored inter-ocular distances "
-                        "(default: %(default)s)")
-    p.add_argument("--source-images", metavar="DIR",
-                   help="where source_path resolves for the mismatch sheet "
-                        "(default: the folder of --regenerated)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="ignore malformed records (counted) instead of stopping")
-    add_common(p, force=False)
+@dataclass(frozen=True)
+class CompareOptions:
+    """Options of the compare stage (names and defaults of its CLI flags): landmarks
+    (`stored` vs `regenerated` face lists) or crops (`crops` = two folders)."""
+    stored: Optional[str] = None
+    regenerated: Optional[str] = None
+    crops: Optional[tuple] = None
+    out: Optional[str] = None
+    gate: float = DEFAULT_GATE
+    source_images: Optional[str] = None
+    skip_bad: bool = False
+    workers: int = field(default_factory=default_workers)
+    quiet: bool = False
 
 
-def run(args) -> int:
-    if args.crops:
-        if args.stored or args.regenerated:
+@dataclass
+class CompareSummary(StageSummary):
+    """compare's outcome: `stats` is what compare.json (or compare_crops.json) holds;
+    `source_images` where the report resolves source_path (landmarks mode)."""
+    stats: dict = field(default_factory=dict)
+    source_images: Optional[Path] = None
+
+
+def compare(opts: CompareOptions) -> CompareSummary:
+    """Regenerated vs stored landmarks, or two folders of crops (pixel differences);
+    with `opts.out`, writes the statistics and per-face rows there."""
+    if opts.crops:
+        if opts.stored or opts.regenerated:
             raise UsageError("use either --crops A B or --stored/--regenerated, not both")
-        return run_crops(args)
-    if not (args.stored and args.regenerated):
+        return compare_crop_folders(opts)
+    if not (opts.stored and opts.regenerated):
         raise UsageError("need --stored JSON and --regenerated JSON (or --crops A B); "
                          "see `metfaces-build compare --help`")
-    return run_landmarks(args)
+    return compare_landmarks(opts)
 
 
-def run_landmarks(args) -> int:
+def compare_landmarks(opts: CompareOptions) -> CompareSummary:
+    import time
+
     from ..infra.files import atomic_write_json, write_jsonl
-    stored = load_faces(args.stored, skip_bad=args.skip_bad, what="stored face list")
-    regen = load_faces(args.regenerated, skip_bad=args.skip_bad, what="regenerated face list")
-    matches = compare_faces(stored.faces, regen.faces, args.gate)
-    stats = run_stats(matches, args.gate).to_json()
+    t0 = time.monotonic()
+    stored = load_faces(opts.stored, skip_bad=opts.skip_bad, what="stored face list")
+    regen = load_faces(opts.regenerated, skip_bad=opts.skip_bad, what="regenerated face list")
+    matches = compare_faces(stored.faces, regen.faces, opts.gate)
+    stats = run_stats(matches, opts.gate).to_json()
     stats["bad_records"] = {"stored": len(stored.bad), "regenerated": len(regen.bad)}
-    stats["stored_path"] = str(Path(args.stored).resolve())
-    stats["regenerated_path"] = str(Path(args.regenerated).resolve())
-    src = Path(args.source_images) if args.source_images else Path(args.regenerated).resolve().parent
+    stats["stored_path"] = str(Path(opts.stored).resolve())
+    stats["regenerated_path"] = str(Path(opts.regenerated).resolve())
+    src = Path(opts.source_images) if opts.source_images else Path(opts.regenerated).resolve().parent
     stats["source_images"] = str(src.resolve())
-    print(stats_line(stats))
-    if args.out:
-        out = Path(args.out)
-        atomic_write_json(out / "compare.json", stats)
-        write_jsonl(out / "compare_faces.jsonl", (m.to_json() for m in matches))
-        from .report import write_report
-        rep = write_report(out, source_images=src)
-        print(f"report: {rep.markdown}")
-    return 1 if stored.bad or regen.bad else 0
+    outputs = {}
+    if opts.out:
+        out = Path(opts.out)
+        outputs = {"stats": out / "compare.json", "faces": out / "compare_faces.jsonl"}
+        atomic_write_json(outputs["stats"], stats)
+        write_jsonl(outputs["faces"], (m.to_json() for m in matches))
+    counts = {k: stats.get(k, 0) for k in ("matched", "missed", "extra")}
+    return CompareSummary("compare", counts, outputs, time.monotonic() - t0,
+                          len(stored.bad) + len(regen.bad), [stats_line(stats)],
+                          stats=stats, source_images=src)
 
 
-def run_crops(args) -> int:
+def compare_crop_folders(opts: CompareOptions) -> CompareSummary:
+    import time
+
     from ..infra.files import atomic_write_json, write_jsonl
-    diffs = compare_crops(Path(args.crops[0]), Path(args.crops[1]), args.workers, args.quiet)
+    t0 = time.monotonic()
+    a, b = (Path(p) for p in opts.crops)
+    diffs = compare_crops(a, b, opts.workers, opts.quiet)
     summary = crop_summary(diffs)
-    summary["a"], summary["b"] = str(Path(args.crops[0]).resolve()), str(Path(args.crops[1]).resolve())
-    print(crop_summary_line(summary))
-    if args.out:
-        out = Path(args.out)
-        atomic_write_json(out / "compare_crops.json", summary)
-        write_jsonl(out / "compare_crops.jsonl", (d.to_json() for d in diffs))
+    summary["a"], summary["b"] = str(a.resolve()), str(b.resolve())
+    outputs = {}
+    if opts.out:
+        out = Path(opts.out)
+        outputs = {"stats": out / "compare_crops.json", "crops": out / "compare_crops.jsonl"}
+        atomic_write_json(outputs["stats"], summary)
+        write_jsonl(outputs["crops"], (d.to_json() for d in diffs))
     bad = [d for d in diffs if d.status != "ok"]
-    for d in bad[:10]:
-        print(f"  {d.status}: {d.name} {d.reason}".rstrip(), file=sys.stderr)
-    return 1 if bad else 0
+    notes = [f"  {d.status}: {d.name} {d.reason}".rstrip() for d in bad[:10]]
+    return CompareSummary("compare", dict(summary["statuses"]), outputs, time.monotonic() - t0,
+                          len(bad), [crop_summary_line(summary)], notes, stats=summary)

@@ -49,6 +49,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.records import obj_id_sort_key
+from ..infra.stage import StageSummary, default_workers
+from ..infra.workdir import DETECT_DONE, Work, as_work, reusable_detections
 
 DETECTORS = ("hog", "cnn", "cascade")
 DEFAULT_MAX_SIDE = 1024
@@ -61,7 +63,7 @@ DEFAULT_CASCADE_SCORE = 0.6
 SAME_FACE_IOU = 0.3
 JPEG_DRAFT_SCALES = (8, 4, 2)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
-DONE_STATUSES = ("ok", "no_face")
+DONE_STATUSES = DETECT_DONE
 JOURNAL_VERSION = 1
 
 
@@ -84,16 +86,26 @@ class Detection:
 
 @dataclass(frozen=True)
 class DetectOptions:
-    """Everything that decides which faces are found (recorded with each result)."""
+    """Options of the detect stage (names and defaults of its CLI flags). The first five
+    decide which faces are found and are recorded with each result (`signature`)."""
     detector: str = "hog"
     upsample: int = DEFAULT_UPSAMPLE
     cnn_upsample: int = DEFAULT_CNN_UPSAMPLE
     cascade_score: float = DEFAULT_CASCADE_SCORE
     max_side: int = DEFAULT_MAX_SIDE
+    max_pixels: Optional[int] = None  # None: images.DEFAULT_MAX_PIXELS
+    models_dir: Optional[str] = None
+    images: Optional[str] = None  # detect in this folder instead of a work directory
+    out: Optional[str] = None     # faces.json to write with `images`
+    workers: int = field(default_factory=default_workers)
+    force: bool = False
+    quiet: bool = False
+    executor: str = "local"
+    scheduler: Optional[str] = None
 
     def signature(self) -> dict:
         """The settings a journal line must match to be reused."""
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in SETTINGS}
         if self.detector == "hog":
             d.pop("cnn_upsample")
             d.pop("cascade_score")
@@ -102,6 +114,16 @@ class DetectOptions:
             d.pop("cascade_score")
         d["version"] = JOURNAL_VERSION
         return d
+
+
+SETTINGS = ("detector", "upsample", "cnn_upsample", "cascade_score", "max_side")
+
+
+@dataclass
+class DetectSummary(StageSummary):
+    """detect's outcome: `counts` by image status, `faces` found, `reused` images."""
+    faces: int = 0
+    reused: int = 0
 
 
 @dataclass
@@ -299,7 +321,7 @@ def to_rgb8(im):
 # ---- the stage: tasks, one image, journal ------------------------------------------------
 
 @dataclass(frozen=True)
-class ImageTask:
+class DetectTask:
     """One source image and the metadata its face records carry."""
     obj_id: str
     source_path: str  # relative to the input root, as written in the records
@@ -312,7 +334,7 @@ class ImageTask:
 
 
 @dataclass
-class ImageResult:
+class DetectResult:
     """One journal line: the outcome for one image, with its face records."""
     obj_id: str
     source_path: str
@@ -344,12 +366,12 @@ def init_worker(model_paths, opts: DetectOptions, max_pixels: Optional[int]) -> 
     _WORKER["max_pixels"] = max_pixels
 
 
-def detect_image(task: ImageTask) -> ImageResult:
+def detect_task(task: DetectTask) -> DetectResult:
     """Detect faces in one source image; failures come back as statuses."""
     from ..infra.images import ImageProblem
     from ..infra.files import file_digest
     opts: DetectOptions = _WORKER["opts"]
-    res = ImageResult(task.obj_id, task.source_path, "ok", settings=opts.signature())
+    res = DetectResult(task.obj_id, task.source_path, "ok", settings=opts.signature())
     try:
         res.source_md5 = file_digest(task.path)
         shrunk = load_shrunk(task.path, opts.max_side, _WORKER["max_pixels"])
@@ -371,7 +393,7 @@ def detect_image(task: ImageTask) -> ImageResult:
     return res
 
 
-def face_record(task: ImageTask, res: ImageResult, face_idx: int, det: Detection):
+def face_record(task: DetectTask, res: DetectResult, face_idx: int, det: Detection):
     from ..core.records import FaceRecord, FaceSpec
     return FaceRecord(
         obj_id=task.obj_id, source_path=task.source_path, face_idx=face_idx,
@@ -386,26 +408,22 @@ def face_record(task: ImageTask, res: ImageResult, face_idx: int, det: Detection
 
 # ---- inputs -------------------------------------------------------------------------------
 
-def tasks_from_work(work: Path) -> list:
-    """objects.jsonl `ok` lines (last line per id wins), else every image in originals/."""
-    from ..infra.files import check_relative_path, read_jsonl
-    objects = work / "objects.jsonl"
-    if not objects.exists():
-        return tasks_from_folder(work / "originals", prefix="originals/")
-    latest: dict = {}
-    for d in read_jsonl(objects):
-        if "id" in d:
-            latest[str(d["id"])] = d
+def tasks_from_work(work) -> list:
+    """objects.jsonl `ok` lines (latest line per id), else every image in originals/."""
+    from ..infra.files import check_relative_path
+    work = as_work(work)
+    if not work.objects_jsonl.exists():
+        return tasks_from_folder(work.originals_dir, prefix="originals/")
     tasks = []
-    for oid, d in latest.items():
-        rel = d.get("path") or ""
+    for oid, d in work.objects().items():
+        oid, rel = str(oid), d.get("path") or ""
         if d.get("status") != "ok" or check_relative_path(rel) or check_relative_path(oid) or "/" in oid:
             continue
-        tasks.append(ImageTask(obj_id=oid, source_path=rel, path=str(work / rel),
-                               title=str(d.get("title") or ""), artist=str(d.get("artist") or ""),
-                               department=str(d.get("department") or ""),
-                               source_url=str(d.get("image_url") or ""),
-                               meta_url=str(d.get("meta_url") or "")))
+        tasks.append(DetectTask(obj_id=oid, source_path=rel, path=str(work.path / rel),
+                                title=str(d.get("title") or ""), artist=str(d.get("artist") or ""),
+                                department=str(d.get("department") or ""),
+                                source_url=str(d.get("image_url") or ""),
+                                meta_url=str(d.get("meta_url") or "")))
     return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
 
 
@@ -423,41 +441,11 @@ def tasks_from_folder(folder: Path, prefix: str = "") -> list:
             raise UsageError(f"{folder}: {seen[p.stem]} and {p.name} would both be obj_id "
                              f"{p.stem!r}; rename one")
         seen[p.stem] = p.name
-        tasks.append(ImageTask(obj_id=p.stem, source_path=prefix + p.name, path=str(p)))
+        tasks.append(DetectTask(obj_id=p.stem, source_path=prefix + p.name, path=str(p)))
     return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
 
 
-# ---- CLI ----------------------------------------------------------------------------------
-
-def configure_parser(p) -> None:
-    from ..app.cli import add_common, add_executor, nonneg_int, positive_int
-    src = p.add_argument_group("input and output")
-    src.add_argument("--work", metavar="DIR", default=None,
-                     help="work directory: reads objects.jsonl + originals/, writes faces.json "
-                          "and detect.jsonl (default: metfaces-work, unless --images is given)")
-    src.add_argument("--images", metavar="DIR", help="detect in every image file in DIR instead")
-    src.add_argument("--out", metavar="FILE", help="faces.json to write (required with --images)")
-    det = p.add_argument_group("detection")
-    det.add_argument("--detector", choices=DETECTORS, default="hog",
-                     help="hog (default), cnn or cascade; see above")
-    det.add_argument("--upsample", type=nonneg_int, default=DEFAULT_UPSAMPLE, metavar="N",
-                     help="HOG: upsample the shrunk image N times to find smaller faces "
-                          "(default: %(default)s)")
-    det.add_argument("--cnn-upsample", type=nonneg_int, default=DEFAULT_CNN_UPSAMPLE, metavar="N",
-                     help="CNN: upsample N times (each ~4x the time; default: %(default)s)")
-    det.add_argument("--cascade-score", type=float, default=DEFAULT_CASCADE_SCORE, metavar="S",
-                     help="cascade: run the CNN when HOG's best score is below S "
-                          "(default: %(default)s)")
-    det.add_argument("--max-side", type=positive_int, default=DEFAULT_MAX_SIDE, metavar="PX",
-                     help="shrink = ceil(long side / PX) (default: %(default)s)")
-    det.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
-                     help="refuse (too_large) images with more pixels (default: 250,000,000)")
-    det.add_argument("--models-dir", metavar="DIR",
-                     help="folder with the dlib .dat files (else $METFACES_MODELS, the "
-                          "repository's models/, the face_recognition_models package)")
-    add_common(p)
-    add_executor(p)
-
+# ---- the stage ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class StagePaths:
@@ -465,48 +453,52 @@ class StagePaths:
     journal: Path
 
 
-def stage_inputs(args):
-    """(tasks, paths) from --work or --images/--out; UsageError on a bad combination."""
+def stage_inputs(work: Optional[Work], opts: DetectOptions):
+    """(tasks, paths) from a work directory or opts.images/out; UsageError on a bad
+    combination."""
     from ..core.errors import UsageError
-    if args.images:
-        if args.work:
+    if opts.images:
+        if work is not None:
             raise UsageError("give either --work or --images, not both")
-        if not args.out:
+        if not opts.out:
             raise UsageError("--images needs --out FILE (where to write faces.json)")
-        out = Path(args.out)
-        tasks = tasks_from_folder(Path(args.images))
+        out = Path(opts.out)
+        tasks = tasks_from_folder(Path(opts.images))
         return tasks, StagePaths(out, out.with_name(out.stem + ".detect.jsonl"))
-    if args.out:
+    if opts.out:
         raise UsageError("--out goes with --images; with --work the output is DIR/faces.json")
-    work = Path(args.work or "metfaces-work")
-    if not work.is_dir():
-        raise UsageError(f"work directory not found: {work} (run `metfaces-build fetch` first, "
-                         "or use --images DIR --out FILE)")
-    return tasks_from_work(work), StagePaths(work / "faces.json", work / "detect.jsonl")
+    work = as_work(work)
+    if not work.path.is_dir():
+        raise UsageError(f"work directory not found: {work.path} (run `metfaces-build fetch` "
+                         "first, or use --images DIR --out FILE)")
+    return tasks_from_work(work), StagePaths(work.faces_json, work.detect_journal)
 
 
-def run(args) -> int:
+def detect(work: Optional[Work], opts: DetectOptions = DetectOptions()) -> DetectSummary:
+    """Detect faces in every fetched original of `work` (or in `opts.images`), write
+    faces.json and the journal, and return counts by image status. Resumes: images
+    already done with the same settings are reused unless `opts.force`."""
+    import time
+
+    from ..infra.executors import Progress, make_executor
     from ..infra.files import JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
     from ..infra.models import resolve_models
-    from ..infra.executors import Progress, make_executor
-    tasks, paths = stage_inputs(args)
-    opts = DetectOptions(detector=args.detector, upsample=args.upsample,
-                         cnn_upsample=args.cnn_upsample, cascade_score=args.cascade_score,
-                         max_side=args.max_side)
-    model_paths = resolve_models(args.models_dir, need_cnn=opts.detector != "hog")
+    t0 = time.monotonic()
+    tasks, paths = stage_inputs(work, opts)
+    model_paths = resolve_models(opts.models_dir, need_cnn=opts.detector != "hog")
     model_paths = replace(model_paths, predictor=model_paths.predictor.absolute(),
                           cnn=model_paths.cnn and model_paths.cnn.absolute())
-    done = {} if args.force else _reusable(read_jsonl(paths.journal), tasks, opts)
+    done = {} if opts.force else reusable_detections(
+        read_jsonl(paths.journal), {t.source_path for t in tasks}, opts.signature())
     # absolute paths: a Dask worker's current directory is not ours
     todo = [replace(t, path=os.path.abspath(t.path)) for t in tasks if t.source_path not in done]
     results = dict(done)
     n_faces = sum(len(r["faces"]) for r in results.values())
-    executor = make_executor(getattr(args, "executor", "local"), min(args.workers, max(1, len(todo))),
-                             getattr(args, "scheduler", None), init_worker,
-                             (model_paths, opts, args.max_pixels))
-    with Progress(len(todo), "detect", args.quiet, unit="img") as prog, \
+    executor = make_executor(opts.executor, min(opts.workers, max(1, len(todo))),
+                             opts.scheduler, init_worker, (model_paths, opts, opts.max_pixels))
+    with Progress(len(todo), "detect", opts.quiet, unit="img") as prog, \
             JsonlAppender(paths.journal) as journal:
-        for res in executor.imap(detect_image, todo):
+        for res in executor.imap(detect_task, todo):
             journal.write(res.to_json())
             results[res.source_path] = res.to_json()
             _warn(prog, res)
@@ -515,23 +507,10 @@ def run(args) -> int:
     ordered = [results[t.source_path] for t in tasks]
     write_jsonl(paths.journal, ordered)  # compact: one line per image, in task order
     atomic_write_json(paths.out, [f for r in ordered for f in r["faces"]])
-    return _report(ordered, len(done), paths)
+    return _summary(ordered, len(done), paths, time.monotonic() - t0)
 
 
-def _reusable(lines, tasks, opts: DetectOptions) -> dict:
-    """Journal lines (last per image) that a rerun can keep: done, same settings."""
-    wanted = {t.source_path for t in tasks}
-    sig = opts.signature()
-    latest = {}
-    for d in lines:
-        if d.get("source_path") in wanted:
-            latest[d["source_path"]] = d
-    return {k: d for k, d in latest.items()
-            if d.get("status") in DONE_STATUSES and d.get("settings") == sig
-            and isinstance(d.get("faces"), list)}
-
-
-def _warn(prog, res: ImageResult) -> None:
+def _warn(prog, res: DetectResult) -> None:
     if res.exif_orientation not in (1, 0):
         prog.write(f"warning: {res.source_path}: EXIF orientation {res.exif_orientation}; "
                    "coordinates are in the stored (untransposed) frame, as the aligner loads it")
@@ -539,17 +518,17 @@ def _warn(prog, res: ImageResult) -> None:
         prog.write(f"{res.status}: {res.source_path}: {res.reason}")
 
 
-def _report(ordered: list, reused: int, paths: StagePaths) -> int:
+def _summary(ordered: list, reused: int, paths: StagePaths, elapsed: float) -> DetectSummary:
     from ..infra.executors import summarize
-    counts: dict = {}
-    for r in ordered:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    from ..infra.workdir import status_counts
+    counts = dict(status_counts(ordered))
     n_faces = sum(len(r["faces"]) for r in ordered)
     cnn = sum(1 for r in ordered if r.get("cnn_ran"))
     rotated = sum(1 for r in ordered if r.get("exif_orientation", 1) not in (0, 1))
-    print(summarize(counts, "detect") + f"; {n_faces} faces -> {paths.out}"
-          + (f"; CNN ran on {cnn} images" if cnn else "")
-          + (f"; {rotated} with EXIF orientation != 1 (not transposed)" if rotated else "")
-          + (f"; {reused} images reused from {paths.journal.name}" if reused else ""))
+    line = (summarize(counts, "detect") + f"; {n_faces} faces -> {paths.out}"
+            + (f"; CNN ran on {cnn} images" if cnn else "")
+            + (f"; {rotated} with EXIF orientation != 1 (not transposed)" if rotated else "")
+            + (f"; {reused} images reused from {paths.journal.name}" if reused else ""))
     failed = sum(v for k, v in counts.items() if k not in DONE_STATUSES)
-    return 1 if failed else 0
+    return DetectSummary("detect", counts, {"faces": paths.out, "journal": paths.journal},
+                         elapsed, failed, [line], faces=n_faces, reused=reused)

@@ -43,12 +43,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from ..core.errors import UsageError
 from ..core.records import obj_id_sort_key
+from ..infra.stage import StageSummary
+from ..infra.workdir import Work, latest_records, manifest_path
 
 SIDECAR = "metfaces-export.json"
 LABELS_FILE = "dataset.json"
@@ -93,22 +95,18 @@ def archive_name(index: int) -> str:
 
 
 def object_departments(objects_jsonl: Path) -> dict:
-    """obj_id -> department from fetch's objects.jsonl (last line per id wins)."""
-    from ..infra.files import read_jsonl
-    out = {}
-    for d in read_jsonl(objects_jsonl):
-        if "id" in d and d.get("department"):
-            out[str(d["id"])] = str(d["department"])
-    return out
+    """obj_id -> department from fetch's objects.jsonl (latest line per id)."""
+    return {str(oid): str(d["department"]) for oid, d in latest_records(objects_jsonl, "id").items()
+            if d.get("department")}
 
 
 def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     """(crops in export order, number of manifest entries not ok)."""
     from ..infra.files import check_relative_path, read_json
-    manifest_path = images_dir / "aligned.json"
-    entries = read_json(manifest_path, "align manifest")
+    manifest = manifest_path(images_dir)
+    entries = read_json(manifest, "align manifest")
     if not isinstance(entries, list):
-        raise UsageError(f"{manifest_path}: expected a list of align results")
+        raise UsageError(f"{manifest}: expected a list of align results")
     depts = object_departments(objects_jsonl) if objects_jsonl else {}
     crops: dict = {}
     not_ok = 0
@@ -121,11 +119,11 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
                 or not isinstance(rec.get("face_idx"), int)
                 or not isinstance(out, str) or check_relative_path(out) or "/" in out
                 or not e.get("file_md5")):
-            raise UsageError(f"{manifest_path}: entry {i} is not an align result "
+            raise UsageError(f"{manifest}: entry {i} is not an align result "
                              "(record, output, file_md5)")
         key = (str(rec["obj_id"]), int(rec["face_idx"]))
         if key in crops:
-            raise UsageError(f"{manifest_path}: entry {i}: face {key[0]}-{key[1]:02d} appears twice")
+            raise UsageError(f"{manifest}: entry {i}: face {key[0]}-{key[1]:02d} appears twice")
         dept = rec.get("department") or depts.get(key[0], "")
         crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
                           str(e.get("pixel_md5") or ""), str(dept), rec,
@@ -271,53 +269,58 @@ def write_folder(path: Path, files: list) -> None:
 
 # ---- the command ----------------------------------------------------------------------
 
-def configure_parser(p) -> None:
-    from ..app.cli import add_common, positive_int
-    p.add_argument("--work", metavar="DIR", default=None,
-                   help="work directory: crops and manifest from DIR/images, departments "
-                        "from DIR/objects.jsonl (default: metfaces-work)")
-    p.add_argument("--images", metavar="DIR", default=None,
-                   help="align output folder (crops + aligned.json) to export instead of "
-                        "DIR/images")
-    p.add_argument("--out", metavar="PATH", required=True,
-                   help="dataset.zip, or a folder (see --layout)")
-    p.add_argument("--layout", choices=("zip", "folder"), default=None,
-                   help="zip (default when --out ends in .zip) or folder (otherwise)")
-    p.add_argument("--no-labels", action="store_true",
-                   help="unconditional dataset: dataset.json has \"labels\": null")
-    p.add_argument("--resolution", type=positive_int, metavar="N", default=None,
-                   help="require every crop to be NxN (default: any one power-of-two size)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="export the crops that check out and list the others in the sidecar "
-                        "(exit 1), instead of writing nothing")
-    add_common(p, workers=False, force=False)
+@dataclass(frozen=True)
+class ExportOptions:
+    """Options of the export stage (names and defaults of its CLI flags)."""
+    out: str
+    images: Optional[str] = None
+    layout: Optional[str] = None  # "zip" | "folder"; None: by the suffix of `out`
+    no_labels: bool = False
+    resolution: Optional[int] = None
+    skip_bad: bool = False
+    quiet: bool = False
 
 
-def run(args) -> int:
+@dataclass
+class ExportSummary(StageSummary):
+    """export's outcome: images written, their resolution, layout, department labels and
+    the crops skipped (or that stopped it)."""
+    images: int = 0
+    resolution: int = 0
+    layout: str = ""
+    labels: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+
+
+def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
+    """Pack the ok crops of `work`/images (or `opts.images`) into a StyleGAN dataset at
+    `opts.out` (zip or folder) with dataset.json labels by department. Crops that are
+    missing or do not match the manifest stop it (nothing written) unless `opts.skip_bad`."""
+    import time
+    t0 = time.monotonic()
     from ..infra.executors import Progress
-    work = Path(args.work) if args.work else None
-    if args.images:
-        images_dir = Path(args.images)
+    if opts.images:
+        images_dir = Path(opts.images)
     else:
-        work = work or Path("metfaces-work")
-        images_dir = work / "images"
+        work = work or Work()
+        images_dir = work.images_dir
     if not images_dir.is_dir():
         raise UsageError(f"align output folder not found: {images_dir} (run `metfaces-build "
                          "align` first, or give --images DIR)")
-    objects = work / "objects.jsonl" if work is not None else None
-    if work is not None and not work.is_dir():
-        raise UsageError(f"work directory not found: {work}")
-    out = Path(args.out)
-    layout = args.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
+    objects = work.objects_jsonl if work is not None else None
+    if work is not None and not work.path.is_dir():
+        raise UsageError(f"work directory not found: {work.path}")
+    out = Path(opts.out)
+    layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
     if layout == "zip" and out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
 
     crops, not_ok = load_crops(images_dir, objects)
     if not crops:
-        raise UsageError(f"{images_dir / 'aligned.json'} has no ok crops to export")
+        raise UsageError(f"{manifest_path(images_dir)} has no ok crops to export")
 
     good, bad, shapes = [], [], {}
-    with Progress(len(crops), "check", args.quiet, unit="crop") as prog:
+    with Progress(len(crops), "check", opts.quiet, unit="crop") as prog:
         for c in crops:
             data, why = read_checked(c)
             if why is None:
@@ -333,16 +336,17 @@ def run(args) -> int:
                             "reason": why})
                 prog.write(f"{c.path.name}: {why}")
             prog.update(1)
-    if bad and not args.skip_bad:
-        print(f"export: {len(bad)} of {len(crops)} crops missing or not matching "
-              f"{images_dir / 'aligned.json'}; nothing written. Re-run align (it redoes them) "
-              "or pass --skip-bad to export the rest.")
-        return 1
+    if bad and not opts.skip_bad:
+        line = (f"export: {len(bad)} of {len(crops)} crops missing or not matching "
+                f"{manifest_path(images_dir)}; nothing written. Re-run align (it redoes them) "
+                "or pass --skip-bad to export the rest.")
+        return ExportSummary("export", {"ok": len(good), "bad": len(bad)}, {},
+                             time.monotonic() - t0, len(bad), [line], skipped=bad)
     if not good:
         raise UsageError("no crop passed the checks; nothing to export")
-    resolution = check_shapes(shapes, args.resolution)
+    resolution = check_shapes(shapes, opts.resolution)
 
-    use_labels = not args.no_labels
+    use_labels = not opts.no_labels
     label_map = department_labels(good) if use_labels else None
     packed = [Packed(c, archive_name(i),
                      label_map[c.department or UNKNOWN_DEPARTMENT] if use_labels else None)
@@ -353,17 +357,20 @@ def run(args) -> int:
     (write_zip if layout == "zip" else write_folder)(out, files)
 
     unknown = sum(1 for p in packed if not p.crop.department)
-    print(f"export: {len(packed)} images {resolution}x{resolution} -> {out} ({layout})"
-          + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
-          + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
-          + (f"; {not_ok} manifest entries not ok (not exported)" if not_ok else ""))
+    lines = [f"export: {len(packed)} images {resolution}x{resolution} -> {out} ({layout})"
+             + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
+             + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
+             + (f"; {not_ok} manifest entries not ok (not exported)" if not_ok else "")]
     if use_labels:
         for dept, i in label_map.items():
             n = sum(1 for p in packed if p.label == i)
-            print(f"  label {i}: {dept} ({n})")
+            lines.append(f"  label {i}: {dept} ({n})")
         if unknown:
-            print(f"warning: {unknown} faces have no department (label "
-                  f"{label_map[UNKNOWN_DEPARTMENT]}, {UNKNOWN_DEPARTMENT!r}); they come from "
-                  "records without `department` and no objects.jsonl entry")
-    return 1 if bad else 0
+            lines.append(f"warning: {unknown} faces have no department (label "
+                         f"{label_map[UNKNOWN_DEPARTMENT]}, {UNKNOWN_DEPARTMENT!r}); they come "
+                         "from records without `department` and no objects.jsonl entry")
+    return ExportSummary("export", {"ok": len(packed), "bad": len(bad)},
+                         {"dataset": out}, time.monotonic() - t0, len(bad), lines,
+                         images=len(packed), resolution=resolution, layout=layout,
+                         labels=dict(label_map or {}), skipped=bad)
 

@@ -26,90 +26,23 @@ examples:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
-from ..app.cli import add_common, add_work_dir, nonneg_float, positive_int
 from ..core.errors import UsageError
-
-STATUSES = ("ok", "changed", "no_image", "not_public_domain", "not_found", "too_large", "refused",
-            "http_error", "bad_content")
-SETTLED = {"ok", "changed", "no_image", "not_public_domain", "not_found", "too_large", "refused"}
-FAILED = {"not_found", "too_large", "refused", "http_error", "bad_content"}
+from ..infra.images import DEFAULT_MAX_PIXELS
+from ..infra.stage import StageSummary
+from ..infra.workdir import FETCH_FAILED as FAILED
+from ..infra.workdir import FETCH_STATUSES as STATUSES  # noqa: F401 - the statuses fetch records
+from ..infra.workdir import JournalIndex, Work, compact_journal, fetch_skip_statuses
+from ..met.client import DEFAULT_API
 CHUNK_IDS = 1024
-
-
-# ---- the journal (objects.jsonl) --------------------------------------------------------
-
-class JournalIndex:
-    """The latest status per id in objects.jsonl, as two numpy arrays (8+1 bytes per id):
-    bounded memory even for a 500k-object journal, and vectorised look-ups per chunk."""
-
-    def __init__(self, path: Path):
-        import numpy as np
-        ids, codes = [], []
-        code_of = {s: i for i, s in enumerate(STATUSES)}
-        from ..infra.files import read_jsonl
-        for row in read_jsonl(path):
-            oid, st = row.get("id"), row.get("status")
-            if isinstance(oid, int) and st in code_of:
-                ids.append(oid)
-                codes.append(code_of[st])
-        a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
-        # last line per id wins: unique over the reversed arrays keeps the last occurrence
-        uniq, first_rev = np.unique(a[::-1], return_index=True)
-        self.ids, self.codes = uniq, c[::-1][first_rev]
-
-    def statuses(self, ids) -> list:
-        """Status (or None) of each id."""
-        import numpy as np
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(self.ids, ids)
-        pos_c = np.minimum(pos, max(len(self.ids) - 1, 0))
-        hit = (pos < len(self.ids)) & (self.ids[pos_c] == ids) if len(self.ids) else np.zeros(len(ids), bool)
-        return [STATUSES[self.codes[p]] if h else None for p, h in zip(pos_c, hit)]
-
-
-def compact_journal(path: Path) -> int:
-    """Rewrite objects.jsonl atomically with only the latest line per id, sorted by id.
-
-    Two passes over byte offsets, so memory is 16 bytes per line, not one dict per record.
-    """
-    import json
-
-    import numpy as np
-
-    from ..infra.files import atomic_open
-    if not path.exists():
-        return 0
-    ids, offsets = [], []
-    with open(path, "rb") as f:
-        off = 0
-        for line in f:
-            try:
-                row = json.loads(line)
-                oid = row.get("id") if isinstance(row, dict) else None
-            except (ValueError, UnicodeDecodeError):
-                oid = None
-            if isinstance(oid, int) and line.endswith(b"\n"):
-                ids.append(oid)
-                offsets.append(off)
-            off += len(line)
-    a, o = np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
-    uniq, first_rev = np.unique(a[::-1], return_index=True)
-    keep = o[::-1][first_rev]  # offsets of the last line per id, in id order
-    with open(path, "rb") as src, atomic_open(path, "wb") as dst:
-        for off in keep:
-            src.seek(int(off))
-            dst.write(src.readline())
-    return len(keep)
 
 
 # ---- id sources --------------------------------------------------------------------------
@@ -330,7 +263,8 @@ def source_jobs(path: str, log: Callable[[str], None]) -> tuple:
     """(jobs, refusals) from a metfaces.json: one job per source image; entries that cannot
     be used (e.g. a source_path with '..') become `refused` MetObjects when their id is valid."""
     from ..met.client import as_object_id
-    from ..core.records import MetObject, load_faces
+    from ..core.records import MetObject
+    from ..infra.faces import load_faces
     loaded = load_faces(path, skip_bad=True, what="--from-json")
     jobs: dict = {}
     for f in loaded.faces:
@@ -357,80 +291,51 @@ def _s(v) -> str:
 
 # ---- the stage ------------------------------------------------------------------------
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..infra.images import DEFAULT_MAX_PIXELS
-    from ..met.client import DEFAULT_API
-    add_work_dir(p)
-    src = p.add_argument_group("what to fetch (combine freely; ids are de-duplicated)")
-    src.add_argument("--departments", metavar="LIST",
-                     help="comma-separated department ids or names, case-insensitive (e.g. 11,9 or "
-                          "'European Paintings')")
-    src.add_argument("--search", metavar="TEXT", help="search term (API /search); see filters below")
-    src.add_argument("--ids", metavar="LIST", help="comma-separated object ids")
-    src.add_argument("--ids-file", metavar="FILE", help="object ids, one per line ('#' comments)")
-    src.add_argument("--since", metavar="YYYY-MM-DD", type=_date,
-                     help="objects whose metadata changed since this date")
-    src.add_argument("--from-json", metavar="FILE",
-                     help="rebuild unprocessed/image-{id}.png at each record's source_path from its "
-                          "source_url (NVIDIA's metfaces.json); mark md5 mismatches `changed`")
-    src.add_argument("--limit", type=positive_int, metavar="N", help="only the first N ids")
-    flt = p.add_argument_group("search filters (with --search)")
-    flt.add_argument("--has-images", action="store_true", help="hasImages=true")
-    flt.add_argument("--highlight", action="store_true", help="isHighlight=true")
-    flt.add_argument("--on-view", action="store_true", help="isOnView=true")
-    flt.add_argument("--medium", metavar="A|B", help="e.g. Paintings|Drawings")
-    flt.add_argument("--geo", metavar="A|B", help="geoLocation, e.g. France|Paris")
-    flt.add_argument("--date-begin", type=int, metavar="YEAR", help="with --date-end: objects dated within")
-    flt.add_argument("--date-end", type=int, metavar="YEAR")
-    flt.add_argument("--search-in", choices=("title", "tags", "artist"), help="match the term only there")
-    net = p.add_argument_group("network")
-    net.add_argument("--api", default=DEFAULT_API, metavar="URL",
-                     help="API root (default: %(default)s); point it at `metfaces-build emulator`")
-    net.add_argument("--image", choices=("original", "small"), default="original",
-                     help="primaryImage (full size, default) or primaryImageSmall (~800 px)")
-    net.add_argument("--rate", type=_pos_float, default=10.0, metavar="R",
-                     help="requests per second, shared by all workers (default: %(default)s; the "
-                          "documented limit is 80, but bursts of ~30 get a 30 s block)")
-    net.add_argument("--retries", type=int, default=8, metavar="N",
-                     help="retries per request on 403/429/5xx/resets/timeouts (default: %(default)s)")
-    net.add_argument("--timeout", type=_pos_float, default=60.0, metavar="S",
-                     help="read timeout per request in seconds (default: %(default)s)")
-    net.add_argument("--backoff-max", type=_pos_float, default=60.0, metavar="S",
-                     help="cap on one exponential backoff, seconds (default: %(default)s)")
-    net.add_argument("--backoff-base", type=_pos_float, default=1.0, metavar="S",
-                     help="first backoff, doubled per attempt, with jitter (default: %(default)s)")
-    net.add_argument("--cooldown", type=nonneg_float, default=30.0, metavar="S",
-                     help="shared pause of all workers after a 403 block page (default: %(default)s)")
-    net.add_argument("--max-outage", type=_pos_float, default=900.0, metavar="S",
-                     help="end the run (resumable) after this long without a success (default: %(default)s)")
-    net.add_argument("--allow-host", action="append", default=[], metavar="HOST",
-                     help="another host images may come from (repeatable)")
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help="refuse images with more pixels (status too_large; default: %(default)s)")
-    p.add_argument("--workers", type=positive_int, default=4, metavar="N",
-                   help="download threads sharing one rate limit (default: %(default)s)")
-    p.add_argument("--recheck", action="store_true",
-                   help="also retry settled non-ok objects (no_image, not_found, too_large, ...)")
-    add_common(p, workers=False)
+@dataclass(frozen=True)
+class FetchOptions:
+    """Options of the fetch stage (names and defaults of its CLI flags). Say what to
+    fetch with at least one of departments, search, ids, ids_file, since, from_json."""
+    departments: Optional[str] = None   # "11,9" or "European Paintings"
+    search: Optional[str] = None
+    ids: Optional[str] = None           # "436001,436008"
+    ids_file: Optional[str] = None
+    since: Optional[str] = None         # YYYY-MM-DD
+    from_json: Optional[str] = None
+    limit: Optional[int] = None
+    has_images: bool = False
+    highlight: bool = False
+    on_view: bool = False
+    medium: Optional[str] = None
+    geo: Optional[str] = None
+    date_begin: Optional[int] = None
+    date_end: Optional[int] = None
+    search_in: Optional[str] = None     # title | tags | artist
+    api: str = DEFAULT_API
+    image: str = "original"             # original | small
+    rate: float = 10.0
+    retries: int = 8
+    timeout: float = 60.0
+    backoff_max: float = 60.0
+    backoff_base: float = 1.0
+    cooldown: float = 30.0
+    max_outage: float = 900.0
+    allow_host: tuple = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 4                    # download threads sharing one rate limit
+    recheck: bool = False
+    force: bool = False
+    quiet: bool = False
 
 
-def _pos_float(s: str) -> float:
-    v = nonneg_float(s)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {s}")
-    return v
+@dataclass
+class FetchSummary(StageSummary):
+    """fetch's outcome: `counts` by status of the objects fetched now; `already` those a
+    rerun left alone; `outage` why it stopped early, if it did."""
+    already: dict = field(default_factory=dict)
+    outage: Optional[str] = None
 
 
-def _date(s: str) -> str:
-    import datetime
-    try:
-        datetime.date.fromisoformat(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {s!r}") from None
-    return s
-
-
-def _check_args(args) -> None:
+def _check_args(args: FetchOptions) -> None:
     if not (args.departments or args.search is not None or args.ids or args.ids_file or args.since
             or args.from_json):
         raise UsageError("fetch: say what to fetch: --departments, --search, --ids, --ids-file, "
@@ -442,18 +347,31 @@ def _check_args(args) -> None:
         raise UsageError("fetch: --date-begin and --date-end go together")
     if args.retries < 0:
         raise UsageError("fetch: --retries must be >= 0")
+    if args.since is not None:
+        import datetime
+        try:
+            datetime.date.fromisoformat(args.since)
+        except (TypeError, ValueError):
+            raise UsageError(f"fetch: --since: expected a date YYYY-MM-DD, got {args.since!r}") from None
     from ..met.client import image_url_problem
     if image_url_problem(args.api, args.api) is not None:
         raise UsageError(f"fetch: --api must be an http(s) URL, got {args.api!r}")
 
 
-def run(args) -> int:
+def fetch(work, opts: FetchOptions) -> FetchSummary:
+    """Download the chosen objects' records and original images into `work`, journal
+    each outcome in objects.jsonl and return counts by status. Resumes: settled objects
+    are skipped (`opts.recheck` retries non-ok ones, `opts.force` everything)."""
+    import time
+    t0 = time.monotonic()
+    args = opts
     from ..infra.files import JsonlAppender, remove_stale_temps
     from ..met.client import ApiOutage, ClientConfig, FetchFailure, MetClient
     from ..infra.executors import Progress, summarize
 
     _check_args(args)
-    work = Path(args.work)
+    layout = work if isinstance(work, Work) else Work(work)
+    work = layout.path
     try:
         for sub in ("", "api", "originals"):
             (work / sub).mkdir(parents=True, exist_ok=True)
@@ -471,9 +389,9 @@ def run(args) -> int:
                        cooldown=args.cooldown, max_outage=args.max_outage, max_pixels=args.max_pixels,
                        allowed_hosts=tuple(args.allow_host), pool_size=max(10, 2 * args.workers))
     client = MetClient(cfg)
-    journal_path = work / "objects.jsonl"
+    journal_path = layout.objects_jsonl
     index = JournalIndex(journal_path)
-    skip = set() if args.force else ({"ok", "changed"} if args.recheck else SETTLED)
+    skip = fetch_skip_statuses(args.force, args.recheck)
     counts: Counter = Counter()
     already: Counter = Counter()
     outage: Optional[str] = None
@@ -498,8 +416,8 @@ def run(args) -> int:
                 try:
                     ids = collect_ids(client, args, log)
                 except FetchFailure as f:
-                    print(f"error: could not list objects: {f.reason}", file=sys.stderr)
-                    return 1
+                    return FetchSummary("fetch", {}, {}, time.monotonic() - t0, 1, [],
+                                        [f"error: could not list objects: {f.reason}"])
                 total = 0
                 for chunk in chunks(ids):
                     for st in index.statuses(chunk):
@@ -520,12 +438,12 @@ def run(args) -> int:
     if already:
         line += f" (+ {sum(already.values())} already done: " + \
                 ", ".join(f"{v} {k}" for k, v in sorted(already.items())) + ")"
-    print(line)
-    if outage:
-        print(f"stopped early: {outage}", file=sys.stderr)
-        return 1
     failed = sum(v for k, v in counts.items() if k in FAILED) + sum(v for k, v in already.items() if k in FAILED)
-    return 1 if failed else 0
+    return FetchSummary("fetch", dict(counts), {"objects": journal_path, "api": layout.api_dir,
+                                                "originals": layout.originals_dir},
+                        time.monotonic() - t0, failed + (1 if outage else 0), [line],
+                        [f"stopped early: {outage}"] if outage else [],
+                        already=dict(already), outage=outage)
 
 
 def _todo_ids(chunk, index: JournalIndex, skip: set) -> list:

@@ -46,11 +46,8 @@ examples:
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +58,10 @@ import numpy as np
 from ..core import geometry
 from ..core.errors import UsageError
 from ..core.metrics import box_iou, hash_distance, popcount  # noqa: F401 (hash_distance: API)
-from ..core.records import FaceRecord, Rejection, faces_to_json, load_faces
+from ..core.records import FaceRecord, Rejection, faces_to_json
+from ..infra.faces import load_faces
+from ..infra.stage import StageSummary, default_workers
+from ..infra.workdir import as_work
 
 # ---- configuration: every default lives here -------------------------------------------
 
@@ -311,7 +311,7 @@ def perceptual_hash(image) -> str:
 # ---- the faces of one image (one worker task) -------------------------------------------
 
 @dataclass(frozen=True)
-class ImageTask:
+class FilterTask:
     source_path: str
     path: str        # resolved file, "" when the source path is unsafe
     faces: tuple     # ((input index, FaceRecord), ...)
@@ -319,14 +319,14 @@ class ImageTask:
 
 
 @dataclass
-class ImageResult:
+class FilterResult:
     source_path: str
     verdicts: list
     size: Optional[tuple] = None
     problem: Optional[str] = None  # image status when it could not be used
 
 
-def check_image(task: ImageTask) -> ImageResult:
+def check_image_faces(task: FilterTask) -> FilterResult:
     """All per-face tests, then overlap resolution, for the faces of one source image."""
     cfg = task.config
     from ..infra.images import ImageProblem
@@ -337,13 +337,13 @@ def check_image(task: ImageTask) -> ImageResult:
         for i, rec in task.faces:
             sq = geometry.face_square(geometry.landmarks_full(rec.face_spec.landmarks, rec.face_spec.shrink))
             verdicts.append(FaceVerdict(rec, i, float(sq.qsize), [Check(e.status, False, e.reason, "readable image")]))
-        return ImageResult(task.source_path, verdicts, None, e.status)
+        return FilterResult(task.source_path, verdicts, None, e.status)
     width, height = size
     verdicts = []
     for (i, rec), measures in zip(task.faces, crops):
         verdicts.append(check_face(rec, i, width, height, cfg, measures))
     resolve_overlaps(verdicts, cfg)
-    return ImageResult(task.source_path, verdicts, size)
+    return FilterResult(task.source_path, verdicts, size)
 
 
 def check_face(rec: FaceRecord, index: int, width: int, height: int, cfg: FilterConfig,
@@ -359,7 +359,7 @@ def check_face(rec: FaceRecord, index: int, width: int, height: int, cfg: Filter
     return FaceVerdict(rec, index, qsize, checks, measures)
 
 
-def _load_for_checks(task: ImageTask) -> tuple:
+def _load_for_checks(task: FilterTask) -> tuple:
     """(image size, [CropMeasures or None per face]); decodes only when crop tests are on."""
     from ..infra.images import ImageProblem, open_image
     recs = [rec for _, rec in task.faces]
@@ -386,7 +386,7 @@ def measurement_crops(path: str, size: tuple, recs: list, crop_size: int) -> lis
     Decodes once, at the smallest scale (JPEG draft, then box reduction) that keeps every
     face at least twice the crop size, so big originals are cheap and crops barely alias.
     Raises ImageProblem when the image cannot be used."""
-    from .align import quick_crop
+    from ..infra.images import quick_crop
     from ..infra.images import open_image
     lms = [geometry.landmarks_full(r.face_spec.landmarks, r.face_spec.shrink) for r in recs]
     min_q = min(float(geometry.face_square(lm).qsize) for lm in lms)
@@ -491,7 +491,7 @@ class FilterOutcome:
         return c
 
 
-def make_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
+def filter_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
     """One task per source image, in order of first appearance in faces.json."""
     from ..infra.files import safe_join
     groups: dict[str, list] = {}
@@ -503,7 +503,7 @@ def make_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
             path = str(safe_join(source_root, sp))
         except ValueError:
             path = ""
-        tasks.append(ImageTask(sp, path, tuple(items), cfg))
+        tasks.append(FilterTask(sp, path, tuple(items), cfg))
     return tasks
 
 
@@ -511,11 +511,11 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
                  quiet: bool = True, bad_records: Optional[list] = None) -> FilterOutcome:
     """Run every test on every face; the reusable core of the stage (no output files)."""
     from ..infra.executors import LocalExecutor, Progress
-    tasks = make_tasks(faces, source_root, cfg)
+    tasks = filter_tasks(faces, source_root, cfg)
     verdicts: list = []
     problems: dict = {}
     with Progress(len(tasks), "filter", quiet=quiet, unit="img") as bar:
-        for res in LocalExecutor(min(workers, max(1, len(tasks)))).imap(check_image, tasks):
+        for res in LocalExecutor(min(workers, max(1, len(tasks)))).imap(check_image_faces, tasks):
             verdicts.extend(res.verdicts)
             if res.problem:
                 problems[res.source_path] = res.problem
@@ -525,7 +525,7 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
     return FilterOutcome(verdicts, list(bad_records or []), problems)
 
 
-def write_outputs(work: Path, outcome: FilterOutcome, cfg: FilterConfig, input_digest: str,
+def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest: str,
                   source_root: Optional[Path] = None) -> dict:
     """filtered.json, rejected.jsonl and filter_summary.json (each written atomically)."""
     from ..infra.files import atomic_write_json, write_jsonl
@@ -538,11 +538,12 @@ def write_outputs(work: Path, outcome: FilterOutcome, cfg: FilterConfig, input_d
     for b in outcome.bad_records:
         rows.append(Rejection(b.obj_id or "", -1 if b.face_idx is None else b.face_idx,
                               ["bad_record"], {"record_index": b.index, "error": b.reason}).to_json())
-    atomic_write_json(work / "filtered.json", faces_to_json(kept))
-    write_jsonl(work / "rejected.jsonl", rows)
+    work = as_work(work)
+    atomic_write_json(work.filtered_json, faces_to_json(kept))
+    write_jsonl(work.rejected_jsonl, rows)
     summary = {
         "input": "faces.json", "input_sha256": input_digest,
-        "source_images": str((source_root or work).resolve()),
+        "source_images": str((source_root or work.path).resolve()),
         "faces": len(outcome.verdicts) + len(outcome.bad_records),
         "kept": len(kept), "rejected": len(rows),
         "reasons": dict(sorted(outcome.reason_counts().items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -551,7 +552,7 @@ def write_outputs(work: Path, outcome: FilterOutcome, cfg: FilterConfig, input_d
         "image_problems": outcome.image_problems,
         "config": cfg.to_json(), "versions": library_versions(),
     }
-    atomic_write_json(work / "filter_summary.json", summary)
+    atomic_write_json(work.filter_summary_json, summary)
     return summary
 
 
@@ -561,23 +562,23 @@ def summary_line(summary: dict) -> str:
             + (f" ({reasons})" if reasons else ""))
 
 
-def build_config(args) -> FilterConfig:
+def build_config(opts: "FilterOptions") -> FilterConfig:
     """Defaults, then the TOML file, then flags."""
     cfg = FilterConfig()
-    if args.config:
-        cfg = config_from_mapping(load_toml_config(args.config), cfg, where=args.config)
+    if opts.config:
+        cfg = config_from_mapping(load_toml_config(opts.config), cfg, where=opts.config)
     flags: dict[str, Any] = {}
     for name in ("min_size", "max_roll", "min_mouth_drop", "eye_jaw_min", "eye_jaw_max", "max_yaw",
                  "max_landmark_outside", "max_padding", "max_overlap", "max_hash_distance",
                  "min_sharpness", "grayscale_chroma", "crop_size"):
-        v = getattr(args, name)
+        v = getattr(opts, name)
         if v is not None:
             flags[name] = v
-    if args.min_score:
-        flags["min_score"] = dict(_parse_score(s) for s in args.min_score)
-    if args.reject_grayscale:
+    if opts.min_score:
+        flags["min_score"] = dict(_parse_score(s) for s in opts.min_score)
+    if opts.reject_grayscale:
         flags["reject_grayscale"] = True
-    if args.no_crop_tests:
+    if opts.no_crop_tests:
         flags["crop_tests"] = False
     return config_from_mapping(flags, cfg, where="flags")
 
@@ -592,110 +593,133 @@ def _parse_score(s: str) -> tuple:
         raise UsageError(f"--min-score: expected DETECTOR=NUMBER (e.g. cnn=0.5), got {s!r}") from None
 
 
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..app.cli import add_common, add_work_dir, nonneg_float, positive_int
-    add_work_dir(p)
-    p.add_argument("--source-images", metavar="DIR", default=None,
-                   help="folder that faces.json source_path entries are relative to (default: --work)")
-    p.add_argument("--faces", metavar="JSON", default=None,
-                   help="input face list (default: DIR/faces.json)")
-    p.add_argument("--config", metavar="TOML", default=None, help="thresholds from a TOML file")
-    p.add_argument("--explain", metavar="OBJ_ID", default=None,
-                   help="print every test for this object's faces; writes nothing")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="record malformed face records as rejected (bad_record) instead of stopping")
-    g = p.add_argument_group("thresholds (defaults in the description above)")
-    g.add_argument("--min-size", type=nonneg_float, metavar="PX")
-    g.add_argument("--min-score", action="append", metavar="DETECTOR=VALUE")
-    g.add_argument("--max-roll", type=nonneg_float, metavar="DEG")
-    g.add_argument("--min-mouth-drop", type=float, metavar="X")
-    g.add_argument("--eye-jaw-min", type=nonneg_float, metavar="X")
-    g.add_argument("--eye-jaw-max", type=nonneg_float, metavar="X")
-    g.add_argument("--max-yaw", type=nonneg_float, metavar="X")
-    g.add_argument("--max-landmark-outside", type=nonneg_float, metavar="X")
-    g.add_argument("--max-padding", type=nonneg_float, metavar="SHARE")
-    g.add_argument("--max-overlap", type=nonneg_float, metavar="IOU")
-    g.add_argument("--max-hash-distance", type=int, metavar="BITS", help="negative disables")
-    g.add_argument("--min-sharpness", type=nonneg_float, metavar="VAR")
-    g.add_argument("--grayscale-chroma", type=nonneg_float, metavar="X")
-    g.add_argument("--reject-grayscale", action="store_true")
-    g.add_argument("--crop-size", type=positive_int, metavar="PX")
-    g.add_argument("--no-crop-tests", action="store_true",
-                   help="skip sharpness, grayscale and near-duplicates (no image decoding)")
-    add_common(p)
+@dataclass(frozen=True)
+class FilterOptions:
+    """Options of the filter stage (names of its CLI flags). A threshold left None takes
+    the TOML file's value, else FilterConfig's default."""
+    source_images: Optional[str] = None
+    faces: Optional[str] = None
+    config: Optional[str] = None
+    explain: Optional[str] = None
+    skip_bad: bool = False
+    min_size: Optional[float] = None
+    min_score: Optional[tuple] = None  # ("cnn=0.8", ...)
+    max_roll: Optional[float] = None
+    min_mouth_drop: Optional[float] = None
+    eye_jaw_min: Optional[float] = None
+    eye_jaw_max: Optional[float] = None
+    max_yaw: Optional[float] = None
+    max_landmark_outside: Optional[float] = None
+    max_padding: Optional[float] = None
+    max_overlap: Optional[float] = None
+    max_hash_distance: Optional[int] = None
+    min_sharpness: Optional[float] = None
+    grayscale_chroma: Optional[float] = None
+    reject_grayscale: bool = False
+    crop_size: Optional[int] = None
+    no_crop_tests: bool = False
+    workers: int = field(default_factory=default_workers)
+    force: bool = False
+    quiet: bool = False
 
 
-def run(args) -> int:
+@dataclass
+class FilterSummary(StageSummary):
+    """filter's outcome: `counts` has kept and rejected; `reasons` the rejections' tests."""
+    kept: int = 0
+    rejected: int = 0
+    reasons: dict = field(default_factory=dict)
+    up_to_date: bool = False
+
+
+def filter(work, opts: FilterOptions = FilterOptions()) -> FilterSummary:  # noqa: A001
+    """Run every test on every face of faces.json in `work`; write filtered.json,
+    rejected.jsonl and filter_summary.json. Skipped when inputs and config are unchanged
+    (unless `opts.force`). With `opts.explain`, prints one object's tests, writes nothing."""
+    import time
+
     from ..infra.files import file_digest, read_json
-    work = Path(args.work)
-    faces_path = Path(args.faces) if args.faces else work / "faces.json"
-    source_root = Path(args.source_images) if args.source_images else work
-    cfg = build_config(args)
-    loaded = load_faces(faces_path, skip_bad=args.skip_bad, what="faces file")
+    t0 = time.monotonic()
+    work = as_work(work)
+    faces_path = Path(opts.faces) if opts.faces else work.faces_json
+    source_root = Path(opts.source_images) if opts.source_images else work.path
+    cfg = build_config(opts)
+    loaded = load_faces(faces_path, skip_bad=opts.skip_bad, what="faces file")
     if not source_root.is_dir():
         raise UsageError(f"--source-images {source_root} is not a folder")
-    if args.explain is not None:
-        return explain(work, loaded.faces, source_root, cfg, str(args.explain))
+    if opts.explain is not None:
+        lines = explain(work.path, loaded.faces, source_root, cfg, str(opts.explain))
+        return FilterSummary("filter", elapsed=time.monotonic() - t0, lines=lines)
     digest = file_digest(faces_path, "sha256")
-    summary_path = work / "filter_summary.json"
-    if not args.force and summary_path.exists() and (work / "filtered.json").exists() \
-            and (work / "rejected.jsonl").exists():
-        old = read_json(summary_path, "filter summary")
+    outputs = {"filtered": work.filtered_json, "rejected": work.rejected_jsonl,
+               "summary": work.filter_summary_json}
+    if not opts.force and all(p.exists() for p in outputs.values()):
+        old = read_json(work.filter_summary_json, "filter summary")
         if isinstance(old, dict) and old.get("input_sha256") == digest \
                 and old.get("config") == cfg.to_json() \
                 and old.get("source_images") == str(source_root.resolve()):
-            print(summary_line(old) + " (up to date; --force redoes it)")
-            return 1 if old.get("image_problems") or old["reasons"].get("bad_record") else 0
-    outcome = filter_faces(loaded.faces, source_root, cfg, args.workers, args.quiet, loaded.bad)
+            failed = len(old.get("image_problems") or {}) + old["reasons"].get("bad_record", 0)
+            return _summary(old, outputs, time.monotonic() - t0, failed,
+                            [summary_line(old) + " (up to date; --force redoes it)"], [], True)
+    outcome = filter_faces(loaded.faces, source_root, cfg, opts.workers, opts.quiet, loaded.bad)
     summary = write_outputs(work, outcome, cfg, digest, source_root)
-    print(summary_line(summary))
+    notes = []
     if outcome.image_problems:
-        print(f"{len(outcome.image_problems)} source image(s) unusable; their faces are in "
-              f"rejected.jsonl", file=sys.stderr)
-    return 1 if outcome.image_problems or outcome.bad_records else 0
+        notes.append(f"{len(outcome.image_problems)} source image(s) unusable; their faces are "
+                     f"in rejected.jsonl")
+    return _summary(summary, outputs, time.monotonic() - t0,
+                    len(outcome.image_problems) + len(outcome.bad_records),
+                    [summary_line(summary)], notes, False)
 
 
-def explain(work: Path, faces: list, source_root: Path, cfg: FilterConfig, obj_id: str) -> int:
+def _summary(s: dict, outputs: dict, elapsed: float, failed: int, lines: list, notes: list,
+             up_to_date: bool) -> FilterSummary:
+    return FilterSummary("filter", {"kept": s.get("kept", 0), "rejected": s.get("rejected", 0)},
+                         outputs, elapsed, failed, lines, notes, kept=s.get("kept", 0),
+                         rejected=s.get("rejected", 0), reasons=dict(s.get("reasons") or {}),
+                         up_to_date=up_to_date)
+
+
+def explain(work: Path, faces: list, source_root: Path, cfg: FilterConfig, obj_id: str) -> list:
     """Print every test for one object's faces (the near-duplicate test needs every
     other face, so its outcome is read from the last full run when there is one)."""
+    lines: list = []
     mine = [f for f in faces if f.obj_id == obj_id]
     if not mine:
         raise UsageError(f"--explain: no faces with obj_id {obj_id!r} in faces.json")
     index = {f.key: i for i, f in enumerate(faces)}
     previous = _previous_duplicate_checks(work)
-    tasks = make_tasks(mine, source_root, cfg)
+    tasks = filter_tasks(mine, source_root, cfg)
     for t in tasks:
         t = dataclasses.replace(t, faces=tuple((index[r.key], r) for _, r in t.faces))
-        res = check_image(t)
+        res = check_image_faces(t)
         size = f"{res.size[0]}x{res.size[1]}" if res.size else "unreadable"
-        print(f"object {obj_id}: {len(res.verdicts)} face(s) in {t.source_path} ({size})")
+        lines.append(f"object {obj_id}: {len(res.verdicts)} face(s) in {t.source_path} ({size})")
         for v in res.verdicts:
             dup = previous.get(v.record.key)
             if dup is not None:
                 v.checks.append(dup)
-            print(f"  face {v.record.face_idx}: {'KEEP' if v.keep else 'REJECT ' + ', '.join(v.reasons)}"
+            lines.append(f"  face {v.record.face_idx}: {'KEEP' if v.keep else 'REJECT ' + ', '.join(v.reasons)}"
                   f"  (qsize {v.qsize:.1f} px)")
             for c in v.checks:
-                print(f"    {c.line()}")
+                lines.append(f"    {c.line()}")
             if dup is None and cfg.max_hash_distance >= 0 and v.measures is not None:
                 why = ("needs every other face: run the stage first" if v.keep
                        else "not tested: already rejected")
-                print(f"    ---- {'near_duplicate':<18} phash {v.measures.phash}, {why}")
-    return 0
+                lines.append(f"    ---- {'near_duplicate':<18} phash {v.measures.phash}, {why}")
+    return lines
 
 
 def _previous_duplicate_checks(work: Path) -> dict:
     """Near-duplicate outcomes recorded by the last full run, keyed by face."""
-    from ..infra.files import read_jsonl
+    from ..infra.files import read_json_or_none, read_jsonl
+    from ..infra.workdir import FILTERED, REJECTED
     out: dict = {}
-    for row in read_jsonl(work / "rejected.jsonl"):
+    for row in read_jsonl(work / REJECTED):
         if "near_duplicate" in row.get("reasons", []):
             out[(str(row["obj_id"]), row["face_idx"])] = Check(
                 "near_duplicate", False, row["values"].get("near_duplicate"), "(last run)")
-    try:
-        kept = json.loads((work / "filtered.json").read_text())
-    except (OSError, ValueError):
-        kept = []
+    kept = read_json_or_none(work / FILTERED) or []
     for d in kept if isinstance(kept, list) else []:
         vals = (d.get("filter") or {}) if isinstance(d, dict) else {}
         if "near_duplicate" in vals:

@@ -28,6 +28,9 @@ from typing import Optional
 import numpy as np
 
 from ..core import geometry
+from ..infra.stage import StageSummary
+from ..infra.files import read_json_or_none
+from ..infra.workdir import Work, as_work
 
 STORED_COLOUR = (0, 200, 70)
 REGEN_COLOUR = (235, 0, 200)
@@ -314,7 +317,7 @@ class Section:
 
 
 def _faces_by_key(path: Path) -> dict:
-    from ..core.records import load_faces
+    from ..infra.faces import load_faces
     if not path.is_file():
         return {}
     return {f.key: f for f in load_faces(path, skip_bad=True).faces}
@@ -331,11 +334,12 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
     """Counts by reason, thresholds, kept and rejected contact sheets."""
     from ..infra.files import read_json, read_jsonl
     from ..core.records import Rejection
-    if not (work / "filtered.json").is_file():
+    layout = Work(work)
+    if not layout.filtered_json.is_file():
         return None
-    summary = read_json(work / "filter_summary.json") if (work / "filter_summary.json").is_file() else {}
-    kept = list(_faces_by_key(work / "filtered.json").values())
-    rejected = [Rejection.from_json(r) for r in read_jsonl(work / "rejected.jsonl")]
+    summary = read_json(layout.filter_summary_json) if layout.filter_summary_json.is_file() else {}
+    kept = list(_faces_by_key(layout.filtered_json).values())
+    rejected = [Rejection.from_json(r) for r in read_jsonl(layout.rejected_jsonl)]
     root = source_root or Path(summary.get("source_images", work))
     total = len(kept) + len(rejected)
     counts: dict[str, int] = {}
@@ -361,7 +365,7 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
     if cfg:
         blocks.append(Table(["threshold", "value"], [[k, json.dumps(v)] for k, v in cfg.items()]))
     sheets = {}
-    images_dir = work / "images"
+    images_dir = layout.images_dir
     shown = _spread(kept, max_tiles)
     pics = face_crops(shown, root, images_dir)
     tiles = [Tile(p, [f"{f.obj_id}-{f.face_idx:02d}", _kept_caption(f)]) for f, p in zip(shown, pics)]
@@ -369,7 +373,7 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
     save_png(contact_sheet(tiles, title=f"Kept faces ({len(shown)} of {len(kept)})"), sheets["kept"])
     blocks.append(Figure(sheets["kept"], f"Kept faces, {len(shown)} of {len(kept)} evenly sampled "
                                          "(aligned crops when aligned, else approximate crops)."))
-    faces = _faces_by_key(work / "faces.json")
+    faces = _faces_by_key(layout.faces_json)
     shown_r = _spread_by_reason([r for r in rejected if (r.obj_id, r.face_idx) in faces], max_tiles)
     pics = face_crops([faces[(r.obj_id, r.face_idx)] for r in shown_r], root, None)
     tiles = [Tile(p, [f"{r.obj_id}-{r.face_idx:02d}", ", ".join(r.reasons), _reject_detail(r)],
@@ -474,27 +478,16 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
 
 def pipeline_section(work: Path) -> Optional[Section]:
     """Per-stage outcome counts read from the stages' own files (fetch, detect, align)."""
-    from collections import Counter
-
-    from ..infra.files import read_json_or_none, read_jsonl
-    rows, stats = [], {}
-    latest = {row.get("id"): row.get("status") for row in read_jsonl(work / "objects.jsonl")}
-    if latest:
-        stats["fetch"] = dict(Counter(latest.values()))
-        rows.append(["fetch", "objects.jsonl", len(latest), stats["fetch"]])
-    images = {row.get("obj_id"): row for row in read_jsonl(work / "detect.jsonl")}
-    if images:
-        stats["detect"] = dict(Counter(r.get("status") for r in images.values()))
-        n_faces = sum(len(r.get("faces") or []) for r in images.values())
-        rows.append(["detect", f"detect.jsonl ({n_faces} faces)", len(images), stats["detect"]])
-    entries = read_json_or_none(work / "images" / "aligned.json")
-    if isinstance(entries, list):
-        stats["align"] = dict(Counter(e.get("status") for e in entries if isinstance(e, dict)))
-        rows.append(["align", "images/aligned.json", len(entries), stats["align"]])
-    if not rows:
+    layout = Work(work)
+    outcomes = layout.outcomes()
+    if not outcomes:
         return None
-    table = [[stage, f, n, ", ".join(f"{v} {k}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))]
-             for stage, f, n, c in rows]
+    files = {"fetch": "objects.jsonl", "detect": f"detect.jsonl ({layout.face_count()} faces)",
+             "align": layout.rel(layout.aligned_manifest)}
+    stats = {stage: dict(c) for stage, c in outcomes.items()}
+    table = [[stage, files[stage], sum(c.values()),
+              ", ".join(f"{v} {k}" for k, v in sorted(c.items(), key=lambda kv: -kv[1]))]
+             for stage, c in outcomes.items()]
     blocks = [Heading("Pipeline"),
               Para("Outcome of every item, as each stage recorded it (reasons are in its file)."),
               Table(["stage", "file", "items", "outcomes"], table)]
@@ -533,7 +526,7 @@ def write_report(work_dir, *, source_images=None, out_dir=None, max_tiles: int =
     from ..infra.files import atomic_write_json, atomic_write_text
     from ..infra.executors import library_versions
     work = Path(work_dir)
-    out = Path(out_dir) if out_dir else work / "report"
+    out = Path(out_dir) if out_dir else Work(work).report_dir
     out.mkdir(parents=True, exist_ok=True)
     root = Path(source_images) if source_images else None
     sections = {"pipeline": pipeline_section(work),
@@ -565,3 +558,36 @@ def save_png(image, path: Path) -> Path:
     image.save(buf, format="PNG", optimize=True)
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+# ---- the stage ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Options of the report stage: where source_path resolves for the sheets (default:
+    the work directory), where to write (default: WORK/report), tiles per sheet."""
+    source_images: Optional[str] = None
+    out_dir: Optional[str] = None
+    max_tiles: int = 48
+    title: str = "MetFaces build report"
+
+
+@dataclass
+class ReportSummary(StageSummary):
+    """report's outcome: the paths written (`paths`) and which sections it holds."""
+    paths: Optional[ReportPaths] = None
+    sections: list = field(default_factory=list)
+
+
+def report(work, opts: ReportOptions = ReportOptions()) -> ReportSummary:
+    """Write the report of whatever `work` holds (see `write_report`)."""
+    import time
+    t0 = time.monotonic()
+    work = as_work(work)
+    paths = write_report(work.path, source_images=opts.source_images or work.path,
+                         out_dir=opts.out_dir, max_tiles=opts.max_tiles, title=opts.title)
+    stats = read_json_or_none(paths.stats) or {}
+    sections = [k for k in ("pipeline", "filter", "compare", "crops") if k in stats]
+    return ReportSummary("report", {}, {"markdown": paths.markdown, "html": paths.html,
+                                        "stats": paths.stats}, time.monotonic() - t0, 0,
+                         [f"report: {paths.markdown}"], paths=paths, sections=sections)

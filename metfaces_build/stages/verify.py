@@ -38,11 +38,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from ..core.errors import UsageError
+from ..infra.stage import StageSummary, default_workers
 
 PASS = ("match",)
 WORST_SHOWN = 10
@@ -94,7 +95,7 @@ def _rgb(path: str):
         return np.asarray(im.convert("RGB"))
 
 
-def check_face(task: VerifyTask) -> FaceCheck:
+def verify_crop(task: VerifyTask) -> FaceCheck:
     """File md5, pixel md5 and (with a reference) the pixel comparison of one crop."""
     import numpy as np
 
@@ -163,7 +164,7 @@ def crop_path(folder: Path, rec) -> str:
     return ""
 
 
-def make_tasks(faces: list, images: Path, reference: Optional[Path]) -> list:
+def verify_tasks(faces: list, images: Path, reference: Optional[Path]) -> list:
     tasks = []
     for rec in faces:
         crop = crop_path(images, rec)
@@ -191,13 +192,9 @@ def versions() -> dict:
 
 def aligned_with(images: Path) -> list:
     """Distinct library versions recorded in images/aligned.json (align's manifest)."""
-    import json
-    try:
-        entries = json.loads((images / "aligned.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return []
+    from ..infra.workdir import read_manifest
     out: list = []
-    for e in entries if isinstance(entries, list) else []:
+    for e in read_manifest(images) or []:
         v = e.get("versions") if isinstance(e, dict) else None
         if isinstance(v, dict) and v not in out:
             out.append(v)
@@ -206,45 +203,51 @@ def aligned_with(images: Path) -> list:
 
 # ---- the command ----------------------------------------------------------------------
 
-def configure_parser(p) -> None:
-    from ..app.cli import add_common
-    p.add_argument("--json", required=True, metavar="FILE",
-                   help="metfaces.json-compatible face list with image_md5 per face")
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of crops to check")
-    p.add_argument("--reference", metavar="DIR",
-                   help="folder of other crops of the same faces (same names) to compare "
-                        "pixels with: PSNR and max difference")
-    p.add_argument("--out", metavar="FILE", help="write every face's result here (JSON)")
-    p.add_argument("--accept-same-pixels", action="store_true",
-                   help="count same_pixels (md5 differs, pixels equal the reference's) as a "
-                        "match for the exit status")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="go on past malformed records (listed in the output) instead of exit 2")
-    add_common(p, force=False)
+@dataclass(frozen=True)
+class VerifyOptions:
+    """Options of the verify stage (names and defaults of its CLI flags)."""
+    json: str
+    images: str
+    reference: Optional[str] = None
+    out: Optional[str] = None
+    accept_same_pixels: bool = False
+    skip_bad: bool = False
+    workers: int = field(default_factory=default_workers)
+    quiet: bool = False
 
 
-def run(args) -> int:
+@dataclass
+class VerifySummary(StageSummary):
+    """verify's outcome: `counts` by crop status; `results` every FaceCheck."""
+    results: list = field(default_factory=list)
+
+
+def verify(opts: VerifyOptions) -> VerifySummary:
+    """Check every crop of `opts.images` against the image_md5 of its record in
+    `opts.json` (and, with `opts.reference`, its pixels against another folder's)."""
+    import time
+    t0 = time.monotonic()
     from ..infra.files import atomic_write_json
     from ..infra.executors import LocalExecutor, Progress
-    from ..core.records import load_faces
-    images = Path(args.images)
+    from ..infra.faces import load_faces
+    images = Path(opts.images)
     if not images.is_dir():
         raise UsageError(f"--images {images} is not a folder")
-    reference = Path(args.reference) if args.reference else None
+    reference = Path(opts.reference) if opts.reference else None
     if reference is not None and not reference.is_dir():
         raise UsageError(f"--reference {reference} is not a folder")
-    loaded = load_faces(args.json, skip_bad=args.skip_bad, what="--json")
-    tasks = make_tasks(loaded.faces, images, reference)
+    loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json")
+    tasks = verify_tasks(loaded.faces, images, reference)
     vers = versions()
     made_with = aligned_with(images)
 
     results = []
-    executor = LocalExecutor(min(args.workers, max(1, len(tasks))))
-    with Progress(len(tasks), "verify", args.quiet, unit="crop") as prog:
-        for r in executor.imap(check_face, tasks):
+    executor = LocalExecutor(min(opts.workers, max(1, len(tasks))))
+    with Progress(len(tasks), "verify", opts.quiet, unit="crop") as prog:
+        for r in executor.imap(verify_crop, tasks):
             results.append(r)
             prog.update(1)
-    passing = PASS + (("same_pixels",) if args.accept_same_pixels else ())
+    passing = PASS + (("same_pixels",) if opts.accept_same_pixels else ())
     counts: dict = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -252,9 +255,9 @@ def run(args) -> int:
     if bad_records:
         counts["bad_record"] = len(bad_records)
 
-    if args.out:
-        atomic_write_json(args.out, {
-            "json": str(args.json), "images": str(images),
+    if opts.out:
+        atomic_write_json(opts.out, {
+            "json": str(opts.json), "images": str(images),
             "reference": str(reference) if reference else None,
             "versions": vers, "aligned_with": made_with,
             "counts": counts, "faces": [r.to_json() for r in results],
@@ -262,9 +265,11 @@ def run(args) -> int:
             "note": "image_md5 is an md5 of a PNG file, not of pixels: the same pixels saved "
                     "by another Pillow/zlib give another md5; pixel_md5 and the reference "
                     "comparison tell pixels apart"})
-    print(summary(results, counts, vers, made_with, args.out))
     failed = sum(1 for r in results if r.status not in passing) + len(bad_records)
-    return 1 if failed else 0
+    return VerifySummary("verify", counts, {"results": Path(opts.out)} if opts.out else {},
+                         time.monotonic() - t0, failed,
+                         summary(results, counts, vers, made_with, opts.out).split("\n"),
+                         results=results)
 
 
 def summary(results: list, counts: dict, vers: dict, made_with: list, out: Optional[str]) -> str:

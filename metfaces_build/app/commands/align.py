@@ -1,0 +1,49 @@
+"""`metfaces-build align`: argparse -> AlignOptions -> stages.align.align -> exit code."""
+from __future__ import annotations
+
+from ...infra.stage import default_of, options_from_args
+from ..flags import add_common, add_executor, nonneg_float, positive_int, print_summary
+
+from ...stages import align as stage
+
+DESCRIPTION = stage.__doc__
+
+
+def configure_parser(p) -> None:
+    A = stage.AlignOptions
+    g = p.add_argument_group("inputs and outputs (NVIDIA's flags)")
+    g.add_argument("--json", required=True, metavar="FILE",
+                   help="metfaces.json-compatible face list (NVIDIA's, or faces.json / "
+                        "filtered.json from our detect and filter stages)")
+    g.add_argument("--source-images", required=True, metavar="DIR",
+                   help="folder that each record's source_path is relative to")
+    g.add_argument("--output-dir", required=True, metavar="DIR",
+                   help="where {obj_id}-{face_idx:02d}.png crops and aligned.json go")
+    g = p.add_argument_group("alignment (NVIDIA's flags; defaults give MetFaces)")
+    g.add_argument("--random-shift", type=nonneg_float, default=default_of(A, "random_shift"), metavar="S",
+                   help="shift each crop centre by S x crop size x N(0,1) (MetFaces-U: 0.2); "
+                        "draws come from RandomState(12345) in JSON order")
+    g.add_argument("--retry-crops", action="store_true",
+                   help="redraw a shift until the crop lies inside the image (1000 tries, "
+                        "then the face is recorded as rejected)")
+    g.add_argument("--no-rotation", action="store_true",
+                   help="keep the crop axis-aligned instead of levelling the eyes")
+    g.add_argument("--no-padding", action="store_true",
+                   help="do not reflect-pad and blur where the crop leaves the image "
+                        "(the warp then fills with black)")
+    g.add_argument("--size", type=positive_int, default=default_of(A, "size"), help="output side (default 1024)")
+    g.add_argument("--supersampling", type=positive_int, default=default_of(A, "supersampling"), metavar="S",
+                   help="warp at size x S, then downscale with Lanczos (default 4)")
+    g = p.add_argument_group("robustness")
+    g.add_argument("--max-pixels", type=positive_int, default=default_of(A, "max_pixels"), metavar="N",
+                   help="refuse sources with more pixels (decompression bombs; default "
+                        "%(default)s)")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="record invalid JSON records as failed and go on (default: refuse "
+                        "the file with exit 2)")
+    add_common(p)
+    add_executor(p)
+
+
+def main(args) -> int:
+    return print_summary(stage.align(options_from_args(stage.AlignOptions, args)))

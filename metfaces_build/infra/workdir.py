@@ -1,0 +1,263 @@
+"""The work directory: its layout and the questions every stage asks of it.
+
+One module owns the file names (objects.jsonl, faces.json, images/aligned.json, ...) and
+the journal logic shared by fetch, detect, align, run, report and demo: the latest line
+per key, outcome counts per stage, what is settled and what must be redone. Stages ask
+`Work` rather than joining paths or re-reading journals themselves.
+
+Layout of a work directory DIR:
+  objects.jsonl          fetch journal, one line per object (latest per id wins)
+  api/, originals/       API records and original images
+  faces.json             detect output; detect.jsonl its per-image journal
+  filtered.json          filter output; rejected.jsonl, filter_summary.json
+  images/                align crops; images/aligned.json the manifest
+  report/                report.md, report.html, stats.json, contact sheets
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+from .files import read_json_or_none, read_jsonl
+
+# ---- file names ------------------------------------------------------------------------
+OBJECTS = "objects.jsonl"
+API_DIR = "api"
+ORIGINALS_DIR = "originals"
+FACES = "faces.json"
+DETECT_JOURNAL = "detect.jsonl"
+FILTERED = "filtered.json"
+REJECTED = "rejected.jsonl"
+FILTER_SUMMARY = "filter_summary.json"
+IMAGES_DIR = "images"
+MANIFEST = "aligned.json"                 # align's manifest, in its output folder
+ALIGN_JOURNAL = ".aligned.journal.jsonl"  # align's journal of an unfinished run
+REPORT_DIR = "report"
+TRUTH = "truth.json"
+COMPARE = "compare.json"
+DEFAULT_WORK = "metfaces-work"
+
+# ---- statuses --------------------------------------------------------------------------
+FETCH_STATUSES = ("ok", "changed", "no_image", "not_public_domain", "not_found", "too_large",
+                  "refused", "http_error", "bad_content")
+# settled: a rerun does not retry them (unless --recheck / --force)
+FETCH_SETTLED = frozenset({"ok", "changed", "no_image", "not_public_domain", "not_found",
+                           "too_large", "refused"})
+FETCH_FAILED = frozenset({"not_found", "too_large", "refused", "http_error", "bad_content"})
+DETECT_DONE = ("ok", "no_face")
+
+
+# ---- journals: the latest line per key ------------------------------------------------
+
+def latest(rows: Iterable[Any], key: str) -> dict:
+    """{key value: last row with it}: journals append, so a later line supersedes an
+    earlier one for the same item until the file is compacted. Rows without the key (or
+    not dicts) are ignored; dict order is first appearance."""
+    out: dict = {}
+    for r in rows:
+        if isinstance(r, dict) and key in r:
+            out[r[key]] = r
+    return out
+
+
+def latest_records(journal: Union[str, os.PathLike], key: str) -> dict:
+    """`latest` over a JSONL file (missing file: empty)."""
+    return latest(read_jsonl(journal), key)
+
+
+def status_counts(rows: Iterable[Any]) -> Counter:
+    """Counter of `status` over dict rows (missing status counts as "?")."""
+    return Counter(r.get("status", "?") for r in rows if isinstance(r, dict))
+
+
+def manifest_path(images_dir: Union[str, os.PathLike]) -> Path:
+    """align's manifest in an align output folder."""
+    return Path(images_dir) / MANIFEST
+
+
+def align_journal_path(images_dir: Union[str, os.PathLike]) -> Path:
+    return Path(images_dir) / ALIGN_JOURNAL
+
+
+def read_manifest(images_dir: Union[str, os.PathLike]) -> Optional[list]:
+    """align's manifest entries, or None when missing/unreadable/not a list."""
+    data = read_json_or_none(manifest_path(images_dir))
+    return data if isinstance(data, list) else None
+
+
+def previous_align_results(images_dir: Union[str, os.PathLike]) -> dict:
+    """{(obj_id, face_idx): entry} from the last completed align run plus the journal of
+    an interrupted one (journal lines win): what a rerun may reuse."""
+    prev: dict = {}
+    for e in (read_manifest(images_dir) or []) + list(read_jsonl(align_journal_path(images_dir))):
+        rec = e.get("record") if isinstance(e, dict) else None
+        if isinstance(rec, dict) and "obj_id" in rec and "face_idx" in rec:
+            prev[(str(rec["obj_id"]), rec["face_idx"])] = e
+    return prev
+
+
+def fetch_skip_statuses(force: bool, recheck: bool) -> frozenset:
+    """Statuses a fetch rerun leaves alone: none with --force, ok/changed with --recheck,
+    else every settled status."""
+    if force:
+        return frozenset()
+    return frozenset({"ok", "changed"}) if recheck else FETCH_SETTLED
+
+
+def reusable_detections(journal_rows: Iterable[dict], wanted: set, signature: dict) -> dict:
+    """Detect journal lines (latest per source_path in `wanted`) a rerun keeps: done
+    (ok / no_face) with the same detection settings."""
+    rows = latest((d for d in journal_rows if d.get("source_path") in wanted), "source_path")
+    return {k: d for k, d in rows.items()
+            if d.get("status") in DETECT_DONE and d.get("settings") == signature
+            and isinstance(d.get("faces"), list)}
+
+
+# ---- fetch's journal (objects.jsonl), at the scale of the whole collection -------------
+
+class JournalIndex:
+    """The latest status per id in objects.jsonl, as two numpy arrays (8+1 bytes per id):
+    bounded memory even for a 500k-object journal, and vectorised look-ups per chunk."""
+
+    def __init__(self, path: Path):
+        import numpy as np
+        ids, codes = [], []
+        code_of = {s: i for i, s in enumerate(FETCH_STATUSES)}
+        for row in read_jsonl(path):
+            oid, st = row.get("id"), row.get("status")
+            if isinstance(oid, int) and st in code_of:
+                ids.append(oid)
+                codes.append(code_of[st])
+        a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
+        # last line per id wins: unique over the reversed arrays keeps the last occurrence
+        uniq, first_rev = np.unique(a[::-1], return_index=True)
+        self.ids, self.codes = uniq, c[::-1][first_rev]
+
+    def statuses(self, ids) -> list:
+        """Status (or None) of each id."""
+        import numpy as np
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.ids, ids)
+        pos_c = np.minimum(pos, max(len(self.ids) - 1, 0))
+        hit = (pos < len(self.ids)) & (self.ids[pos_c] == ids) if len(self.ids) else np.zeros(len(ids), bool)
+        return [FETCH_STATUSES[self.codes[p]] if h else None for p, h in zip(pos_c, hit)]
+
+
+def compact_journal(path: Path) -> int:
+    """Rewrite objects.jsonl atomically with only the latest line per id, sorted by id.
+
+    Two passes over byte offsets, so memory is 16 bytes per line, not one dict per record.
+    """
+    import json
+
+    import numpy as np
+
+    from .files import atomic_open
+    if not path.exists():
+        return 0
+    ids, offsets = [], []
+    with open(path, "rb") as f:
+        off = 0
+        for line in f:
+            try:
+                row = json.loads(line)
+                oid = row.get("id") if isinstance(row, dict) else None
+            except (ValueError, UnicodeDecodeError):
+                oid = None
+            if isinstance(oid, int) and line.endswith(b"\n"):
+                ids.append(oid)
+                offsets.append(off)
+            off += len(line)
+    a, o = np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+    uniq, first_rev = np.unique(a[::-1], return_index=True)
+    keep = o[::-1][first_rev]  # offsets of the last line per id, in id order
+    with open(path, "rb") as src, atomic_open(path, "wb") as dst:
+        for off in keep:
+            src.seek(int(off))
+            dst.write(src.readline())
+    return len(keep)
+
+
+class Work:
+    """A work directory: every file of the layout, and the outcome of each stage as its
+    files record it (so a resumed run reports the whole directory)."""
+
+    def __init__(self, path: Union[str, os.PathLike, "Work"] = DEFAULT_WORK):
+        self.path = Path(path.path if isinstance(path, Work) else path)
+
+    def __repr__(self) -> str:
+        return f"Work({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Work) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # ---- layout ----
+    objects_jsonl = property(lambda self: self.path / OBJECTS)
+    api_dir = property(lambda self: self.path / API_DIR)
+    originals_dir = property(lambda self: self.path / ORIGINALS_DIR)
+    faces_json = property(lambda self: self.path / FACES)
+    detect_journal = property(lambda self: self.path / DETECT_JOURNAL)
+    filtered_json = property(lambda self: self.path / FILTERED)
+    rejected_jsonl = property(lambda self: self.path / REJECTED)
+    filter_summary_json = property(lambda self: self.path / FILTER_SUMMARY)
+    images_dir = property(lambda self: self.path / IMAGES_DIR)
+    aligned_manifest = property(lambda self: self.path / IMAGES_DIR / MANIFEST)
+    aligned_journal = property(lambda self: self.path / IMAGES_DIR / ALIGN_JOURNAL)
+    report_dir = property(lambda self: self.path / REPORT_DIR)
+    truth_json = property(lambda self: self.path / TRUTH)
+    compare_json = property(lambda self: self.path / COMPARE)
+
+    def rel(self, path: Union[str, os.PathLike]) -> str:
+        """`path` relative to the work directory when inside it (for summaries)."""
+        try:
+            return str(Path(path).relative_to(self.path))
+        except ValueError:
+            return str(path)
+
+    # ---- what the stages recorded ----
+    def objects(self) -> dict:
+        """{id: latest objects.jsonl line}."""
+        return latest_records(self.objects_jsonl, "id")
+
+    def detections(self) -> dict:
+        """{obj_id: latest detect.jsonl line} (one source image per object)."""
+        return latest_records(self.detect_journal, "obj_id")
+
+    def filter_summary(self) -> Optional[dict]:
+        fs = read_json_or_none(self.filter_summary_json)
+        return fs if isinstance(fs, dict) else None
+
+    def aligned(self) -> Optional[list]:
+        """images/aligned.json entries, or None when align has not finished here."""
+        return read_manifest(self.images_dir)
+
+    def outcomes(self) -> dict:
+        """{stage: Counter of statuses} for fetch, detect and align (stages whose files
+        are absent are left out): the one count run, report and demo show."""
+        out: dict = {}
+        objects = self.objects()
+        if objects:
+            out["fetch"] = status_counts(objects.values())
+        images = self.detections()
+        if images:
+            out["detect"] = status_counts(images.values())
+        entries = self.aligned()
+        if entries is not None:
+            out["align"] = status_counts(entries)
+        return out
+
+    def face_count(self) -> int:
+        """Faces recorded in the detect journal (latest line per image)."""
+        return sum(len(r.get("faces") or []) for r in self.detections().values())
+
+
+def as_work(work: Union[str, os.PathLike, Work, None]) -> Work:
+    return work if isinstance(work, Work) else Work(work if work is not None else DEFAULT_WORK)
