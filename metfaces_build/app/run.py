@@ -118,6 +118,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     work = Path(args.work)
+    if args.dry_run:  # fetch's plan only: nothing is downloaded, so no later stage has work
+        return run_stage("fetch", [], {**vars(args), "workers": args.fetch_workers})
     _check_before_starting(args)
 
     results: list = []

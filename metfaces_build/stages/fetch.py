@@ -1,7 +1,8 @@
 """Download Met object records and original images into the work directory.
 
-Choose objects by department (ids or names), a search with filters, explicit ids, or
-everything changed since a date; or rebuild NVIDIA's `unprocessed/image-{id}.png` layout
+Choose objects by department (ids or names), a search with filters, explicit ids,
+everything changed since a date, or rows of the Met's catalogue file MetObjects.csv
+(`--from-csv`, filtered locally: no API call per object you do not want); or rebuild NVIDIA's `unprocessed/image-{id}.png` layout
 from a metfaces.json (`--from-json`), marking images whose PNG no longer matches the
 recorded `source_md5` as `changed`.
 
@@ -17,11 +18,15 @@ A rerun skips settled objects and retries network/content failures (http_error,
 bad_content); --recheck retries every non-ok object, --force redoes everything. The API
 is paced (--rate, shared by all --workers threads), retried with backoff, and a 403 block
 page pauses all threads together. Ctrl-C or a kill loses nothing: rerun to resume.
+--dry-run prints what would be requested (by department and by status already in
+objects.jsonl) and how long it would take at --rate, without requesting any object record
+or image (a --departments, --search or --since source still makes its listing requests).
 
 examples:
   metfaces-build fetch --departments "European Paintings,11" --limit 500
   metfaces-build fetch --search portrait --has-images --medium Paintings --date-begin 1600 --date-end 1800
   metfaces-build fetch --from-json metfaces.json --rate 5
+  metfaces-build fetch --from-csv MetObjects.csv --public-domain --classification Paintings --has-artist --dry-run
   metfaces-build fetch --api http://127.0.0.1:8000/public/collection/v1 --ids 436001,436008
 """
 from __future__ import annotations
@@ -32,7 +37,7 @@ import re
 import sys
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -173,19 +178,115 @@ def search_filters(args) -> dict:
     return f
 
 
-def collect_ids(client, args, log: Callable[[str], None]):
-    """All requested ids, de-duplicated in first-seen order and cut to --limit."""
+def catalog_filter(args):
+    """The --from-csv filter flags as a typed CatalogFilter (department ids become names)."""
+    from ..met.catalog import CatalogFilter, department_names, split_alternatives
+    try:
+        deps = department_names(args.departments.split(",")) if args.departments else ()
+    except ValueError as e:
+        raise UsageError(f"--departments: {e}") from None
+    return CatalogFilter(public_domain=args.public_domain, departments=deps,
+                         classifications=split_alternatives(args.classification),
+                         object_names=split_alternatives(args.object_name),
+                         date_begin=args.date_begin, date_end=args.date_end,
+                         has_artist=args.has_artist, limit=args.limit)
+
+
+def catalog_ids(path: str, flt, log: Callable[[str], None], labels: Optional["IdLabels"] = None):
+    """Ids of the MetObjects.csv rows `flt` keeps (no API request); their departments go to
+    `labels` when given (dry runs)."""
+    from ..met.catalog import CatalogError, catalog_summary, select_ids
+    try:
+        sel = select_ids(path, flt)
+    except CatalogError as e:
+        raise UsageError(f"--from-csv {e}") from None
+    log(catalog_summary(path, sel))
+    if labels is not None:
+        labels.add_each(sel.ids, sel.departments)
+    return sel.ids
+
+
+class IdLabels:
+    """Department name per id, as far as a dry run can know it without fetching records
+    (catalogue rows, per-department listings, earlier records in objects.jsonl); ids and
+    int32 name codes in arrays, so half a million ids cost a few MB."""
+
+    def __init__(self):
+        self.names: list = []
+        self._code: dict = {}
+        self._ids: list = []
+        self._codes: list = []
+        self._sorted = None
+
+    def _code_of(self, name: str) -> int:
+        if name not in self._code:
+            self._code[name] = len(self.names)
+            self.names.append(name)
+        return self._code[name]
+
+    def add(self, ids, name: str) -> None:
+        import numpy as np
+        self.add_codes(ids, np.full(len(ids), self._code_of(name), dtype=np.int32))
+
+    def add_each(self, ids, names: list) -> None:
+        import numpy as np
+        self.add_codes(ids, np.fromiter((self._code_of(n) for n in names), np.int32, len(names)))
+
+    def add_codes(self, ids, codes) -> None:
+        import numpy as np
+        self._ids.append(np.asarray(ids, dtype=np.int64))
+        self._codes.append(codes)
+        self._sorted = None
+
+    def lookup(self, ids) -> list:
+        """Department of each id ('' when unknown); the first label added for an id wins."""
+        import numpy as np
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self._ids or not len(ids):
+            return [""] * len(ids)
+        if self._sorted is None:
+            a, c = np.concatenate(self._ids), np.concatenate(self._codes)
+            uniq, first = np.unique(a, return_index=True)
+            self._sorted = (uniq, c[first])
+        uniq, codes = self._sorted
+        pos = np.minimum(np.searchsorted(uniq, ids), len(uniq) - 1)
+        hit = uniq[pos] == ids
+        return [self.names[codes[p]] if h else "" for p, h in zip(pos, hit)]
+
+
+def journal_labels(path: Path, labels: IdLabels, batch: int = 65536) -> None:
+    """Add the department of every object objects.jsonl already has a record for."""
+    from ..infra.files import read_jsonl
+    ids, names = [], []
+    for row in read_jsonl(path):
+        if isinstance(row.get("id"), int) and isinstance(row.get("department"), str) and row["department"]:
+            ids.append(row["id"])
+            names.append(row["department"])
+            if len(ids) >= batch:
+                labels.add_each(ids, names)
+                ids, names = [], []
+    if ids:
+        labels.add_each(ids, names)
+
+
+def collect_ids(client, args, log: Callable[[str], None], labels: Optional[IdLabels] = None):
+    """All requested ids, de-duplicated in first-seen order and cut to --limit. With
+    `labels` (dry runs), departments are listed one by one so each id gets its department."""
     import numpy as np
     parts = []
+    if args.from_csv:
+        parts.append(catalog_ids(args.from_csv, catalog_filter(args), log, labels))
     if args.ids:
         parts.append(np.asarray(parse_id_list(args.ids), dtype=np.int64))
     if args.ids_file:
         parts.append(read_ids_file(args.ids_file))
     deps: list = []
-    if args.departments:
+    known: list = []
+    if args.departments and not args.from_csv:
         from ..met.client import resolve_departments
+        known = client.departments()
         try:
-            deps = resolve_departments(args.departments.split(","), client.departments())
+            deps = resolve_departments(args.departments.split(","), known)
         except ValueError as e:
             raise UsageError(f"--departments: {e}") from None
     if args.search is not None:
@@ -195,6 +296,13 @@ def collect_ids(client, args, log: Callable[[str], None]):
             found = client.search(args.search, **filters, **extra)
             log(f"search {args.search!r}{f' in department {dep}' if dep else ''}: {len(found)} ids")
             parts.append(np.asarray(found, dtype=np.int64))
+    elif labels is not None and deps:
+        names = {d.id: d.name for d in known}
+        for dep in deps:
+            found = np.asarray(client.object_ids([dep], args.since), dtype=np.int64)
+            log(f"object list of department {dep}: {len(found)} ids")
+            labels.add(found, names.get(dep, str(dep)))
+            parts.append(found)
     elif deps or args.since:
         found = client.object_ids(deps, args.since)
         log(f"object list: {len(found)} ids")
@@ -355,6 +463,84 @@ def _s(v) -> str:
     return "" if v is None else str(v)
 
 
+# ---- --dry-run ----------------------------------------------------------------------------
+
+@dataclass
+class DryRunPlan:
+    """What a fetch would request, from the ids and objects.jsonl alone. Each object costs
+    one record request and, when it has an image, one image request, all at --rate."""
+    rate: float
+    selected: int = 0
+    to_request: int = 0
+    by_department: dict = field(default_factory=dict)  # name -> [selected, to request]
+    by_status: dict = field(default_factory=dict)      # journal status or "new" -> [selected, to request]
+
+    def add(self, status: Optional[str], requested: bool, department: str) -> None:
+        self.selected += 1
+        self.to_request += requested
+        for table, key in ((self.by_department, department or "(not known before fetching)"),
+                           (self.by_status, status or "new")):
+            row = table.setdefault(key, [0, 0])
+            row[0] += 1
+            row[1] += requested
+
+    def seconds(self) -> tuple:
+        """(fewest, most) seconds: records only, or records plus an image each."""
+        return self.to_request / self.rate, 2 * self.to_request / self.rate
+
+    def lines(self) -> list:
+        out = [f"dry run: {self.selected} objects selected, {self.to_request} would be requested "
+               "(no object record or image was requested)"]
+        for title, table in (("department", self.by_department), ("status in objects.jsonl", self.by_status)):
+            out.append(f"  {title:<42} {'selected':>9} {'to request':>11}")
+            for key, (n, todo) in sorted(table.items(), key=lambda kv: (-kv[1][0], kv[0])):
+                out.append(f"    {key[:40]:<40} {n:>9} {todo:>11}")
+        lo, hi = self.seconds()
+        out.append(f"estimated time at --rate {self.rate:g}/s: {_duration(lo)} to {_duration(hi)} "
+                   f"({self.to_request} record requests, plus up to {self.to_request} image requests)")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def dry_run(args, work: Path, log: Callable[[str], None]) -> int:
+    """Print the DryRunPlan for these flags; only listing requests reach the API."""
+    from ..met.client import ApiOutage, FetchFailure, MetClient
+    index = JournalIndex(work / "objects.jsonl")
+    skip = skip_statuses(args.force, args.recheck)
+    plan = DryRunPlan(args.rate)
+    labels = IdLabels()
+    client = MetClient(client_config(args))
+    try:
+        if args.from_json:
+            jobs = source_jobs(args.from_json, log)[0][: args.limit or None]
+            journal_labels(work / "objects.jsonl", labels)
+            ids = [j.obj_id for j in jobs]
+            for job, st, dep in zip(jobs, index.statuses(ids), labels.lookup(ids)):
+                settled = st in skip and (st not in ("ok", "changed") or _source_exists(work, job))
+                plan.add(st, not settled, dep)
+        else:
+            try:
+                ids = collect_ids(client, args, log, labels)
+            except (FetchFailure, ApiOutage) as f:
+                print(f"error: could not list objects: {getattr(f, 'reason', f)}", file=sys.stderr)
+                return 1
+            journal_labels(work / "objects.jsonl", labels)
+            for chunk in chunks(ids):
+                for st, dep in zip(index.statuses(chunk), labels.lookup(chunk)):
+                    plan.add(st, st not in skip, dep)
+    finally:
+        client.close()
+    print("\n".join(plan.lines()))
+    return 0
+
+
 # ---- the stage ------------------------------------------------------------------------
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -373,14 +559,26 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--from-json", metavar="FILE",
                      help="rebuild unprocessed/image-{id}.png at each record's source_path from its "
                           "source_url (NVIDIA's metfaces.json); mark md5 mismatches `changed`")
+    src.add_argument("--from-csv", metavar="FILE",
+                     help="the Met's catalogue MetObjects.csv (github.com/metmuseum/openaccess): "
+                          "fetch only the rows the catalogue filters below keep; --departments, "
+                          "--date-begin/--date-end and --limit then filter the file")
     src.add_argument("--limit", type=positive_int, metavar="N", help="only the first N ids")
+    cat = p.add_argument_group("catalogue filters (with --from-csv; text matches ignore case)")
+    cat.add_argument("--public-domain", action="store_true", help="'Is Public Domain' is True")
+    cat.add_argument("--classification", metavar="A|B",
+                     help="e.g. Paintings (also matches sub-classes such as Paintings-Canvas)")
+    cat.add_argument("--object-name", metavar="A|B", help="exact Object Name, e.g. Painting|Drawing")
+    cat.add_argument("--has-artist", action="store_true", help="'Artist Display Name' is not empty")
     flt = p.add_argument_group("search filters (with --search)")
     flt.add_argument("--has-images", action="store_true", help="hasImages=true")
     flt.add_argument("--highlight", action="store_true", help="isHighlight=true")
     flt.add_argument("--on-view", action="store_true", help="isOnView=true")
     flt.add_argument("--medium", metavar="A|B", help="e.g. Paintings|Drawings")
     flt.add_argument("--geo", metavar="A|B", help="geoLocation, e.g. France|Paris")
-    flt.add_argument("--date-begin", type=int, metavar="YEAR", help="with --date-end: objects dated within")
+    flt.add_argument("--date-begin", type=int, metavar="YEAR",
+                     help="with --date-end: objects dated within (--search or --from-csv; the "
+                          "catalogue also takes either alone)")
     flt.add_argument("--date-end", type=int, metavar="YEAR")
     flt.add_argument("--search-in", choices=("title", "tags", "artist"), help="match the term only there")
     net = p.add_argument_group("network")
@@ -411,6 +609,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="download threads sharing one rate limit (default: %(default)s)")
     p.add_argument("--recheck", action="store_true",
                    help="also retry settled non-ok objects (no_image, not_found, too_large, ...)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print how many objects would be requested (by department and by status "
+                        "in objects.jsonl) and the time at --rate; requests no object record or "
+                        "image (--departments/--search/--since still make their listing requests)")
     add_common(p, workers=False)
 
 
@@ -432,13 +634,21 @@ def _date(s: str) -> str:
 
 def _check_args(args) -> None:
     if not (args.departments or args.search is not None or args.ids or args.ids_file or args.since
-            or args.from_json):
+            or args.from_json or args.from_csv):
         raise UsageError("fetch: say what to fetch: --departments, --search, --ids, --ids-file, "
-                         "--since or --from-json (see --help)")
+                         "--since, --from-csv or --from-json (see --help)")
     if args.from_json and (args.departments or args.search is not None or args.ids or args.ids_file
-                           or args.since):
+                           or args.since or args.from_csv):
         raise UsageError("fetch: --from-json cannot be combined with other sources")
-    if (args.date_begin is None) != (args.date_end is None):
+    if args.from_csv and (args.search is not None or args.since):
+        raise UsageError("fetch: --from-csv cannot be combined with --search or --since "
+                         "(--departments and --date-begin/--date-end filter the file)")
+    catalogue_only = [f for f, on in (("--public-domain", args.public_domain), ("--has-artist", args.has_artist),
+                                      ("--classification", args.classification),
+                                      ("--object-name", args.object_name)) if on]
+    if catalogue_only and not args.from_csv:
+        raise UsageError(f"fetch: {', '.join(catalogue_only)} filter a catalogue: add --from-csv FILE")
+    if not args.from_csv and (args.date_begin is None) != (args.date_end is None):
         raise UsageError("fetch: --date-begin and --date-end go together")
     if args.retries < 0:
         raise UsageError("fetch: --retries must be >= 0")
@@ -449,11 +659,18 @@ def _check_args(args) -> None:
 
 def run(args) -> int:
     from ..infra.files import JsonlAppender, remove_stale_temps
-    from ..met.client import ApiOutage, ClientConfig, FetchFailure, MetClient
+    from ..met.client import ApiOutage, FetchFailure, MetClient
     from ..infra.executors import Progress, summarize
 
     _check_args(args)
     work = Path(args.work)
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    if args.dry_run:
+        return dry_run(args, work, log)
     try:
         for sub in ("", "api", "originals"):
             (work / sub).mkdir(parents=True, exist_ok=True)
@@ -462,18 +679,10 @@ def run(args) -> int:
     for sub in ("", "api", "originals"):
         remove_stale_temps(work / sub)
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr)
-
-    cfg = ClientConfig(api_root=args.api, rate=args.rate, retries=args.retries, timeout=args.timeout,
-                       backoff_base=args.backoff_base, backoff_max=args.backoff_max,
-                       cooldown=args.cooldown, max_outage=args.max_outage, max_pixels=args.max_pixels,
-                       allowed_hosts=tuple(args.allow_host), pool_size=max(10, 2 * args.workers))
-    client = MetClient(cfg)
+    client = MetClient(client_config(args))
     journal_path = work / "objects.jsonl"
     index = JournalIndex(journal_path)
-    skip = set() if args.force else ({"ok", "changed"} if args.recheck else SETTLED)
+    skip = skip_statuses(args.force, args.recheck)
     counts: Counter = Counter()
     already: Counter = Counter()
     outage: Optional[str] = None
@@ -526,6 +735,20 @@ def run(args) -> int:
         return 1
     failed = sum(v for k, v in counts.items() if k in FAILED) + sum(v for k, v in already.items() if k in FAILED)
     return 1 if failed else 0
+
+
+def client_config(args):
+    from ..met.client import ClientConfig
+    return ClientConfig(api_root=args.api, rate=args.rate, retries=args.retries, timeout=args.timeout,
+                        backoff_base=args.backoff_base, backoff_max=args.backoff_max,
+                        cooldown=args.cooldown, max_outage=args.max_outage, max_pixels=args.max_pixels,
+                        allowed_hosts=tuple(args.allow_host), pool_size=max(10, 2 * args.workers))
+
+
+def skip_statuses(force: bool, recheck: bool) -> set:
+    """Journal statuses a rerun leaves alone: settled ones; with --recheck only successes
+    (their files are kept); with --force none."""
+    return set() if force else ({"ok", "changed"} if recheck else SETTLED)
 
 
 def _todo_ids(chunk, index: JournalIndex, skip: set) -> list:
