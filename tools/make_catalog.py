@@ -106,7 +106,12 @@ def make_rows(rows: int, seed: int = 1) -> Iterator[dict]:
             "Constituent ID": str(10000 + k % 5000) if artist else "",
             "Artist Role": "Artist" if artist else "", "Artist Display Name": artist,
             "Artist Display Bio": "Dutch, Leiden 1606–1669 Amsterdam" if artist else "",
-            "Artist Alpha Sort": artist, "Object Date": f"ca. {b}" if b else "",
+            "Artist Alpha Sort": artist, "Artist Nationality": "Dutch" if artist else "",
+            "Artist Begin Date": "1606" if artist else "", "Artist End Date": "1669" if artist else "",
+            "Artist ULAN URL": f"http://vocab.getty.edu/page/ulan/5000{k % 99999:05d}" if artist else "",
+            "Artist Wikidata URL": f"https://www.wikidata.org/wiki/Q{5598 + k % 9000}" if artist else "",
+            "Object Wikidata URL": f"https://www.wikidata.org/wiki/Q{19911000 + k}" if k % 5 == 0 else "",
+            "Object Date": f"ca. {b}" if b else "",
             "Object Begin Date": b, "Object End Date": e,
             "Medium": rng.choice(("Oil on canvas", "Ink and color on silk", 'Albumen silver print, "matte"',
                                   "Etching;\nsecond state of three")),
@@ -115,6 +120,10 @@ def make_rows(rows: int, seed: int = 1) -> Iterator[dict]:
             "Classification": cls, "Link Resource": f"http://www.metmuseum.org/art/collection/search/{oid}",
             "Metadata Date": "", "Repository": "Metropolitan Museum of Art, New York, NY",
             "Tags": "Portraits|Women" if k % 4 == 0 else "",
+            "Tags AAT URL": ("http://vocab.getty.edu/page/aat/300015637|http://vocab.getty.edu/page/aat/300025943"
+                             if k % 4 == 0 else ""),
+            "Tags Wikidata URL": ("https://www.wikidata.org/wiki/Q134307|https://www.wikidata.org/wiki/Q467"
+                                  if k % 4 == 0 else ""),
         })
         yield row
 

@@ -474,7 +474,8 @@ class EmulatorHandle:
         import dataclasses
         bad = sorted(set(fields) - set(CORRECTABLE))
         if bad or not fields:
-            raise ValueError(f"correct: give some of {', '.join(CORRECTABLE)}; got {', '.join(bad) or 'none'}")
+            raise ValueError(f"correct: give some of {', '.join(CORRECTABLE)}; "
+                             f"got {', '.join(bad) or 'none'}")
         with self._change_lock:
             new = dataclasses.replace(self._object(oid), **fields, metadata_date=metadata_date(date))
             detail = ", ".join(f"{k}={v!r}" for k, v in sorted(fields.items()))

@@ -2,9 +2,9 @@
 
 Choose objects by department (ids or names), a search with filters, explicit ids,
 everything changed since a date, or rows of the Met's catalogue file MetObjects.csv
-(`--from-csv`, filtered locally: no API call per object you do not want); or rebuild NVIDIA's `unprocessed/image-{id}.png` layout
-from a metfaces.json (`--from-json`), marking images whose PNG no longer matches the
-recorded `source_md5` as `changed`.
+(`--from-csv`, filtered locally: no API call for an object you do not want); or rebuild
+NVIDIA's `unprocessed/image-{id}.png` layout from a metfaces.json (`--from-json`),
+marking images whose PNG no longer matches the recorded `source_md5` as `changed`.
 
 Writes, in --work DIR:
   objects.jsonl          one line per object: status, reason, attempts, bytes, sha256, md5,
@@ -643,7 +643,8 @@ def _check_args(args) -> None:
     if args.from_csv and (args.search is not None or args.since):
         raise UsageError("fetch: --from-csv cannot be combined with --search or --since "
                          "(--departments and --date-begin/--date-end filter the file)")
-    catalogue_only = [f for f, on in (("--public-domain", args.public_domain), ("--has-artist", args.has_artist),
+    catalogue_only = [f for f, on in (("--public-domain", args.public_domain),
+                                      ("--has-artist", args.has_artist),
                                       ("--classification", args.classification),
                                       ("--object-name", args.object_name)) if on]
     if catalogue_only and not args.from_csv:
