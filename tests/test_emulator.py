@@ -159,3 +159,66 @@ def test_cli_help_and_usage_errors(cli):
     assert rc == 2 and "unknown fault" in err and "Traceback" not in err
     rc, _, err = cli("emulator", "--block", "3")
     assert rc == 2 and "N,WINDOW,SECONDS" in err
+
+
+def ids_since(h, date, **params):
+    r = get(h, "/objects", params={"metadataDate": date, **params})
+    assert r.status_code == 200
+    return set(r.json()["objectIDs"])
+
+
+def test_the_collection_changes_like_the_met():
+    """Re-shot, corrected, added and withdrawn objects get a new metadataDate; the
+    metadataDate listing names exactly them; records and images follow."""
+    from PIL import Image
+    import io
+    with start_emulator(synthetic=3) as h:
+        before = h.records()
+        assert ids_since(h, "2024-01-01") == set()  # sample dates end in 2023, filler too
+        assert len(ids_since(h, "2000-01-01")) == len(before) + 3
+        old_bytes = requests.get(before[436001]["primaryImage"], timeout=10).content
+        h.reshoot(436001, date="2025-03-01")
+        h.correct(436008, title="Portrait of a Lady (corrected)", date="2025-03-02")
+        new = h.add_object(department_id=9, title="A New Drawing", date="2025-03-03")
+        h.withdraw(436015, "rights", date="2025-03-04")
+        h.withdraw(436022, "removed", date="2025-03-05")
+        moved = h.reshoot(436029, rename=True)  # dated now
+        assert ids_since(h, "2025-03-01") == {436001, 436008, new.id, 436015, 436029}
+        assert ids_since(h, "2025-03-03") == {new.id, 436015, 436029}
+        assert ids_since(h, moved.metadata_date[:10]) == {436029}
+        assert ids_since(h, "2025-03-01", departmentIds="9") == {new.id}
+        assert 436022 not in set(get(h, "/objects").json()["objectIDs"])
+        assert get(h, "/objects/436022").status_code == 404
+
+        rec = get(h, "/objects/436001").json()
+        assert rec["primaryImage"] == before[436001]["primaryImage"]
+        assert rec["metadataDate"] == "2025-03-01T00:00:00Z"
+        new_bytes = requests.get(rec["primaryImage"], timeout=10).content
+        assert new_bytes != old_bytes
+        with Image.open(io.BytesIO(new_bytes)) as a, Image.open(io.BytesIO(old_bytes)) as b:
+            assert a.size == b.size
+        assert get(h, "/objects/436008").json()["title"] == "Portrait of a Lady (corrected)"
+        added = get(h, f"/objects/{new.id}").json()
+        assert added["department"] == "Drawings and Prints" and added["title"] == "A New Drawing"
+        assert requests.get(added["primaryImage"], timeout=10).content[:3] == b"\xff\xd8\xff"
+        gone = get(h, "/objects/436015").json()
+        assert gone["isPublicDomain"] is False and gone["primaryImage"] == ""
+        renamed = get(h, "/objects/436029").json()["primaryImage"]
+        assert renamed != before[436029]["primaryImage"] and requests.get(renamed, timeout=10).ok
+        truth_ids = {int(r["obj_id"]) for r in h.truth()}
+        assert new.id in truth_ids and not {436015, 436022} & truth_ids
+        assert [c.kind for c in h.changes] == ["reshoot", "correct", "add", "withdraw:rights",
+                                               "withdraw:removed", "reshoot"]
+        with pytest.raises(ValueError, match="colour"):
+            h.correct(436001, colour="red")
+        with pytest.raises(ValueError, match="how must be"):
+            h.withdraw(436001, "stolen")
+        with pytest.raises(ValueError, match="no photographed image"):
+            h.reshoot(436015)
+        with pytest.raises(KeyError):
+            h.reshoot(436022)
+        with pytest.raises(ValueError, match="YYYY-MM-DD"):
+            h.correct(436001, title="x", date="March")
+        overlay = h._overlay_dir
+        assert overlay.is_dir()
+    assert not overlay.exists()  # the shared image cache was never written to

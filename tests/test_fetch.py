@@ -149,6 +149,80 @@ def test_search_null_and_unknown_id(cli, tmp_path, clean_emu):
     assert rc == 0 and all(r["department"] == "European Paintings" for i, r in journal(work).items() if i != 1)
 
 
+def write_catalog_of(h, path) -> dict:
+    """A MetObjects.csv describing the emulator's objects (hostile titles), plus rows of
+    objects the API does not have; returns {id: row}."""
+    import csv
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from make_catalog import HEADER
+    rows = {}
+    for rec in h.records().values():
+        rows[rec["objectID"]] = {"Object ID": str(rec["objectID"]), "Department": rec["department"],
+                                 "Is Public Domain": str(rec["isPublicDomain"]),
+                                 "Classification": rec["classification"], "Object Name": rec["objectName"],
+                                 "Artist Display Name": rec["artistDisplayName"],
+                                 "Title": rec["title"] + ', "a study",\nverso',
+                                 "Object Begin Date": str(rec["objectBeginDate"]),
+                                 "Object End Date": str(rec["objectEndDate"])}
+    rows[1] = {"Object ID": "1", "Department": "European Paintings", "Is Public Domain": "False",
+               "Classification": "Paintings", "Artist Display Name": "X"}
+    with open(path, "w", encoding="utf-8-sig", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        for r in rows.values():
+            w.writerow([r.get(c, "") for c in HEADER])
+    return rows
+
+
+def test_from_csv_requests_only_the_selected_objects(cli, tmp_path, clean_emu):
+    csv_path = tmp_path / "MetObjects.csv"
+    write_catalog_of(clean_emu, csv_path)
+    want = {o.id for o in clean_emu.collection.objects if o.is_public_domain
+            and o.classification == "Paintings" and o.department_id in (11, 15) and o.artist}
+    with_image = {o.id for o in clean_emu.collection.objects if o.id in want and o.image_file}
+    assert 0 < len(with_image) < len(want) < len(clean_emu.collection.objects) / 2
+    work = tmp_path / "w"
+    before = clean_emu.stats()["requests"]
+    rc, out, _ = cli("fetch", "--work", work, "--api", clean_emu.api_root, "--from-csv", csv_path,
+                     "--public-domain", "--classification", "paintings", "--departments",
+                     "European Paintings,15", "--has-artist", *FAST)
+    rows = assert_consistent(work, want)
+    assert rc == 0 and set(rows) == want
+    # one record per selected object and one image per object with one: no listing at all
+    assert clean_emu.stats()["requests"] - before == len(want) + len(with_image)
+
+
+def test_dry_run_requests_no_record_or_image(cli, tmp_path, clean_emu):
+    csv_path = tmp_path / "MetObjects.csv"
+    write_catalog_of(clean_emu, csv_path)
+    work = tmp_path / "w"
+    api = ["--work", work, "--api", clean_emu.api_root]
+    assert cli("fetch", *api, "--ids", "436001,1", *FAST)[0] == 1  # 1 is not_found (settled)
+    journal_before = (work / "objects.jsonl").read_bytes()
+    before = clean_emu.stats()["requests"]
+    rc, out, _ = cli("fetch", *api, "--from-csv", csv_path, "--departments", "11", "--rate", "2",
+                     "--dry-run", "--quiet")
+    n11 = sum(o.department_id == 11 for o in clean_emu.collection.objects) + 1  # + the catalogue-only id 1
+    assert rc == 0 and clean_emu.stats()["requests"] == before
+    assert f"dry run: {n11} objects selected, {n11 - 2} would be requested" in out
+    lines = {" ".join(ln.split()[:-2]): ln.split()[-2:] for ln in out.splitlines()[1:-1]}
+    assert lines["European Paintings"] == [str(n11), str(n11 - 2)]
+    assert lines["ok"] == ["1", "0"] and lines["not_found"] == ["1", "0"]
+    assert lines["new"] == [str(n11 - 2)] * 2
+    secs = (n11 - 2) / 2
+    assert f"estimated time at --rate 2/s: {secs:.0f} s to {2 * secs:.0f} s" in out
+    assert (work / "objects.jsonl").read_bytes() == journal_before
+    # a department source lists (departments + one listing per department), nothing more
+    fresh = tmp_path / "fresh"
+    rc, out, _ = cli("fetch", "--work", fresh, "--api", clean_emu.api_root, "--departments", "11,9",
+                     "--dry-run", "--quiet")
+    assert rc == 0 and clean_emu.stats()["requests"] == before + 3 and not fresh.exists()
+    assert "Drawings and Prints" in out and "European Paintings" in out
+    rc, out, _ = cli("run", "--work", fresh, "--api", clean_emu.api_root, "--departments", "11",
+                     "--dry-run", "--quiet")
+    assert rc == 0 and "dry run:" in out and not fresh.exists()
+
+
 def _face(obj_id, url, path, md5="", idx=0):
     return {"obj_id": str(obj_id), "meta_url": "", "source_url": url, "source_path": path,
             "source_md5": md5, "image_path": "", "image_md5": "", "title": "", "artist_display_name": "",
@@ -195,6 +269,11 @@ def test_from_json_layout_changed_traversal_and_hosts(cli, tmp_path, clean_emu):
     (["--search", "x", "--date-begin", "1700"], "go together"),
     (["--ids", "1", "--api", "ftp://example.org"], "http(s)"),
     (["--from-json", "/nonexistent/metfaces.json"], "not found"),
+    (["--from-csv", "/nonexistent/MetObjects.csv"], "not found"),
+    (["--from-csv", __file__], "no 'Object ID' column"),
+    (["--from-csv", __file__, "--search", "x"], "cannot be combined"),
+    (["--ids", "1", "--public-domain", "--classification", "Paintings"], "add --from-csv"),
+    (["--from-csv", __file__, "--departments", "Armour"], "known:"),
 ])
 def test_usage_errors_exit_2_without_traceback(cli, tmp_path, clean_emu, argv, msg):
     api = [] if "--api" in argv else ["--api", clean_emu.api_root]

@@ -128,8 +128,19 @@ def run(work, opts: RunOptions = RunOptions(),
     `echo` is called with each stage's summary as it finishes (the CLI prints them)."""
     t0 = time.monotonic()
     work = as_work(work)
-    check_before_starting(opts)
     out = RunSummary("run", work=work)
+    if opts.dry_run:  # fetch's plan only: nothing is downloaded, so no later stage has work
+        try:
+            s = fetch(work, opts.fetch_options())
+        except UsageError as e:
+            out.stopped_at, out.error = "fetch", str(e)
+            return out
+        out.stages["fetch"], out.failed = s, s.failed
+        if echo is not None:
+            echo(s)
+        out.elapsed = time.monotonic() - t0
+        return out
+    check_before_starting(opts)
     steps = [("fetch", lambda: fetch(work, opts.fetch_options())),
              ("detect", lambda: detect(work, opts.detect_options())),
              ("filter", lambda: filter_stage(work, opts.filter_options())),

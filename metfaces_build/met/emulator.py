@@ -5,7 +5,10 @@ The same paths as the real API under `http://127.0.0.1:PORT/public/collection/v1
 server, so `fetch --api URL` runs every network path offline. The sample collection (35
 objects over 5 departments: faces at several scales and tilts, painting-like filters, no
 image, not public domain, duplicate ids in lists, one 300-Mpx image) is built at the first
-start and cached. `/_emulator/truth.json` (`?md5=1` adds source_md5, slow once) is the ground truth (metfaces.json-compatible:
+start and cached. The collection can change while it runs, as the Met's does (re-shot
+images, corrected records, new and withdrawn objects, each with a new `metadataDate`): see
+`EmulatorHandle.reshoot`, `.correct`, `.add_object`, `.withdraw`; `/objects?metadataDate=D`
+then lists exactly the objects changed on or after D. `/_emulator/truth.json` (`?md5=1` adds source_md5, slow once) is the ground truth (metfaces.json-compatible:
 the known 68 landmarks of every placed face); `/_emulator/stats` counts requests.
 
 Faults (deterministic for a given --seed and request sequence per path):
@@ -37,6 +40,9 @@ from urllib.parse import parse_qs, urlsplit
 API_PREFIX = "/public/collection/v1"
 FAULT_KINDS = ("403html", "429", "5xx", "reset", "truncate", "badlength", "html200", "slow")
 SYNTHETIC_BASE = 900000
+SYNTHETIC_DATE = "2023-01-01T00:00:00Z"  # metadataDate of the filler objects
+WITHDRAWALS = ("rights", "image", "removed")
+CORRECTABLE = ("title", "artist", "begin", "end", "medium", "classification", "is_highlight")
 BLOCK_PAGE = (b"<html><head><META NAME=\"robots\" CONTENT=\"noindex,nofollow\"></head><body>"
               b"Request unsuccessful. Incapsula incident ID: 0-1234567890</body></html>")
 
@@ -86,6 +92,7 @@ class _State:
     def __init__(self, collection, faults: FaultConfig, synthetic: int):
         self.collection = collection
         self.objects = collection.by_id()
+        self.changes: list = []  # list[Change], in the order they were made
         self.cfg = faults
         self.synthetic = synthetic
         self.lock = threading.Lock()
@@ -94,6 +101,19 @@ class _State:
         self.tokens: dict = {}
         self.recent: dict = collections.defaultdict(collections.deque)
         self.blocked_until: dict = {}
+
+    def snapshot(self) -> tuple:
+        """(collection, {id: object}) as of now: a change replaces both together, so a
+        request reads one consistent version."""
+        with self.lock:
+            return self.collection, self.objects
+
+    def replace_objects(self, objects: list, overlay=None) -> None:
+        import dataclasses
+        with self.lock:
+            self.collection = dataclasses.replace(self.collection, objects=objects,
+                                                  overlay=overlay or self.collection.overlay)
+            self.objects = self.collection.by_id()
 
     def decide_fault(self, key: str) -> Optional[str]:
         """Deterministic per path: the n-th request for a path always gets the same fate."""
@@ -187,7 +207,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/CRDImages/"):
             parts = path.split("/")
             if len(parts) == 5:
-                p = self.state.collection.image_path(parts[2], parts[3], parts[4])
+                p = self.state.snapshot()[0].image_path(parts[2], parts[3], parts[4])
                 if p is not None:
                     ctype = "image/png" if p.suffix == ".png" else "image/jpeg"
                     return 200, p.read_bytes(), ctype
@@ -195,19 +215,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, rest: str, q: dict):
         st = self.state
+        collection, objects = st.snapshot()
         base = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
         if rest == "departments":
             from .sample_collection import DEPARTMENTS
             return _json(200, {"departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]})
         if rest == "objects":
-            ids = [o.id for o in st.collection.objects]
+            ids = [o.id for o in collection.objects]
             deps = q.get("departmentIds")
             if deps:
                 try:
                     wanted = {int(d) for d in deps.split("|")}
                 except ValueError:
                     return _json(400, {"message": "departmentIds must be integers separated by |"})
-                ids = [o.id for o in st.collection.objects if o.department_id in wanted]
+                ids = [o.id for o in collection.objects if o.department_id in wanted]
                 synth = 21 in wanted
             else:
                 synth = True
@@ -215,7 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
             if since:
                 if not _is_date(since):
                     return _json(400, {"message": "metadataDate must be YYYY-MM-DD"})
-                ids = [i for i in ids if st.objects[i].metadata_date[:10] >= since]
+                ids = [i for i in ids if objects[i].metadata_date[:10] >= since]
+                synth = synth and SYNTHETIC_DATE[:10] >= since
             ids = _with_duplicates(ids)
             if synth:
                 ids += list(range(SYNTHETIC_BASE + 1, SYNTHETIC_BASE + st.synthetic + 1))
@@ -225,13 +247,13 @@ class _Handler(BaseHTTPRequestHandler):
             if not sid.isdigit():
                 return _json(400, {"message": "Not a valid object"})
             oid = int(sid)
-            if oid in st.objects:
-                return _json(200, st.objects[oid].record(base))
+            if oid in objects:
+                return _json(200, objects[oid].record(base))
             if SYNTHETIC_BASE < oid <= SYNTHETIC_BASE + st.synthetic:
                 return _json(200, _synthetic_record(oid))
             return _json(404, {"message": "ObjectID not found"})
         if rest == "search":
-            ids = search(st.collection.objects, q)
+            ids = search(collection.objects, q)
             return _json(200, {"total": len(ids or []), "objectIDs": ids})
         return _json(404, {"message": "Not Found"})
 
@@ -241,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
         if u.path == "/_emulator/truth.json":
             from .sample_collection import truth
             md5 = parse_qs(u.query).get("md5", ["0"])[-1] == "1"
-            return self._send(200, json.dumps(truth(st.collection, base, with_md5=md5)).encode(),
+            return self._send(200, json.dumps(truth(st.snapshot()[0], base, with_md5=md5)).encode(),
                               "application/json")
         if u.path == "/_emulator/stats":
             with st.lock:
@@ -325,7 +347,7 @@ def _synthetic_record(oid: int) -> dict:
             "additionalImages": [], "department": "Modern Art", "objectName": "Print",
             "title": f"Untitled {oid}", "artistDisplayName": "", "artistDisplayBio": "", "culture": "",
             "period": "", "objectDate": "", "objectBeginDate": 0, "objectEndDate": 0, "medium": "",
-            "classification": "", "tags": None, "objectURL": "", "metadataDate": "2023-01-01T00:00:00Z",
+            "classification": "", "tags": None, "objectURL": "", "metadataDate": SYNTHETIC_DATE,
             "accessionNumber": "", "creditLine": "", "rightsAndReproduction": ""}
 
 
@@ -367,6 +389,34 @@ def search(objects: list, q: dict) -> Optional[list]:
     return out + out[1:2]  # a duplicate, as the real search sometimes returns
 
 
+# ---- a collection that changes ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Change:
+    """One change made to the served collection (what, to which object, its new metadataDate)."""
+    obj_id: int
+    kind: str          # reshoot | correct | add | withdraw:rights | withdraw:image | withdraw:removed
+    metadata_date: str
+    detail: str = ""
+
+
+def metadata_date(when: Optional[str] = None) -> str:
+    """A metadataDate as the API writes it ("2023-02-07T04:46:50.463Z"): now, or `when`
+    given as YYYY-MM-DD or a full ISO timestamp."""
+    import datetime
+    if when is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    try:
+        if len(when) == 10:
+            datetime.date.fromisoformat(when)
+            return when + "T00:00:00Z"
+        datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
+        return when
+    except ValueError:
+        raise ValueError(f"expected a date YYYY-MM-DD or an ISO timestamp, got {when!r}") from None
+
+
 # ---- running it -----------------------------------------------------------------------
 
 class EmulatorHandle:
@@ -378,24 +428,127 @@ class EmulatorHandle:
         self.url = f"http://{host}:{port}"
         self.api_root = self.url + API_PREFIX
         self.port = port
+        self._change_lock = threading.Lock()  # one change at a time (they read-modify-write)
+        self._overlay_dir = None              # images written by changes; removed by stop()
 
     @property
     def collection(self):
-        return self.state.collection
+        """The collection as served now (a new object after each change)."""
+        return self.state.snapshot()[0]
 
     def truth(self, with_md5: bool = False) -> list:
         """Ground truth, metfaces.json-compatible (see sample_collection.truth); `with_md5`
         fills source_md5 (a PNG encode per original: ~2 s each the first time, then cached)."""
         from .sample_collection import truth
-        return truth(self.state.collection, self.url, with_md5=with_md5)
+        return truth(self.collection, self.url, with_md5=with_md5)
 
     def records(self) -> dict:
         """{id: API record} of every sample object, as served."""
-        return {o.id: o.record(self.url) for o in self.state.collection.objects}
+        return {o.id: o.record(self.url) for o in self.collection.objects}
 
     def stats(self) -> dict:
         with self.state.lock:
             return self.state.stats.to_json()
+
+    # -- changing the collection (each change gives the object a new metadataDate: now, or `date`) --
+    def reshoot(self, oid: int, rename: bool = False, date: Optional[str] = None):
+        """Photograph object `oid` again: new image bytes (same composition, so its faces
+        stay true), served at the same URL, or at a new file name with `rename`."""
+        import dataclasses
+
+        from .sample_collection import reshoot_files
+        with self._change_lock:
+            obj = self._object(oid)
+            code, name = obj.image_file.split("/") if obj.image_file else ("", "")
+            if rename:
+                name = f"DT{oid}-{sum(c.obj_id == oid and c.kind == 'reshoot' for c in self.changes) + 2}.jpg"
+            reshoot_files(self.state.collection, obj, self._overlay(), f"{code}/{name}")
+            new = dataclasses.replace(obj, image_file=f"{code}/{name}", metadata_date=metadata_date(date))
+            self._put(new, Change(oid, "reshoot", new.metadata_date, new.image_file))
+            return new
+
+    def correct(self, oid: int, date: Optional[str] = None, **fields):
+        """Correct the record of `oid` (any of CORRECTABLE, e.g. title=..., artist=...)."""
+        import dataclasses
+        bad = sorted(set(fields) - set(CORRECTABLE))
+        if bad or not fields:
+            raise ValueError(f"correct: give some of {', '.join(CORRECTABLE)}; "
+                             f"got {', '.join(bad) or 'none'}")
+        with self._change_lock:
+            new = dataclasses.replace(self._object(oid), **fields, metadata_date=metadata_date(date))
+            detail = ", ".join(f"{k}={v!r}" for k, v in sorted(fields.items()))
+            self._put(new, Change(oid, "correct", new.metadata_date, detail))
+            return new
+
+    def add_object(self, department_id: int = 11, title: Optional[str] = None, like: Optional[int] = None,
+                   date: Optional[str] = None):
+        """A new object in `department_id` (a new id after the highest), photographed like
+        object `like` (default: the first object with faces), so its faces are known."""
+        import dataclasses
+
+        from .sample_collection import DEPT_NAME, DEPT_STYLE, reshoot_files
+        if department_id not in DEPT_NAME:
+            raise ValueError(f"unknown department id {department_id}")
+        with self._change_lock:
+            objs = self.state.collection.objects
+            template = (self._object(like) if like is not None else
+                        next(o for o in objs if o.kind == "faces"))
+            oid = max(o.id for o in objs) + 7
+            code, _, medium, cls = DEPT_STYLE.get(department_id, (template.image_file.split("/")[0], (),
+                                                                  template.medium, template.classification))
+            image_file = f"{code}/DT{oid}.jpg"
+            reshoot_files(self.state.collection, template, self._overlay(), image_file)
+            new = dataclasses.replace(template, id=oid, department_id=department_id, medium=medium,
+                                      classification=cls, title=title or template.title,
+                                      image_file=image_file, is_highlight=False,
+                                      metadata_date=metadata_date(date))
+            self._put(new, Change(oid, "add", new.metadata_date, f"like {template.id}"))
+            return new
+
+    def withdraw(self, oid: int, how: str = "rights", date: Optional[str] = None):
+        """Withdraw `oid`: "rights" (no longer public domain: isPublicDomain false, no image
+        URLs), "image" (the record loses its image) or "removed" (404, in no listing)."""
+        import dataclasses
+        if how not in WITHDRAWALS:
+            raise ValueError(f"withdraw: how must be one of {', '.join(WITHDRAWALS)}, got {how!r}")
+        with self._change_lock:
+            obj = self._object(oid)
+            kind = {"rights": "not_pd", "image": "no_image"}.get(how, obj.kind)
+            new = dataclasses.replace(obj, kind=kind, image_file="", faces=[], width=0, height=0,
+                                      metadata_date=metadata_date(date))
+            self._put(None if how == "removed" else new, Change(oid, f"withdraw:{how}", new.metadata_date),
+                      oid)
+            return new
+
+    @property
+    def changes(self) -> list:
+        """Every change made so far, oldest first."""
+        with self.state.lock:
+            return list(self.state.changes)
+
+    def _object(self, oid: int):
+        obj = self.state.objects.get(int(oid))
+        if obj is None:
+            raise KeyError(f"object {oid} is not in the emulator's collection")
+        return obj
+
+    def _overlay(self):
+        from pathlib import Path
+        if self._overlay_dir is None:
+            import tempfile
+            self._overlay_dir = Path(tempfile.mkdtemp(prefix="metfaces-emulator-changes-"))
+        return self._overlay_dir
+
+    def _put(self, new, change: Change, drop: Optional[int] = None) -> None:
+        """Replace (or with `new` None, remove) one object; the collection swaps atomically."""
+        gone = drop if new is None else new.id
+        objs = [o for o in self.state.collection.objects if o.id != gone]
+        if new is not None:
+            objs.append(new)
+        objs.sort(key=lambda o: o.id)
+        self.state.replace_objects(objs, self._overlay_dir)
+        with self.state.lock:
+            self.state.changes.append(change)
 
     def set_faults(self, **changes) -> None:
         """Change faults while running (tests: a rerun after the outage ends)."""
@@ -407,6 +560,9 @@ class EmulatorHandle:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+        if self._overlay_dir is not None:
+            import shutil
+            shutil.rmtree(self._overlay_dir, ignore_errors=True)
 
     def __enter__(self) -> "EmulatorHandle":
         return self

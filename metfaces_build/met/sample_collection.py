@@ -379,19 +379,52 @@ def tiny_huge_png(size: tuple) -> bytes:
 
 @dataclass
 class Collection:
-    """The built collection: objects and the folder their image files live in."""
+    """The built collection: objects and the folder their image files live in, plus an
+    optional `overlay` folder (same layout, looked at first) holding images written after
+    the build (re-shot or added objects), so the shared cache is never modified."""
     root: Path
     objects: list  # list[SampleObject]
+    overlay: Optional[Path] = None
 
     def by_id(self) -> dict:
         return {o.id: o for o in self.objects}
 
     def image_path(self, code: str, size: str, name: str) -> Optional[Path]:
         folder = {"original": "original", "web-large": "small"}.get(size)
-        if folder is None or "/" in name or name.startswith("."):
+        if folder is None or "/" in name or name.startswith(".") or "/" in code or code.startswith("."):
             return None
-        p = self.root / folder / code / name
-        return p if p.is_file() else None
+        for base in ((self.overlay,) if self.overlay else ()) + (self.root,):
+            p = base / folder / code / name
+            if p.is_file():
+                return p
+        return None
+
+    def original_path(self, obj: SampleObject) -> Path:
+        code, name = obj.image_file.split("/")
+        return self.image_path(code, "original", name) or self.root / "original" / code / name
+
+
+def reshoot_files(collection: Collection, obj: SampleObject, overlay: Path, image_file: str) -> None:
+    """Write a "re-shot" `obj` into `overlay` as `image_file` (original and web-large): the
+    same composition, so its placed faces stay true, but another exposure, hence other
+    pixels and other bytes, as when the Met photographs an object again."""
+    import io
+
+    from PIL import Image, ImageEnhance
+
+    from ..infra.files import atomic_write_bytes
+    if not obj.image_file or not obj.image_file.endswith(".jpg"):
+        raise ValueError(f"object {obj.id} has no photographed image to re-shoot")
+    code, name = image_file.split("/")
+    with Image.open(collection.original_path(obj)) as src:
+        im = ImageEnhance.Brightness(src.convert("RGB")).enhance(1.04)
+    for folder, image, quality in (("original", im, 90), ("small", None, 85)):
+        if image is None:
+            image = im.copy()
+            image.thumbnail((800, 800), Image.LANCZOS)
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", quality=quality)
+        atomic_write_bytes(overlay / folder / code / name, buf.getvalue())
 
 
 def load_collection(cache_dir: Optional[Path] = None, log=None) -> Collection:
@@ -457,19 +490,22 @@ def _build_one(job) -> SampleObject:
 
 def png_md5(collection: Collection, obj: SampleObject) -> str:
     """md5 of the original saved as PNG with Pillow's defaults (what `source_md5` means);
-    slow (~2 s per original), so computed on demand and cached beside the collection."""
+    slow (~2 s per original), so computed on demand and cached beside the collection (or
+    its overlay)."""
     from PIL import Image
-    cache_file = collection.root / "png-md5.json"
+    path = collection.original_path(obj)
+    in_overlay = collection.overlay is not None and collection.overlay in path.parents
+    cache_file = (collection.overlay if in_overlay else collection.root) / "png-md5.json"
     try:
         known = json.loads(cache_file.read_text())
     except (FileNotFoundError, ValueError):
         known = {}
-    key = str(obj.id)
+    # a built original never changes, so its id is its key; an overlay file may be replaced
+    key = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if in_overlay else str(obj.id)
     if key not in known:
-        code, name = obj.image_file.split("/")
         import io
         buf = io.BytesIO()
-        with Image.open(collection.root / "original" / code / name) as im:
+        with Image.open(path) as im:
             im.save(buf, "PNG")
         known[key] = hashlib.md5(buf.getvalue()).hexdigest()
         try:

@@ -1,9 +1,10 @@
 """Download Met object records and original images into the work directory.
 
-Choose objects by department (ids or names), a search with filters, explicit ids, or
-everything changed since a date; or rebuild NVIDIA's `unprocessed/image-{id}.png` layout
-from a metfaces.json (`--from-json`), marking images whose PNG no longer matches the
-recorded `source_md5` as `changed`.
+Choose objects by department (ids or names), a search with filters, explicit ids,
+everything changed since a date, or rows of the Met's catalogue file MetObjects.csv
+(`--from-csv`, filtered locally: no API call for an object you do not want); or rebuild
+NVIDIA's `unprocessed/image-{id}.png` layout from a metfaces.json (`--from-json`),
+marking images whose PNG no longer matches the recorded `source_md5` as `changed`.
 
 Writes, in --work DIR:
   objects.jsonl          one line per object: status, reason, attempts, bytes, sha256, md5,
@@ -17,11 +18,15 @@ A rerun skips settled objects and retries network/content failures (http_error,
 bad_content); --recheck retries every non-ok object, --force redoes everything. The API
 is paced (--rate, shared by all --workers threads), retried with backoff, and a 403 block
 page pauses all threads together. Ctrl-C or a kill loses nothing: rerun to resume.
+--dry-run prints what would be requested (by department and by status already in
+objects.jsonl) and how long it would take at --rate, without requesting any object record
+or image (a --departments, --search or --since source still makes its listing requests).
 
 examples:
   metfaces-build fetch --departments "European Paintings,11" --limit 500
   metfaces-build fetch --search portrait --has-images --medium Paintings --date-begin 1600 --date-end 1800
   metfaces-build fetch --from-json metfaces.json --rate 5
+  metfaces-build fetch --from-csv MetObjects.csv --public-domain --classification Paintings --has-artist --dry-run
   metfaces-build fetch --api http://127.0.0.1:8000/public/collection/v1 --ids 436001,436008
 """
 from __future__ import annotations
@@ -106,19 +111,115 @@ def search_filters(args) -> dict:
     return f
 
 
-def collect_ids(client, args, log: Callable[[str], None]):
-    """All requested ids, de-duplicated in first-seen order and cut to --limit."""
+def catalog_filter(args):
+    """The --from-csv filter flags as a typed CatalogFilter (department ids become names)."""
+    from ..met.catalog import CatalogFilter, department_names, split_alternatives
+    try:
+        deps = department_names(args.departments.split(",")) if args.departments else ()
+    except ValueError as e:
+        raise UsageError(f"--departments: {e}") from None
+    return CatalogFilter(public_domain=args.public_domain, departments=deps,
+                         classifications=split_alternatives(args.classification),
+                         object_names=split_alternatives(args.object_name),
+                         date_begin=args.date_begin, date_end=args.date_end,
+                         has_artist=args.has_artist, limit=args.limit)
+
+
+def catalog_ids(path: str, flt, log: Callable[[str], None], labels: Optional["IdLabels"] = None):
+    """Ids of the MetObjects.csv rows `flt` keeps (no API request); their departments go to
+    `labels` when given (dry runs)."""
+    from ..met.catalog import CatalogError, catalog_summary, select_ids
+    try:
+        sel = select_ids(path, flt)
+    except CatalogError as e:
+        raise UsageError(f"--from-csv {e}") from None
+    log(catalog_summary(path, sel))
+    if labels is not None:
+        labels.add_each(sel.ids, sel.departments)
+    return sel.ids
+
+
+class IdLabels:
+    """Department name per id, as far as a dry run can know it without fetching records
+    (catalogue rows, per-department listings, earlier records in objects.jsonl); ids and
+    int32 name codes in arrays, so half a million ids cost a few MB."""
+
+    def __init__(self):
+        self.names: list = []
+        self._code: dict = {}
+        self._ids: list = []
+        self._codes: list = []
+        self._sorted = None
+
+    def _code_of(self, name: str) -> int:
+        if name not in self._code:
+            self._code[name] = len(self.names)
+            self.names.append(name)
+        return self._code[name]
+
+    def add(self, ids, name: str) -> None:
+        import numpy as np
+        self.add_codes(ids, np.full(len(ids), self._code_of(name), dtype=np.int32))
+
+    def add_each(self, ids, names: list) -> None:
+        import numpy as np
+        self.add_codes(ids, np.fromiter((self._code_of(n) for n in names), np.int32, len(names)))
+
+    def add_codes(self, ids, codes) -> None:
+        import numpy as np
+        self._ids.append(np.asarray(ids, dtype=np.int64))
+        self._codes.append(codes)
+        self._sorted = None
+
+    def lookup(self, ids) -> list:
+        """Department of each id ('' when unknown); the first label added for an id wins."""
+        import numpy as np
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self._ids or not len(ids):
+            return [""] * len(ids)
+        if self._sorted is None:
+            a, c = np.concatenate(self._ids), np.concatenate(self._codes)
+            uniq, first = np.unique(a, return_index=True)
+            self._sorted = (uniq, c[first])
+        uniq, codes = self._sorted
+        pos = np.minimum(np.searchsorted(uniq, ids), len(uniq) - 1)
+        hit = uniq[pos] == ids
+        return [self.names[codes[p]] if h else "" for p, h in zip(pos, hit)]
+
+
+def journal_labels(path: Path, labels: IdLabels, batch: int = 65536) -> None:
+    """Add the department of every object objects.jsonl already has a record for."""
+    from ..infra.files import read_jsonl
+    ids, names = [], []
+    for row in read_jsonl(path):
+        if isinstance(row.get("id"), int) and isinstance(row.get("department"), str) and row["department"]:
+            ids.append(row["id"])
+            names.append(row["department"])
+            if len(ids) >= batch:
+                labels.add_each(ids, names)
+                ids, names = [], []
+    if ids:
+        labels.add_each(ids, names)
+
+
+def collect_ids(client, args, log: Callable[[str], None], labels: Optional[IdLabels] = None):
+    """All requested ids, de-duplicated in first-seen order and cut to --limit. With
+    `labels` (dry runs), departments are listed one by one so each id gets its department."""
     import numpy as np
     parts = []
+    if args.from_csv:
+        parts.append(catalog_ids(args.from_csv, catalog_filter(args), log, labels))
     if args.ids:
         parts.append(np.asarray(parse_id_list(args.ids), dtype=np.int64))
     if args.ids_file:
         parts.append(read_ids_file(args.ids_file))
     deps: list = []
-    if args.departments:
+    known: list = []
+    if args.departments and not args.from_csv:
         from ..met.client import resolve_departments
+        known = client.departments()
         try:
-            deps = resolve_departments(args.departments.split(","), client.departments())
+            deps = resolve_departments(args.departments.split(","), known)
         except ValueError as e:
             raise UsageError(f"--departments: {e}") from None
     if args.search is not None:
@@ -128,6 +229,13 @@ def collect_ids(client, args, log: Callable[[str], None]):
             found = client.search(args.search, **filters, **extra)
             log(f"search {args.search!r}{f' in department {dep}' if dep else ''}: {len(found)} ids")
             parts.append(np.asarray(found, dtype=np.int64))
+    elif labels is not None and deps:
+        names = {d.id: d.name for d in known}
+        for dep in deps:
+            found = np.asarray(client.object_ids([dep], args.since), dtype=np.int64)
+            log(f"object list of department {dep}: {len(found)} ids")
+            labels.add(found, names.get(dep, str(dep)))
+            parts.append(found)
     elif deps or args.since:
         found = client.object_ids(deps, args.since)
         log(f"object list: {len(found)} ids")
@@ -289,6 +397,81 @@ def _s(v) -> str:
     return "" if v is None else str(v)
 
 
+# ---- --dry-run ----------------------------------------------------------------------------
+
+@dataclass
+class DryRunPlan:
+    """What a fetch would request, from the ids and objects.jsonl alone. Each object costs
+    one record request and, when it has an image, one image request, all at --rate."""
+    rate: float
+    selected: int = 0
+    to_request: int = 0
+    by_department: dict = field(default_factory=dict)  # name -> [selected, to request]
+    by_status: dict = field(default_factory=dict)      # journal status or "new" -> [selected, to request]
+
+    def add(self, status: Optional[str], requested: bool, department: str) -> None:
+        self.selected += 1
+        self.to_request += requested
+        for table, key in ((self.by_department, department or "(not known before fetching)"),
+                           (self.by_status, status or "new")):
+            row = table.setdefault(key, [0, 0])
+            row[0] += 1
+            row[1] += requested
+
+    def seconds(self) -> tuple:
+        """(fewest, most) seconds: records only, or records plus an image each."""
+        return self.to_request / self.rate, 2 * self.to_request / self.rate
+
+    def lines(self) -> list:
+        out = [f"dry run: {self.selected} objects selected, {self.to_request} would be requested "
+               "(no object record or image was requested)"]
+        for title, table in (("department", self.by_department), ("status in objects.jsonl", self.by_status)):
+            out.append(f"  {title:<42} {'selected':>9} {'to request':>11}")
+            for key, (n, todo) in sorted(table.items(), key=lambda kv: (-kv[1][0], kv[0])):
+                out.append(f"    {key[:40]:<40} {n:>9} {todo:>11}")
+        lo, hi = self.seconds()
+        out.append(f"estimated time at --rate {self.rate:g}/s: {_duration(lo)} to {_duration(hi)} "
+                   f"({self.to_request} record requests, plus up to {self.to_request} image requests)")
+        return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def dry_run(args, layout: Work, log: Callable[[str], None]) -> DryRunPlan:
+    """The DryRunPlan for these options; only listing requests reach the API (a listing
+    that fails is a UsageError-free FetchFailure the caller reports)."""
+    from ..met.client import MetClient
+    work = layout.path
+    index = JournalIndex(layout.objects_jsonl)
+    skip = fetch_skip_statuses(args.force, args.recheck)
+    plan = DryRunPlan(args.rate)
+    labels = IdLabels()
+    client = MetClient(client_config(args))
+    try:
+        if args.from_json:
+            jobs = source_jobs(args.from_json, log)[0][: args.limit or None]
+            journal_labels(layout.objects_jsonl, labels)
+            ids = [j.obj_id for j in jobs]
+            for job, st, dep in zip(jobs, index.statuses(ids), labels.lookup(ids)):
+                settled = st in skip and (st not in ("ok", "changed") or _source_exists(work, job))
+                plan.add(st, not settled, dep)
+        else:
+            ids = collect_ids(client, args, log, labels)
+            journal_labels(layout.objects_jsonl, labels)
+            for chunk in chunks(ids):
+                for st, dep in zip(index.statuses(chunk), labels.lookup(chunk)):
+                    plan.add(st, st not in skip, dep)
+    finally:
+        client.close()
+    return plan
+
+
 # ---- the stage ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -301,7 +484,12 @@ class FetchOptions:
     ids_file: Optional[str] = None
     since: Optional[str] = None         # YYYY-MM-DD
     from_json: Optional[str] = None
+    from_csv: Optional[str] = None      # the Met's MetObjects.csv; catalogue filters below
     limit: Optional[int] = None
+    public_domain: bool = False         # catalogue filters (with from_csv)
+    classification: Optional[str] = None
+    object_name: Optional[str] = None
+    has_artist: bool = False
     has_images: bool = False
     highlight: bool = False
     on_view: bool = False
@@ -323,6 +511,7 @@ class FetchOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = 4                    # download threads sharing one rate limit
     recheck: bool = False
+    dry_run: bool = False               # count what would be requested; request no record/image
     force: bool = False
     quiet: bool = False
 
@@ -333,17 +522,27 @@ class FetchSummary(StageSummary):
     rerun left alone; `outage` why it stopped early, if it did."""
     already: dict = field(default_factory=dict)
     outage: Optional[str] = None
+    plan: Optional[DryRunPlan] = None  # set by a dry run (nothing was fetched)
 
 
 def _check_args(args: FetchOptions) -> None:
     if not (args.departments or args.search is not None or args.ids or args.ids_file or args.since
-            or args.from_json):
+            or args.from_json or args.from_csv):
         raise UsageError("fetch: say what to fetch: --departments, --search, --ids, --ids-file, "
-                         "--since or --from-json (see --help)")
+                         "--since, --from-csv or --from-json (see --help)")
     if args.from_json and (args.departments or args.search is not None or args.ids or args.ids_file
-                           or args.since):
+                           or args.since or args.from_csv):
         raise UsageError("fetch: --from-json cannot be combined with other sources")
-    if (args.date_begin is None) != (args.date_end is None):
+    if args.from_csv and (args.search is not None or args.since):
+        raise UsageError("fetch: --from-csv cannot be combined with --search or --since "
+                         "(--departments and --date-begin/--date-end filter the file)")
+    catalogue_only = [f for f, on in (("--public-domain", args.public_domain),
+                                      ("--has-artist", args.has_artist),
+                                      ("--classification", args.classification),
+                                      ("--object-name", args.object_name)) if on]
+    if catalogue_only and not args.from_csv:
+        raise UsageError(f"fetch: {', '.join(catalogue_only)} filter a catalogue: add --from-csv FILE")
+    if not args.from_csv and (args.date_begin is None) != (args.date_end is None):
         raise UsageError("fetch: --date-begin and --date-end go together")
     if args.retries < 0:
         raise UsageError("fetch: --retries must be >= 0")
@@ -366,12 +565,24 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
     t0 = time.monotonic()
     args = opts
     from ..infra.files import JsonlAppender, remove_stale_temps
-    from ..met.client import ApiOutage, ClientConfig, FetchFailure, MetClient
+    from ..met.client import ApiOutage, FetchFailure, MetClient
     from ..infra.executors import Progress, summarize
 
     _check_args(args)
     layout = work if isinstance(work, Work) else Work(work)
     work = layout.path
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    if args.dry_run:  # writes nothing, creates no folder
+        try:
+            plan = dry_run(args, layout, log)
+        except (FetchFailure, ApiOutage) as f:
+            msg = f"could not list objects: {getattr(f, 'reason', f)}"
+            return FetchSummary("fetch", {}, {}, time.monotonic() - t0, 1, [], [msg])
+        return FetchSummary("fetch", {}, {}, time.monotonic() - t0, 0, plan.lines(), [], plan=plan)
     try:
         for sub in ("", "api", "originals"):
             (work / sub).mkdir(parents=True, exist_ok=True)
@@ -380,15 +591,7 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
     for sub in ("", "api", "originals"):
         remove_stale_temps(work / sub)
 
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr)
-
-    cfg = ClientConfig(api_root=args.api, rate=args.rate, retries=args.retries, timeout=args.timeout,
-                       backoff_base=args.backoff_base, backoff_max=args.backoff_max,
-                       cooldown=args.cooldown, max_outage=args.max_outage, max_pixels=args.max_pixels,
-                       allowed_hosts=tuple(args.allow_host), pool_size=max(10, 2 * args.workers))
-    client = MetClient(cfg)
+    client = MetClient(client_config(args))
     journal_path = layout.objects_jsonl
     index = JournalIndex(journal_path)
     skip = fetch_skip_statuses(args.force, args.recheck)
@@ -444,6 +647,14 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
                         time.monotonic() - t0, failed + (1 if outage else 0), [line],
                         [f"stopped early: {outage}"] if outage else [],
                         already=dict(already), outage=outage)
+
+
+def client_config(args):
+    from ..met.client import ClientConfig
+    return ClientConfig(api_root=args.api, rate=args.rate, retries=args.retries, timeout=args.timeout,
+                        backoff_base=args.backoff_base, backoff_max=args.backoff_max,
+                        cooldown=args.cooldown, max_outage=args.max_outage, max_pixels=args.max_pixels,
+                        allowed_hosts=tuple(args.allow_host), pool_size=max(10, 2 * args.workers))
 
 
 def _todo_ids(chunk, index: JournalIndex, skip: set) -> list:

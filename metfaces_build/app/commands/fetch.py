@@ -26,14 +26,26 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--from-json", metavar="FILE",
                      help="rebuild unprocessed/image-{id}.png at each record's source_path from its "
                           "source_url (NVIDIA's metfaces.json); mark md5 mismatches `changed`")
+    src.add_argument("--from-csv", metavar="FILE",
+                     help="the Met's catalogue MetObjects.csv (github.com/metmuseum/openaccess): "
+                          "fetch only the rows the catalogue filters below keep; --departments, "
+                          "--date-begin/--date-end and --limit then filter the file")
     src.add_argument("--limit", type=positive_int, metavar="N", help="only the first N ids")
+    cat = p.add_argument_group("catalogue filters (with --from-csv; text matches ignore case)")
+    cat.add_argument("--public-domain", action="store_true", help="'Is Public Domain' is True")
+    cat.add_argument("--classification", metavar="A|B",
+                     help="e.g. Paintings (also matches sub-classes such as Paintings-Canvas)")
+    cat.add_argument("--object-name", metavar="A|B", help="exact Object Name, e.g. Painting|Drawing")
+    cat.add_argument("--has-artist", action="store_true", help="'Artist Display Name' is not empty")
     flt = p.add_argument_group("search filters (with --search)")
     flt.add_argument("--has-images", action="store_true", help="hasImages=true")
     flt.add_argument("--highlight", action="store_true", help="isHighlight=true")
     flt.add_argument("--on-view", action="store_true", help="isOnView=true")
     flt.add_argument("--medium", metavar="A|B", help="e.g. Paintings|Drawings")
     flt.add_argument("--geo", metavar="A|B", help="geoLocation, e.g. France|Paris")
-    flt.add_argument("--date-begin", type=int, metavar="YEAR", help="with --date-end: objects dated within")
+    flt.add_argument("--date-begin", type=int, metavar="YEAR",
+                     help="with --date-end: objects dated within (--search or --from-csv; the "
+                          "catalogue also takes either alone)")
     flt.add_argument("--date-end", type=int, metavar="YEAR")
     flt.add_argument("--search-in", choices=("title", "tags", "artist"), help="match the term only there")
     net = p.add_argument_group("network")
@@ -64,6 +76,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="download threads sharing one rate limit (default: %(default)s)")
     p.add_argument("--recheck", action="store_true",
                    help="also retry settled non-ok objects (no_image, not_found, too_large, ...)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print how many objects would be requested (by department and by status "
+                        "in objects.jsonl) and the time at --rate; requests no object record or "
+                        "image (--departments/--search/--since still make their listing requests)")
     add_common(p, workers=False)
 
 
