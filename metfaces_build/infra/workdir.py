@@ -9,7 +9,8 @@ Layout of a work directory DIR:
   objects.jsonl          fetch journal, one line per object (latest per id wins)
   api/, originals/       API records and original images
   faces.json             detect output; detect.jsonl its per-image journal
-  filtered.json          filter output; rejected.jsonl, filter_summary.json
+  filtered.json          filter output; rejected.jsonl, filter_summary.json,
+                         filter_cache.json (per-image measures keyed by content)
   images/                align crops; images/aligned.json the manifest
   report/                report.md, report.html, stats.json, contact sheets
 """
@@ -31,6 +32,7 @@ DETECT_JOURNAL = "detect.jsonl"
 FILTERED = "filtered.json"
 REJECTED = "rejected.jsonl"
 FILTER_SUMMARY = "filter_summary.json"
+FILTER_CACHE = "filter_cache.json"
 IMAGES_DIR = "images"
 MANIFEST = "aligned.json"                 # align's manifest, in its output folder
 ALIGN_JOURNAL = ".aligned.journal.jsonl"  # align's journal of an unfinished run
@@ -47,6 +49,10 @@ FETCH_SETTLED = frozenset({"ok", "changed", "no_image", "not_public_domain", "no
                            "too_large", "refused"})
 FETCH_FAILED = frozenset({"not_found", "too_large", "refused", "http_error", "bad_content"})
 DETECT_DONE = ("ok", "no_face")
+# align manifest entries for crops that no longer exist (not failures): a face gone from
+# an image that changed, or every face of an object that left the input
+ALIGN_RETIRED = ("superseded", "withdrawn")
+HISTORY_KEEP = 10  # image versions remembered per object in objects.jsonl
 
 
 # ---- journals: the latest line per key ------------------------------------------------
@@ -106,13 +112,93 @@ def fetch_skip_statuses(force: bool, recheck: bool) -> frozenset:
     return frozenset({"ok", "changed"}) if recheck else FETCH_SETTLED
 
 
-def reusable_detections(journal_rows: Iterable[dict], wanted: set, signature: dict) -> dict:
+def reusable_detections(journal_rows: Iterable[dict], wanted, signature: dict) -> dict:
     """Detect journal lines (latest per source_path in `wanted`) a rerun keeps: done
-    (ok / no_face) with the same detection settings."""
+    (ok / no_face) with the same detection settings and, when `wanted` maps each
+    source_path to its SourceVersion, of the same content (`same_source`)."""
     rows = latest((d for d in journal_rows if d.get("source_path") in wanted), "source_path")
+    versions = wanted if isinstance(wanted, dict) else None
     return {k: d for k, d in rows.items()
             if d.get("status") in DETECT_DONE and d.get("settings") == signature
-            and isinstance(d.get("faces"), list)}
+            and isinstance(d.get("faces"), list)
+            and (versions is None or same_source(d, versions[k]))}
+
+
+# ---- content keys: what an image *is*, so stages redo exactly what changed -------------
+
+class SourceVersion:
+    """The content of one source image as far as known without reading it: fetch's
+    sha256 and md5 (objects.jsonl; never rehashed), or size and mtime for a plain folder."""
+    __slots__ = ("sha256", "md5", "stat")
+
+    def __init__(self, sha256: str = "", md5: str = "", stat: str = ""):
+        self.sha256, self.md5, self.stat = sha256 or "", md5 or "", stat or ""
+
+    def __repr__(self) -> str:
+        return f"SourceVersion(sha256={self.sha256!r}, md5={self.md5!r}, stat={self.stat!r})"
+
+
+def file_stat_key(path: Union[str, os.PathLike]) -> str:
+    """"size:mtime_ns" of a file (the content key of a folder image), "" when unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def same_source(line: dict, version: SourceVersion) -> bool:
+    """Was a detect journal line made from this content? By sha256 when fetch knows it (a
+    line from before sha256 was recorded matches on the md5 it measured), else by the
+    folder file's size and mtime."""
+    if version.sha256:
+        if line.get("source_sha256"):
+            return line["source_sha256"] == version.sha256
+        return bool(version.md5) and line.get("source_md5") == version.md5
+    return line.get("source_stat", "") == version.stat
+
+
+def carry_history(old: Optional[dict], new: dict, now: str) -> dict:
+    """`new` (an objects.jsonl line) with the object's image history: when its sha256
+    differs from `old`'s (re-shot, or image gone), `previous_sha256`, `changed_at` and one
+    more `history` item {sha256, image_url, until}; else the old history carried on."""
+    out = dict(new)
+    if not old:
+        return out
+    for k in ("previous_sha256", "changed_at", "history"):
+        if k in old and k not in out:
+            out[k] = old[k]
+    old_sha, new_sha = old.get("sha256") or "", out.get("sha256") or ""
+    if old_sha and old_sha != new_sha:
+        hist = list(old.get("history") or [])
+        hist.append({"sha256": old_sha, "image_url": old.get("image_url") or "", "until": now})
+        out["history"] = hist[-HISTORY_KEEP:]
+        out["previous_sha256"], out["changed_at"] = old_sha, now
+    return out
+
+
+# what a refetch found, per object (fetch's `updates`, run's updates block)
+UPDATE_KINDS = ("new", "new_image", "record", "withdrawn", "unchanged", "failed")
+RECORD_KEYS = ("title", "artist", "date", "department", "is_public_domain", "image_url", "meta_url")
+
+
+def update_kind(old: Optional[dict], new: dict) -> str:
+    """How object line `new` differs from `old` (the journal's previous line): new (no
+    usable line before), new_image (sha256 changed), record (same image, other record
+    fields), withdrawn (had an image, now not public domain / no image / gone), unchanged,
+    or failed (the refetch failed: the old files are kept)."""
+    st = new.get("status")
+    if st in ("http_error", "bad_content", "too_large", "refused"):
+        return "failed"
+    if not old or old.get("status") not in ("ok", "changed"):
+        return "new" if st == "ok" else "unchanged"
+    if st != "ok":
+        return "withdrawn"
+    if (old.get("sha256") or "") != (new.get("sha256") or ""):
+        return "new_image"
+    if any(old.get(k) != new.get(k) for k in RECORD_KEYS):
+        return "record"
+    return "unchanged"
 
 
 # ---- fetch's journal (objects.jsonl), at the scale of the whole collection -------------
@@ -208,6 +294,7 @@ class Work:
     filtered_json = property(lambda self: self.path / FILTERED)
     rejected_jsonl = property(lambda self: self.path / REJECTED)
     filter_summary_json = property(lambda self: self.path / FILTER_SUMMARY)
+    filter_cache_json = property(lambda self: self.path / FILTER_CACHE)
     images_dir = property(lambda self: self.path / IMAGES_DIR)
     aligned_manifest = property(lambda self: self.path / IMAGES_DIR / MANIFEST)
     aligned_journal = property(lambda self: self.path / IMAGES_DIR / ALIGN_JOURNAL)
@@ -226,6 +313,11 @@ class Work:
     def objects(self) -> dict:
         """{id: latest objects.jsonl line}."""
         return latest_records(self.objects_jsonl, "id")
+
+    def objects_of(self, ids) -> dict:
+        """{id: latest objects.jsonl line} for `ids` only (bounded memory on a huge journal)."""
+        wanted = set(ids)
+        return latest((r for r in read_jsonl(self.objects_jsonl) if r.get("id") in wanted), "id")
 
     def detections(self) -> dict:
         """{obj_id: latest detect.jsonl line} (one source image per object)."""

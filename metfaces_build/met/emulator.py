@@ -98,6 +98,7 @@ class _State:
         self.lock = threading.Lock()
         self.stats = Stats()
         self.per_path = collections.Counter()
+        self.paths = collections.Counter()  # every API/image path requested (tests: what was asked)
         self.tokens: dict = {}
         self.recent: dict = collections.defaultdict(collections.deque)
         self.blocked_until: dict = {}
@@ -172,6 +173,8 @@ class _Handler(BaseHTTPRequestHandler):
         u = urlsplit(self.path)
         if u.path.startswith("/_emulator/"):
             return self._emulator_path(u)
+        with st.lock:
+            st.paths[u.path] += 1
         refusal = st.admission(self.client_address[0])
         if refusal == "blocked":
             return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
@@ -449,6 +452,23 @@ class EmulatorHandle:
     def stats(self) -> dict:
         with self.state.lock:
             return self.state.stats.to_json()
+
+    def requested(self, prefix: str = "") -> collections.Counter:
+        """{path: times requested} of API and image paths starting with `prefix` (e.g.
+        API_PREFIX + "/objects/" for object records, "/CRDImages/" for images)."""
+        with self.state.lock:
+            return collections.Counter({p: n for p, n in self.state.paths.items() if p.startswith(prefix)})
+
+    def object_requests(self) -> collections.Counter:
+        """{object id: record requests}."""
+        pre = API_PREFIX + "/objects/"
+        return collections.Counter({int(p[len(pre):]): n for p, n in self.requested(pre).items()
+                                    if p[len(pre):].isdigit()})
+
+    def reset_requests(self) -> None:
+        """Forget the paths requested so far (a test measures one step)."""
+        with self.state.lock:
+            self.state.paths.clear()
 
     # -- changing the collection (each change gives the object a new metadataDate: now, or `date`) --
     def reshoot(self, oid: int, rename: bool = False, date: Optional[str] = None):

@@ -24,7 +24,12 @@ EXIF orientation other than 1 is warned about and recorded.
 Every image gets one line in the journal (DIR/detect.jsonl; with --images, next to --out
 as NAME.detect.jsonl): status ok | no_face | bad_content | too_large | missing_source, a
 reason, and its faces. A rerun skips images already ok/no_face with the same settings
-(--force redoes them) and retries failed ones. faces.json is rebuilt from the journal.
+and the same content (--force redoes them) and retries failed ones. faces.json is rebuilt
+from the journal. Content: the sha256 fetch recorded in objects.jsonl (never rehashed;
+each line and face record carries it as `source_sha256`), or size and mtime for --images;
+an original whose content changed is detected again, one that left objects.jsonl (withdrawn)
+takes its faces out of faces.json. The summary counts detector calls and the faces added,
+removed and moved (same face_idx, other face_spec) against the previous run.
 
 inputs: --work DIR reads DIR/objects.jsonl (status ok lines; falls back to every image in
 DIR/originals when it is absent) and writes DIR/faces.json; or --images DIR --out FILE
@@ -50,7 +55,7 @@ from typing import Optional
 
 from ..core.records import obj_id_sort_key
 from ..infra.stage import StageSummary, default_workers
-from ..infra.workdir import DETECT_DONE, Work, as_work, reusable_detections
+from ..infra.workdir import DETECT_DONE, Work, as_work, file_stat_key, reusable_detections
 
 DETECTORS = ("hog", "cnn", "cascade")
 DEFAULT_MAX_SIDE = 1024
@@ -121,9 +126,16 @@ SETTINGS = ("detector", "upsample", "cnn_upsample", "cascade_score", "max_side")
 
 @dataclass
 class DetectSummary(StageSummary):
-    """detect's outcome: `counts` by image status, `faces` found, `reused` images."""
+    """detect's outcome: `counts` by image status, `faces` found, `reused` images;
+    `detector_calls` images decoded and run through the detector now; `dropped` images
+    no longer in the input (withdrawn); `changes` faces added / removed / moved against
+    the previous run, with `changed_objects` the obj_ids concerned."""
     faces: int = 0
     reused: int = 0
+    detector_calls: int = 0
+    dropped: int = 0
+    changes: dict = field(default_factory=dict)
+    changed_objects: list = field(default_factory=list)
 
 
 @dataclass
@@ -331,6 +343,14 @@ class DetectTask:
     department: str = ""
     source_url: str = ""
     meta_url: str = ""
+    sha256: str = ""  # from objects.jsonl (work directories)
+    md5: str = ""
+    stat: str = ""    # "size:mtime_ns" (image folders)
+
+    @property
+    def version(self):
+        from ..infra.workdir import SourceVersion
+        return SourceVersion(self.sha256, self.md5, self.stat)
 
 
 @dataclass
@@ -350,6 +370,8 @@ class DetectResult:
     cnn_ran: bool = False
     settings: dict = field(default_factory=dict)
     faces: list = field(default_factory=list)  # FaceRecord JSON dicts
+    source_sha256: str = ""
+    source_stat: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -371,7 +393,8 @@ def detect_task(task: DetectTask) -> DetectResult:
     from ..infra.images import ImageProblem
     from ..infra.files import file_digest
     opts: DetectOptions = _WORKER["opts"]
-    res = DetectResult(task.obj_id, task.source_path, "ok", settings=opts.signature())
+    res = DetectResult(task.obj_id, task.source_path, "ok", settings=opts.signature(),
+                       source_sha256=task.sha256, source_stat=task.stat)
     try:
         res.source_md5 = file_digest(task.path)
         shrunk = load_shrunk(task.path, opts.max_side, _WORKER["max_pixels"])
@@ -403,7 +426,8 @@ def face_record(task: DetectTask, res: DetectResult, face_idx: int, det: Detecti
         artist_display_name=task.artist, detector=det.detector, score=det.score,
         subdetector=det.subdetector, image_width=res.width, image_height=res.height,
         shrink_method=res.shrink_method, exif_orientation=res.exif_orientation,
-        department=task.department or None)
+        department=task.department or None,
+        extra={"source_sha256": task.sha256} if task.sha256 else {})
 
 
 # ---- inputs -------------------------------------------------------------------------------
@@ -423,7 +447,8 @@ def tasks_from_work(work) -> list:
                                 title=str(d.get("title") or ""), artist=str(d.get("artist") or ""),
                                 department=str(d.get("department") or ""),
                                 source_url=str(d.get("image_url") or ""),
-                                meta_url=str(d.get("meta_url") or "")))
+                                meta_url=str(d.get("meta_url") or ""),
+                                sha256=str(d.get("sha256") or ""), md5=str(d.get("md5") or "")))
     return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
 
 
@@ -441,7 +466,8 @@ def tasks_from_folder(folder: Path, prefix: str = "") -> list:
             raise UsageError(f"{folder}: {seen[p.stem]} and {p.name} would both be obj_id "
                              f"{p.stem!r}; rename one")
         seen[p.stem] = p.name
-        tasks.append(DetectTask(obj_id=p.stem, source_path=prefix + p.name, path=str(p)))
+        tasks.append(DetectTask(obj_id=p.stem, source_path=prefix + p.name, path=str(p),
+                                stat=file_stat_key(p)))
     return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
 
 
@@ -481,15 +507,19 @@ def detect(work: Optional[Work], opts: DetectOptions = DetectOptions()) -> Detec
     import time
 
     from ..infra.executors import Progress, make_executor
-    from ..infra.files import JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
+    from ..infra.files import JsonlAppender, atomic_write_json, read_json_or_none, write_jsonl
+    from ..infra.workdir import latest_records
     from ..infra.models import resolve_models
     t0 = time.monotonic()
     tasks, paths = stage_inputs(work, opts)
     model_paths = resolve_models(opts.models_dir, need_cnn=opts.detector != "hog")
     model_paths = replace(model_paths, predictor=model_paths.predictor.absolute(),
                           cnn=model_paths.cnn and model_paths.cnn.absolute())
+    before = latest_records(paths.journal, "source_path")  # the previous run, for `changes`
     done = {} if opts.force else reusable_detections(
-        read_jsonl(paths.journal), {t.source_path for t in tasks}, opts.signature())
+        before.values(), {t.source_path: t.version for t in tasks}, opts.signature())
+    by_path = {t.source_path: t for t in tasks}
+    done = {sp: _with_version(d, by_path[sp]) for sp, d in done.items()}
     # absolute paths: a Dask worker's current directory is not ours
     todo = [replace(t, path=os.path.abspath(t.path)) for t in tasks if t.source_path not in done]
     results = dict(done)
@@ -505,9 +535,43 @@ def detect(work: Optional[Work], opts: DetectOptions = DetectOptions()) -> Detec
             n_faces += len(res.faces)
             prog.update(faces=n_faces)
     ordered = [results[t.source_path] for t in tasks]
-    write_jsonl(paths.journal, ordered)  # compact: one line per image, in task order
-    atomic_write_json(paths.out, [f for r in ordered for f in r["faces"]])
-    return _summary(ordered, len(done), paths, time.monotonic() - t0)
+    faces = [f for r in ordered for f in r["faces"]]
+    if ordered != list(before.values()) or not paths.out.exists():  # no change: no rewrite
+        write_jsonl(paths.journal, ordered)  # compact: one line per image, in task order
+        atomic_write_json(paths.out, faces)
+    elif read_json_or_none(paths.out) != faces:
+        atomic_write_json(paths.out, faces)
+    s = _summary(ordered, len(done), paths, time.monotonic() - t0)
+    s.detector_calls = sum(1 for t in todo if results[t.source_path].get("status") in DONE_STATUSES)
+    s.dropped = len(set(before) - set(results))
+    s.changes, s.changed_objects = face_changes(before.values(), ordered)
+    if any(s.changes.values()) or s.dropped:
+        s.lines.append("detect changes: " + ", ".join(f"{v} faces {k}" for k, v in s.changes.items())
+                       + (f"; {s.dropped} images no longer in the input" if s.dropped else ""))
+    return s
+
+
+def _with_version(line: dict, task: DetectTask) -> dict:
+    """A reused journal line stamped with the content key it was matched on (a line from
+    before sha256 was recorded, matched on md5, gains it: its face records too)."""
+    if not task.sha256 or line.get("source_sha256") == task.sha256:
+        return line
+    faces = [{**f, "source_sha256": task.sha256} for f in line["faces"]]
+    return {**line, "source_sha256": task.sha256, "faces": faces}
+
+
+def face_changes(before, after) -> tuple:
+    """({added, removed, moved}, sorted obj_ids concerned) between two sets of detect
+    journal lines, matching faces by (obj_id, face_idx): moved = same key, other face_spec."""
+    def faces_of(lines) -> dict:
+        return {(str(f.get("obj_id")), f.get("face_idx")): f.get("face_spec")
+                for r in lines for f in (r.get("faces") or []) if isinstance(f, dict)}
+    old, new = faces_of(before), faces_of(after)
+    added = new.keys() - old.keys()
+    removed = old.keys() - new.keys()
+    moved = {k for k in new.keys() & old.keys() if new[k] != old[k]}
+    objs = sorted({k[0] for k in added | removed | moved}, key=obj_id_sort_key)
+    return {"added": len(added), "removed": len(removed), "moved": len(moved)}, objs
 
 
 def _warn(prog, res: DetectResult) -> None:

@@ -15,7 +15,13 @@ Writes, in --work DIR:
                          decode, pixel limit) before it is renamed into place
 
 A rerun skips settled objects and retries network/content failures (http_error,
-bad_content); --recheck retries every non-ok object, --force redoes everything. The API
+bad_content); --recheck retries every non-ok object, --force redoes everything.
+Updates: every object the --since DATE listing names is fetched again even when settled.
+Its image is downloaded to a temporary name and replaces the original only when its
+sha256 changed; the objects.jsonl line then keeps `previous_sha256`, `changed_at` and a
+short `history`. An object that left the public domain or lost its image has its original
+removed (detect, filter and align then withdraw its faces and crops). A refetch that
+fails keeps the old line and files (`refresh_error` says why). The API
 is paced (--rate, shared by all --workers threads), retried with backoff, and a 403 block
 page pauses all threads together. Ctrl-C or a kill loses nothing: rerun to resume.
 --dry-run prints what would be requested (by department and by status already in
@@ -45,7 +51,8 @@ from ..infra.images import DEFAULT_MAX_PIXELS
 from ..infra.stage import StageSummary
 from ..infra.workdir import FETCH_FAILED as FAILED
 from ..infra.workdir import FETCH_STATUSES as STATUSES  # noqa: F401 - the statuses fetch records
-from ..infra.workdir import JournalIndex, Work, compact_journal, fetch_skip_statuses
+from ..infra.workdir import (UPDATE_KINDS, JournalIndex, Work, carry_history, compact_journal,
+                             fetch_skip_statuses, update_kind)
 from ..met.client import DEFAULT_API
 CHUNK_IDS = 1024
 
@@ -202,9 +209,12 @@ def journal_labels(path: Path, labels: IdLabels, batch: int = 65536) -> None:
         labels.add_each(ids, names)
 
 
-def collect_ids(client, args, log: Callable[[str], None], labels: Optional[IdLabels] = None):
+def collect_ids(client, args, log: Callable[[str], None], labels: Optional[IdLabels] = None,
+                listed: Optional[list] = None):
     """All requested ids, de-duplicated in first-seen order and cut to --limit. With
-    `labels` (dry runs), departments are listed one by one so each id gets its department."""
+    `labels` (dry runs), departments are listed one by one so each id gets its department.
+    With `listed`, the arrays of ids the --since listing named are appended to it: those
+    changed at the Met, so never skipped as settled."""
     import numpy as np
     parts = []
     if args.from_csv:
@@ -236,10 +246,14 @@ def collect_ids(client, args, log: Callable[[str], None], labels: Optional[IdLab
             log(f"object list of department {dep}: {len(found)} ids")
             labels.add(found, names.get(dep, str(dep)))
             parts.append(found)
+            if args.since and listed is not None:
+                listed.append(found)
     elif deps or args.since:
         found = client.object_ids(deps, args.since)
-        log(f"object list: {len(found)} ids")
+        log(f"object list{f' changed since {args.since}' if args.since else ''}: {len(found)} ids")
         parts.append(np.asarray(found, dtype=np.int64))
+        if args.since and listed is not None:
+            listed.append(parts[-1])
     ids = dedupe_ids(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     return ids[: args.limit] if args.limit else ids
 
@@ -264,8 +278,10 @@ class SourceJob:
     height: Optional[int] = None
 
 
-def fetch_object(client, work: Path, oid: int, image: str = "original"):
-    """Record + image of one object, as a MetObject (failures are values)."""
+def fetch_object(client, work: Path, oid: int, image: str = "original", old: Optional[dict] = None):
+    """Record + image of one object, as a MetObject (failures are values). With `old`
+    (its objects.jsonl line: a refetch of a changed object), the image is downloaded to a
+    temporary name and replaces the original only when its sha256 differs."""
     from ..infra.files import atomic_write_bytes
     from ..met.client import FetchFailure
     from ..core.records import MetObject
@@ -286,11 +302,41 @@ def fetch_object(client, work: Path, oid: int, image: str = "original"):
         obj.extra["meta_url"] = _s(rec.get("objectURL"))
     if obj.is_public_domain is False:
         obj.status, obj.reason = "not_public_domain", "isPublicDomain is false"
-        return obj
-    if not url:
+    elif not url:
         obj.status, obj.reason = "no_image", f"{'primaryImage' if image == 'original' else 'primaryImageSmall'} is empty"
+    elif old and old.get("status") == "ok" and old.get("sha256") and old.get("path"):
+        return _refresh_image(client, work, obj, url, old)
+    else:
+        return _download_into(client, work, obj, url)
+    if old and old.get("path"):  # withdrawn: its original must not feed detect any more
+        _remove_other_extensions(work / "originals", oid, "")
+    return obj
+
+
+def _refresh_image(client, work: Path, obj, url: str, old: dict):
+    """Download into a temp name; keep the old original when the bytes are the same (no
+    rewrite), else rename the new one into place."""
+    from ..infra.files import TMP_PREFIX
+    from ..met.client import FetchFailure
+    folder = work / "originals"
+    try:
+        d = client.download(url, folder, f"{TMP_PREFIX}new-{obj.id}")
+    except FetchFailure as f:
+        obj.status, obj.reason, obj.attempts = f.status, f.reason, obj.attempts + f.attempts
+        obj.width, obj.height = f.width, f.height
         return obj
-    return _download_into(client, work, obj, url)
+    final = folder / f"{obj.id}.{d.ext}"
+    if d.sha256 == old.get("sha256") and (work / old["path"]).is_file() \
+            and old["path"] == f"originals/{final.name}":
+        os.unlink(d.path)
+    else:
+        os.replace(d.path, final)
+        _remove_other_extensions(folder, obj.id, d.ext)
+    obj.status, obj.reason = "ok", ""
+    obj.path = f"originals/{final.name}"
+    obj.attempts += d.attempts
+    obj.bytes, obj.sha256, obj.md5, obj.width, obj.height = d.bytes, d.sha256, d.md5, d.width, d.height
+    return obj
 
 
 def _download_into(client, work: Path, obj, url: str):
@@ -462,11 +508,13 @@ def dry_run(args, layout: Work, log: Callable[[str], None]) -> DryRunPlan:
                 settled = st in skip and (st not in ("ok", "changed") or _source_exists(work, job))
                 plan.add(st, not settled, dep)
         else:
-            ids = collect_ids(client, args, log, labels)
+            listed: list = []
+            ids = collect_ids(client, args, log, labels, listed)
+            changed = _listed_set(listed)
             journal_labels(layout.objects_jsonl, labels)
             for chunk in chunks(ids):
-                for st, dep in zip(index.statuses(chunk), labels.lookup(chunk)):
-                    plan.add(st, st not in skip, dep)
+                for oid, st, dep in zip(chunk, index.statuses(chunk), labels.lookup(chunk)):
+                    plan.add(st, st not in skip or int(oid) in changed, dep)
     finally:
         client.close()
     return plan
@@ -523,6 +571,9 @@ class FetchSummary(StageSummary):
     already: dict = field(default_factory=dict)
     outage: Optional[str] = None
     plan: Optional[DryRunPlan] = None  # set by a dry run (nothing was fetched)
+    # objects fetched again because the --since listing named them: {update kind: [ids]}
+    # (kinds: workdir.UPDATE_KINDS; new objects count here too)
+    updates: dict = field(default_factory=dict)
 
 
 def _check_args(args: FetchOptions) -> None:
@@ -597,6 +648,7 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
     skip = fetch_skip_statuses(args.force, args.recheck)
     counts: Counter = Counter()
     already: Counter = Counter()
+    updates: dict = {}
     outage: Optional[str] = None
     try:
         with JsonlAppender(journal_path) as journal:
@@ -616,20 +668,26 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
                 total, batches = len(todo), [todo]
                 worker = lambda job: fetch_source(client, work, job)  # noqa: E731
             else:
+                listed: list = []
                 try:
-                    ids = collect_ids(client, args, log)
+                    ids = collect_ids(client, args, log, listed=listed)
                 except FetchFailure as f:
                     return FetchSummary("fetch", {}, {}, time.monotonic() - t0, 1, [],
                                         [f"error: could not list objects: {f.reason}"])
+                changed = _listed_set(listed)
+                previous = layout.objects_of(changed) if changed else {}
                 total = 0
                 for chunk in chunks(ids):
-                    for st in index.statuses(chunk):
-                        if st in skip:
+                    for oid, st in zip(chunk, index.statuses(chunk)):
+                        if st in skip and int(oid) not in changed:
                             already[st] += 1
                         else:
                             total += 1
-                batches = (_todo_ids(chunk, index, skip) for chunk in chunks(ids))
-                worker = lambda oid: fetch_object(client, work, oid, args.image)  # noqa: E731
+                batches = (_todo_ids(chunk, index, skip, changed) for chunk in chunks(ids))
+                worker = lambda oid: fetch_object(client, work, oid, args.image,  # noqa: E731
+                                                  previous.get(int(oid)))
+                if changed:
+                    journal = _UpdateJournal(journal, previous, changed, updates, _now())
             with Progress(total, "fetch", quiet=args.quiet, unit="obj") as progress:
                 outage = _run_pool(batches, worker, args.workers, journal, progress, counts)
     except ApiOutage as e:  # while listing
@@ -642,11 +700,16 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
         line += f" (+ {sum(already.values())} already done: " + \
                 ", ".join(f"{v} {k}" for k, v in sorted(already.items())) + ")"
     failed = sum(v for k, v in counts.items() if k in FAILED) + sum(v for k, v in already.items() if k in FAILED)
+    lines = [line]
+    if updates:
+        lines.append("fetch updates: " + ", ".join(
+            f"{len(updates[k])} {k.replace('_', ' ')}" for k in UPDATE_KINDS if updates.get(k)))
     return FetchSummary("fetch", dict(counts), {"objects": journal_path, "api": layout.api_dir,
                                                 "originals": layout.originals_dir},
-                        time.monotonic() - t0, failed + (1 if outage else 0), [line],
+                        time.monotonic() - t0, failed + (1 if outage else 0), lines,
                         [f"stopped early: {outage}"] if outage else [],
-                        already=dict(already), outage=outage)
+                        already=dict(already), outage=outage,
+                        updates={k: sorted(v) for k, v in updates.items()})
 
 
 def client_config(args):
@@ -657,8 +720,44 @@ def client_config(args):
                         allowed_hosts=tuple(args.allow_host), pool_size=max(10, 2 * args.workers))
 
 
-def _todo_ids(chunk, index: JournalIndex, skip: set) -> list:
-    return [int(i) for i, st in zip(chunk, index.statuses(chunk)) if st not in skip]
+def _todo_ids(chunk, index: JournalIndex, skip: set, changed: frozenset = frozenset()) -> list:
+    return [int(i) for i, st in zip(chunk, index.statuses(chunk)) if st not in skip or int(i) in changed]
+
+
+def _listed_set(listed: list) -> frozenset:
+    """The ids the --since listing named (a set: a listing is at most the collection)."""
+    return frozenset(int(i) for part in listed for i in part)
+
+
+def _now() -> str:
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _UpdateJournal:
+    """The objects.jsonl appender for a run with --since: each refetched object's line
+    carries its image history (workdir.carry_history) and is classified (new / new_image /
+    record / withdrawn / unchanged / failed) into `updates`. A failed refetch of an object
+    that had an image writes the old line again with `refresh_error`, so a network error
+    never withdraws it."""
+
+    def __init__(self, journal, previous: dict, changed: frozenset, updates: dict, now: str):
+        self.journal, self.previous, self.changed = journal, previous, changed
+        self.updates, self.now = updates, now
+
+    def write(self, row: dict) -> None:
+        if row.get("id") not in self.changed:
+            self.journal.write(row)
+            return
+        old = self.previous.get(row.get("id"))
+        kind = update_kind(old, row)
+        self.updates.setdefault(kind, []).append(row.get("id"))
+        if kind == "failed" and old and old.get("status") == "ok":
+            row = {**old, "refresh_error": f"{row.get('status')}: {row.get('reason', '')}"}
+        else:
+            row = carry_history(old, row, self.now)
+            row.pop("refresh_error", None)
+        self.journal.write(row)
 
 
 def _source_exists(work: Path, job: SourceJob) -> bool:
