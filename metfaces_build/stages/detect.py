@@ -494,10 +494,16 @@ def stage_inputs(args):
 
 
 def run(args) -> int:
+    from ..infra.lock import work_lock
+    tasks, paths = stage_inputs(args)
+    with work_lock(paths.out.parent, command="detect"):  # one writer per work directory
+        return _run_locked(args, tasks, paths)
+
+
+def _run_locked(args, tasks: list, paths: "StagePaths") -> int:
     from ..infra.files import JsonlAppender, atomic_write_json, read_jsonl, write_jsonl
     from ..infra.models import resolve_models
     from ..infra.executors import Progress, make_executor
-    tasks, paths = stage_inputs(args)
     opts = DetectOptions(detector=args.detector, upsample=args.upsample,
                          cnn_upsample=args.cnn_upsample, cascade_score=args.cascade_score,
                          max_side=args.max_side)

@@ -635,7 +635,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..infra.files import file_digest, read_json
+    from ..infra.lock import work_lock
     work = Path(args.work)
     faces_path = Path(args.faces) if args.faces else work / "faces.json"
     source_root = Path(args.source_images) if args.source_images else work
@@ -645,6 +645,13 @@ def run(args) -> int:
         raise UsageError(f"--source-images {source_root} is not a folder")
     if args.explain is not None:
         return explain(work, loaded.faces, source_root, cfg, str(args.explain))
+    with work_lock(work, command="filter"):  # one writer per work directory
+        return _run_locked(args, work, faces_path, source_root, cfg, loaded)
+
+
+def _run_locked(args, work: Path, faces_path: Path, source_root: Path, cfg: "FilterConfig",
+                loaded) -> int:
+    from ..infra.files import file_digest, read_json
     digest = file_digest(faces_path, "sha256")
     summary_path = work / "filter_summary.json"
     if not args.force and summary_path.exists() and (work / "filtered.json").exists() \
