@@ -469,8 +469,8 @@ class MetClient:
         except FetchFailure as e:
             if e.status != "too_large":
                 raise
-            raise FetchFailure("bad_content", f"answer exceeds {limit} bytes decoded "
-                                              f"({e.reason})", http_status=r.status_code) from None
+            raise FetchFailure("bad_content", f"answer exceeds {limit} bytes decoded: refused "
+                                              "unread", http_status=r.status_code) from None
         finally:
             r.close()
         return b"".join(parts)[:limit] if truncate else b"".join(parts)

@@ -400,13 +400,16 @@ def tasks_from_work(work: Path) -> list:
     objects = work / "objects.jsonl"
     if not objects.exists():
         return tasks_from_folder(work / "originals", prefix="originals/")
+    from ..met.client import as_object_id
     latest: dict = {}
     for d in read_jsonl(objects):
-        if "id" in d:
+        if isinstance(d.get("id"), int) and as_object_id(d["id"]) is not None:  # fetch writes int ids
             latest[str(d["id"])] = d
     tasks = []
     for oid, d in latest.items():
         rel = d.get("path") or ""
+        if not isinstance(rel, str):
+            continue
         if d.get("status") != "ok" or check_relative_path(rel) or check_relative_path(oid) or "/" in oid:
             continue
         tasks.append(ImageTask(obj_id=oid, source_path=rel, path=str(work / rel),

@@ -62,7 +62,8 @@ class JournalIndex:
         from ..met.client import as_object_id
         for row in read_jsonl(path):
             oid, st = row.get("id"), row.get("status")
-            if as_object_id(oid) is not None and not isinstance(oid, str) and st in code_of:
+            if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
+                    and st in code_of:
                 ids.append(oid)
                 codes.append(code_of[st])
         a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
