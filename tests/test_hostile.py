@@ -546,3 +546,77 @@ def test_non_utf8_title_keeps_the_record_and_nan_is_not_a_string(cli, tmp_path, 
     assert rc == 0 and row["status"] == "ok"
     assert row["title"] == "Portr\ufffdt" and row["department"] == "" and row["artist"] == ""
     assert b"NaN" not in (work / "objects.jsonl").read_bytes()
+
+
+def test_from_json_does_not_write_through_a_symlink(cli, tmp_path, srv):
+    serve_image(srv, "/img/15.jpg")
+    work = tmp_path / "w"
+    (work / "unprocessed").mkdir(parents=True)
+    (work / "objects.jsonl").write_text('{"id": 99, "status": "not_found"}\n')
+    os.symlink("../objects.jsonl", work / "unprocessed" / "image-15.png")
+    mf = tmp_path / "metfaces.json"
+    mf.write_text(json.dumps([_source_face(15, f"{srv.base}/img/15.jpg", "unprocessed/image-15.png")]))
+    rc, out, err = cli("fetch", "--work", work, "--api", srv.api, "--from-json", mf, *FAST)
+    rows = journal(work)
+    assert rc == 1 and rows[15]["status"] == "refused" and "objects.jsonl" in rows[15]["reason"]
+    assert rows[99]["status"] == "not_found"
+
+
+def test_a_crashing_job_does_not_lose_the_others_in_flight(tmp_path):
+    from metfaces_build.core.records import MetObject
+    from metfaces_build.infra.files import JsonlAppender
+    from metfaces_build.stages.fetch import _run_pool
+
+    class Bug(Exception):
+        pass
+
+    def worker(oid):
+        if oid == 3:
+            raise Bug("a programming error")
+        time.sleep(0.05)
+        return MetObject(oid, "ok")
+
+    class NoProgress:
+        def update(self, *a, **k):
+            pass
+    from collections import Counter
+    counts: Counter = Counter()
+    with JsonlAppender(tmp_path / "objects.jsonl") as j:
+        with pytest.raises(Bug):
+            _run_pool([[1, 2, 3, 4, 5, 6]], worker, 3, j, NoProgress(), counts)
+    done = sorted(journal(tmp_path))
+    assert 3 not in done and {1, 2, 4} <= set(done)  # everything submitted before the crash
+
+
+# ---- the lock itself --------------------------------------------------------------------
+
+def test_lock_rules(tmp_path):
+    import socket
+
+    from metfaces_build.core.errors import UsageError
+    from metfaces_build.infra.lock import LOCK_NAME, work_lock
+    lock = tmp_path / LOCK_NAME
+    with work_lock(tmp_path, command="fetch") as me:
+        assert json.loads(lock.read_text())["pid"] == os.getpid() == me.pid
+        with pytest.raises(UsageError, match="in use by fetch"):
+            with work_lock(tmp_path, command="detect"):
+                pass
+    assert not lock.exists()
+    # another host: cannot be checked, so it holds, and the message says what to delete
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "command": "align",
+                                "started": "2026-01-01T00:00:00Z"}))
+    with pytest.raises(UsageError, match="delete"):
+        with work_lock(tmp_path):
+            pass
+    # a live pid that was reused by another process (start time differs): stale
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": "fetch",
+                                "started": "2026-01-01T00:00:00Z", "proc_start": "1"}))
+    with work_lock(tmp_path, command="fetch"):
+        pass
+    # garbage left by a crash mid-write, older than a moment: taken over
+    lock.write_text("{not json")
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    with work_lock(tmp_path, command="fetch"):
+        assert json.loads(lock.read_text())["command"] == "fetch"
+    assert not lock.exists()
