@@ -23,6 +23,25 @@ EXTRA_KEYS = ("detector", "score", "subdetector", "image_width", "image_height",
               "exif_orientation", "department")
 
 N_LANDMARKS = 68
+# Coordinates and shrink beyond 32 bits are not pixels of any image; they would overflow
+# numpy and float conversions before the face could be recorded as failed.
+MAX_COORD = 2 ** 31 - 1
+MAX_FACE_IDX = 99_999
+NAME_MAX = 255  # bytes in one file name (ext4, APFS, NTFS)
+# Met object ids are positive and fit numpy's int64 (journal indexes, id arrays).
+MAX_OBJECT_ID = 2 ** 63 - 1
+
+
+def as_object_id(v: Any) -> Optional[int]:
+    """A positive integer id, or None: ids are integers before they touch a path."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v if 0 < v <= MAX_OBJECT_ID else None
+    if isinstance(v, str) and v.strip().isdigit() and v.strip().isascii() and len(v.strip()) <= 19:
+        n = int(v.strip())
+        return n if 0 < n <= MAX_OBJECT_ID else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,12 +65,17 @@ class FaceSpec:
             raise ValueError(f"{where}.landmarks: expected {N_LANDMARKS}x2 integers")
         if not all(_is_int(v) for p in lm for v in p):
             raise ValueError(f"{where}.landmarks: expected {N_LANDMARKS}x2 integers, found a non-integer")
+        if not all(-MAX_COORD <= v <= MAX_COORD for p in lm for v in p):
+            raise ValueError(f"{where}.landmarks: a coordinate is beyond +-{MAX_COORD}")
         rect = d["rect"]
         if not isinstance(rect, (list, tuple)) or len(rect) != 4 or not all(_is_int(v) for v in rect):
             raise ValueError(f"{where}.rect: expected 4 integers [l, t, r, b]")
+        if not all(-MAX_COORD <= v <= MAX_COORD for v in rect):
+            raise ValueError(f"{where}.rect: a coordinate is beyond +-{MAX_COORD}")
         shrink = d["shrink"]
-        if not _is_int(shrink) or shrink < 1:
-            raise ValueError(f"{where}.shrink: expected an integer >= 1, got {shrink!r}")
+        if not _is_int(shrink) or not 1 <= shrink <= MAX_COORD:
+            raise ValueError(f"{where}.shrink: expected an integer from 1 to {MAX_COORD}, "
+                             f"got {_short_repr(shrink)}")
         return cls(rect=tuple(int(v) for v in rect),
                    landmarks=tuple((int(x), int(y)) for x, y in lm), shrink=int(shrink))
 
@@ -62,6 +86,28 @@ class FaceSpec:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _short_repr(v: Any, limit: int = 60) -> str:
+    """repr() for messages, cut short (a hostile value may be megabytes or 400 digits)."""
+    try:
+        r = repr(v) if not (_is_int(v) and abs(v) > 10 ** 30) else f"an integer of {len(str(abs(v)))} digits"
+    except (ValueError, RecursionError):
+        r = f"a {type(v).__name__}"
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+def crop_name_problem(obj_id: str, face_idx: int) -> Optional[str]:
+    """Why `{obj_id}-{face_idx:02d}.png` cannot be a crop's file name, or None."""
+    if check_relative_path(obj_id) or "/" in obj_id or "\\" in obj_id:
+        return "has a path separator or is empty"
+    if obj_id.startswith("."):
+        return "starts with '.' (a hidden file)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in obj_id):
+        return "contains control characters"
+    if len(f"{obj_id}-{face_idx:02d}.png".encode("utf-8", "surrogatepass")) > NAME_MAX:
+        return f"makes a crop file name longer than {NAME_MAX} bytes"
+    return None
 
 
 @dataclass
@@ -111,11 +157,14 @@ class FaceRecord:
             obj_id = str(obj_id)
         if not isinstance(obj_id, str) or not obj_id:
             raise ValueError(f"{where}: field 'obj_id' must be a non-empty string")
-        if check_relative_path(obj_id) or "/" in obj_id or "\\" in obj_id:
-            raise ValueError(f"{where}: field 'obj_id' {obj_id!r} is not usable as a file name")
         face_idx = d["face_idx"]
-        if not _is_int(face_idx) or face_idx < 0:
-            raise ValueError(f"{where}: field 'face_idx' must be an integer >= 0, got {face_idx!r}")
+        if not _is_int(face_idx) or not 0 <= face_idx <= MAX_FACE_IDX:
+            raise ValueError(f"{where}: field 'face_idx' must be an integer from 0 to {MAX_FACE_IDX}, "
+                             f"got {_short_repr(face_idx)}")
+        why = crop_name_problem(obj_id, face_idx)
+        if why:
+            raise ValueError(f"{where}: field 'obj_id' {_short_repr(obj_id)} is not usable as a "
+                             f"file name: it {why}")
         sp = d["source_path"]
         why = check_relative_path(sp) if isinstance(sp, str) else "not a string"
         if why:
@@ -128,6 +177,8 @@ class FaceRecord:
         for k in ("meta_url", "source_url", "source_md5", "image_path", "image_md5", "title",
                   "artist_display_name"):
             v = d.get(k, "")
+            if v is not None and not isinstance(v, (str, int, float)):
+                raise ValueError(f"{where}: field {k!r} must be a string, got {type(v).__name__}")
             kw[k] = "" if v is None else str(v)
         for k in EXTRA_KEYS:
             if d.get(k) is not None:

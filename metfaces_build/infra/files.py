@@ -27,7 +27,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; final files get normal modes
+    os.chmod(tmp, default_file_mode())  # mkstemp makes 0600; final files get normal modes
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -38,6 +38,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def default_file_mode() -> int:
+    """The mode `open()` would give a new file under the process umask (0644 under 022):
+    temp files from mkstemp are 0600, and renaming must not make outputs private."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:
@@ -76,16 +82,35 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
     return n
 
 
+def loads(data: bytes | str) -> Any:
+    """Parse JSON as we trust it, from any source (files or the network).
+
+    Only ValueError escapes (nesting deeper than Python's recursion limit would raise
+    RecursionError, a 5000-digit number ValueError); NaN and +-Infinity, which are not
+    JSON, become null instead of floats that would turn into the strings "nan"/"inf".
+    Invalid UTF-8 is a ValueError here; network answers are decoded with replacement
+    before they get here.
+    """
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _no_constant(_name: str) -> None:
+    return None
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Read JSON, turning a missing or malformed file into a clear UsageError."""
     try:
         with open(path, "rb") as f:
-            return json.load(f)
+            return loads(f.read())
     except FileNotFoundError:
         raise UsageError(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise UsageError(f"{what} is a directory, expected a file: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # incl. UnicodeDecodeError, JSONDecodeError, too deep
         raise UsageError(f"{what} {path} is not valid JSON: {e}") from None
 
 
@@ -94,7 +119,7 @@ def read_json_or_none(path: str | os.PathLike) -> Any:
     caller redoes or leaves out what depended on it)."""
     try:
         with open(path, "rb") as f:
-            return json.load(f)
+            return loads(f.read())
     except (OSError, ValueError):
         return None
 
@@ -145,8 +170,8 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             if not line:
                 continue
             try:
-                obj = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                obj = loads(line)
+            except ValueError:  # truncated, garbled, not UTF-8, too deep
                 continue
             if isinstance(obj, dict):
                 yield obj

@@ -62,6 +62,17 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     too_large (over `max_pixels`).
     """
     Image = pil_image()
+    if isinstance(path, (str, os.PathLike)):
+        import stat
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ImageProblem("missing_source", f"file not found: {path}") from None
+        except OSError as e:  # name too long, permission, loop...
+            raise ImageProblem("missing_source", f"cannot open {path}: {e.strerror or e}") from None
+        if not stat.S_ISREG(st.st_mode):
+            # a FIFO or device would block or never end; a folder is not an image either
+            raise ImageProblem("missing_source", f"not a regular file: {path}")
     try:
         im = Image.open(path)
     except FileNotFoundError:

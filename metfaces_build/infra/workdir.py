@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
+from ..core.records import as_object_id
 from .files import read_json_or_none, read_jsonl
 
 # ---- file names ------------------------------------------------------------------------
@@ -63,7 +64,7 @@ def latest(rows: Iterable[Any], key: str) -> dict:
     not dicts) are ignored; dict order is first appearance."""
     out: dict = {}
     for r in rows:
-        if isinstance(r, dict) and key in r:
+        if isinstance(r, dict) and isinstance(r.get(key), (str, int)):  # a list is no key
             out[r[key]] = r
     return out
 
@@ -75,7 +76,8 @@ def latest_records(journal: Union[str, os.PathLike], key: str) -> dict:
 
 def status_counts(rows: Iterable[Any]) -> Counter:
     """Counter of `status` over dict rows (missing status counts as "?")."""
-    return Counter(r.get("status", "?") for r in rows if isinstance(r, dict))
+    return Counter(r["status"] if isinstance(r.get("status"), str) else "?"
+                   for r in rows if isinstance(r, dict))
 
 
 def manifest_path(images_dir: Union[str, os.PathLike]) -> Path:
@@ -99,7 +101,8 @@ def previous_align_results(images_dir: Union[str, os.PathLike]) -> dict:
     prev: dict = {}
     for e in (read_manifest(images_dir) or []) + list(read_jsonl(align_journal_path(images_dir))):
         rec = e.get("record") if isinstance(e, dict) else None
-        if isinstance(rec, dict) and "obj_id" in rec and "face_idx" in rec:
+        if isinstance(rec, dict) and isinstance(rec.get("obj_id"), (str, int)) \
+                and isinstance(rec.get("face_idx"), int):
             prev[(str(rec["obj_id"]), rec["face_idx"])] = e
     return prev
 
@@ -213,7 +216,8 @@ class JournalIndex:
         code_of = {s: i for i, s in enumerate(FETCH_STATUSES)}
         for row in read_jsonl(path):
             oid, st = row.get("id"), row.get("status")
-            if isinstance(oid, int) and st in code_of:
+            if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
+                    and st in code_of:
                 ids.append(oid)
                 codes.append(code_of[st])
         a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
@@ -236,11 +240,9 @@ def compact_journal(path: Path) -> int:
 
     Two passes over byte offsets, so memory is 16 bytes per line, not one dict per record.
     """
-    import json
-
     import numpy as np
 
-    from .files import atomic_open
+    from .files import atomic_open, loads
     if not path.exists():
         return 0
     ids, offsets = [], []
@@ -248,11 +250,11 @@ def compact_journal(path: Path) -> int:
         off = 0
         for line in f:
             try:
-                row = json.loads(line)
+                row = loads(line)
                 oid = row.get("id") if isinstance(row, dict) else None
-            except (ValueError, UnicodeDecodeError):
+            except ValueError:  # garbled, not UTF-8, nested too deeply
                 oid = None
-            if isinstance(oid, int) and line.endswith(b"\n"):
+            if isinstance(oid, int) and as_object_id(oid) is not None and line.endswith(b"\n"):
                 ids.append(oid)
                 offsets.append(off)
             off += len(line)

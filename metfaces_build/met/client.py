@@ -22,11 +22,13 @@ import random
 import tempfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urljoin, urlsplit
 
+from ..core.records import MAX_OBJECT_ID, as_object_id  # noqa: F401 (re-exported)
 from .. import PROJECT_URL, __version__
 from ..infra.images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
 from ..infra.files import TMP_PREFIX
@@ -36,6 +38,13 @@ MET_IMAGE_HOST = "images.metmuseum.org"
 USER_AGENT = f"metfaces-build/{__version__} (+{PROJECT_URL})"
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
+# Object ids are stored as int64 (numpy); larger "ids" are not ids.
+# A JSON answer larger than this, decoded, is refused: the full /objects listing (~500k
+# ids) is ~5 MB, so 64 MiB is generous and still bounds memory against a gzip bomb.
+MAX_JSON_BYTES = 64 << 20
+# An image's decoded body may be at most this many times its encoded (gzip) size: images
+# are compressed already, so a server's gzip gains little; a bomb gains ~1000x.
+MAX_IMAGE_EXPANSION = 32
 
 
 # ---- outcomes ------------------------------------------------------------------------
@@ -105,7 +114,8 @@ class ClientConfig:
     cooldown: float = 30.0         # shared pause after a 403 block page without Retry-After
     max_outage: float = 900.0      # give up the run after this long without one success
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = 2 << 30
+    max_bytes: int = 2 << 30       # cap on one image download, decoded
+    max_json_bytes: int = MAX_JSON_BYTES
     allowed_hosts: tuple = ()      # extra image hosts (besides the API's and the Met's)
     pool_size: int = 16
 
@@ -116,25 +126,70 @@ def image_url_problem(url: str, api_root: str, extra_hosts: Iterable[str] = ()) 
     """Why `url` may not be downloaded (scheme or host not allowed), or None if it may.
 
     Allowed: http/https on the API's own host:port (so the emulator serves its images),
-    the Met image host, or a host named in `extra_hosts`.
+    the Met image host, or a host named in `extra_hosts`. The decision is made on the URL
+    exactly as requests will send it (prepared, then split by urllib3 as the connection
+    pool does), and refused whenever urllib.parse reads another host or port from it:
+    parsers disagree about backslashes, '@' and stray characters, and an allow-list is
+    only as good as the parser it shares with the HTTP library. Credentials in the URL
+    (which requests would send as Basic auth) are refused outright.
     """
     if not isinstance(url, str) or not url:
         return "empty URL"
+    shown = _short(repr(url))
+    if "\\" in url:
+        return f"backslash in URL {shown} (parsers disagree on where its host ends)"
+    if any(ord(c) < 0x20 or ord(c) == 0x7f for c in url):
+        return f"control character in URL {shown}"
     try:
         u, api = urlsplit(url), urlsplit(api_root)
         port, api_port = _effective_port(u), _effective_port(api)
     except ValueError as e:
-        return f"malformed URL {url!r}: {e}"
+        return f"malformed URL {shown}: {e}"
     if u.scheme not in ("http", "https"):
-        return f"scheme {u.scheme or '(none)'!r} not allowed (http/https only): {url}"
+        return f"scheme {u.scheme or '(none)'!r} not allowed (http/https only): {shown}"
+    if "@" in u.netloc or "%40" in u.netloc.lower():
+        return f"credentials (user@) in URL {_redact(url)} refused"
     host = (u.hostname or "").lower()
     if not host:
-        return f"no host in URL {url!r}"
+        return f"no host in URL {shown}"
+    sent = _as_sent(url)
+    if isinstance(sent, str):
+        return f"malformed URL {shown}: {sent}"
+    s_scheme, s_host, s_port, s_auth = sent
+    if s_auth:
+        return f"credentials (user@) in URL {_redact(url)} refused"
+    if (s_scheme, s_host, s_port) != (u.scheme, host, port):
+        return (f"URL {shown} is ambiguous: requests would connect to {s_host}:{s_port}, "
+                f"not {host}:{port}")
     if host == (api.hostname or "").lower() and port == api_port:
         return None
     if host == MET_IMAGE_HOST or host in {h.lower() for h in extra_hosts}:
         return None
     return f"host {host!r} is not an allowed image host ({MET_IMAGE_HOST}, the API host, or --allow-host)"
+
+
+def _as_sent(url: str):
+    """(scheme, host, port, auth) of `url` as requests + urllib3 will connect, or why not."""
+    try:
+        from requests.models import PreparedRequest
+        from urllib3.util import parse_url
+        pr = PreparedRequest()
+        pr.prepare_url(url, None)
+        p = parse_url(pr.url)
+    except Exception as e:  # InvalidURL, LocationParseError, UnicodeError, ...
+        return f"{type(e).__name__}: {_short(str(e))}"
+    scheme = (p.scheme or "").lower()
+    port = p.port or (443 if scheme == "https" else 80)
+    return scheme, (p.host or "").lower().strip("[]"), port, p.auth
+
+
+def _redact(url: str) -> str:
+    """The URL with its userinfo replaced: passwords do not go into journals or logs."""
+    try:
+        u = urlsplit(url)
+        return _short(repr(u._replace(netloc="***@" + u.netloc.rpartition("@")[2]).geturl()))
+    except ValueError:
+        return "(unparseable)"
 
 
 def _effective_port(u) -> int:
@@ -177,16 +232,17 @@ def parse_object_ids(data: Any) -> list:
     return out
 
 
-def as_object_id(v: Any) -> Optional[int]:
-    """A positive integer id, or None: ids are integers before they touch a path."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v if v > 0 else None
-    if isinstance(v, str) and v.strip().isdigit() and v.strip().isascii():
-        n = int(v.strip())
-        return n if n > 0 else None
-    return None
+def decode_json(body: bytes) -> Any:
+    """A JSON answer from the network, parsed; ValueError (with the reason) when unusable.
+
+    Invalid UTF-8 is replaced (a title with one bad byte keeps its record), NaN/Infinity
+    become null, nesting too deep for Python is a ValueError, not a RecursionError.
+    """
+    from ..infra.files import loads
+    text = body.decode("utf-8", errors="replace")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return loads(text)
 
 
 def looks_like_html(content_type: str, body_head: bytes) -> bool:
@@ -272,6 +328,8 @@ class MetClient:
         self.pacer = pacer or Pacer(config.rate)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        # only what `iter_body` decodes itself, with a bound on the output
+        self.session.headers["Accept-Encoding"] = "gzip, deflate"
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -374,11 +432,12 @@ class MetClient:
         cap = min(self.cfg.backoff_max, self.cfg.backoff_base * (2 ** (n - 1)))
         return self._rng.uniform(cap / 2, cap)
 
-    def _get(self, url: str, params=None, stream=False):
+    def _get(self, url: str, params=None, stream=True, headers=None):
         import requests
         self.pacer.acquire()
         try:
             return self.session.get(url, params=params, stream=stream, allow_redirects=False,
+                                    headers=headers,
                                     timeout=(self.cfg.connect_timeout, self.cfg.timeout))
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as e:
@@ -386,15 +445,24 @@ class MetClient:
         except requests.RequestException as e:
             raise FetchFailure("http_error", f"{type(e).__name__}: {_short(e)}") from None
 
-    def _read_all(self, r) -> bytes:
-        import requests
+    def _read_all(self, r, limit: int, truncate: bool = False) -> bytes:
+        """The decoded body, at most `limit` bytes: longer is a final bad_content failure,
+        or (`truncate`, for error pages we only quote) just cut."""
+        parts, n = [], 0
         try:
-            return r.content
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as e:
-            raise Transient("http_error", f"body cut short: {type(e).__name__}: {_short(e)}") from None
+            for chunk in iter_body(r, limit if not truncate else limit + CHUNK):
+                parts.append(chunk)
+                n += len(chunk)
+                if truncate and n >= limit:
+                    break
+        except FetchFailure as e:
+            if e.status != "too_large":
+                raise
+            raise FetchFailure("bad_content", f"answer exceeds {limit} bytes decoded: refused "
+                                              "unread", http_status=r.status_code) from None
         finally:
             r.close()
+        return b"".join(parts)[:limit] if truncate else b"".join(parts)
 
     def _check_status(self, r, body: bytes) -> None:
         """Map an HTTP status to final / transient failures; shared cool-down on blocks."""
@@ -417,7 +485,7 @@ class MetClient:
 
     def _json_attempt(self, url: str, params) -> ApiJson:
         r = self._get(url, params)
-        body = self._read_all(r)
+        body = self._read_all(r, self.cfg.max_json_bytes, truncate=not 200 <= r.status_code < 300)
         if 300 <= r.status_code < 400:
             raise FetchFailure("http_error", f"HTTP {r.status_code} redirect from the API",
                                http_status=r.status_code)
@@ -425,14 +493,18 @@ class MetClient:
         if looks_like_html(r.headers.get("Content-Type", ""), body[:64]):
             raise Transient("bad_content", f"HTML page served with HTTP {r.status_code} instead of JSON")
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise Transient("bad_content", f"malformed JSON ({len(body)} bytes): {e}") from None
+            data = decode_json(body)
+        except ValueError as e:
+            if "nested" in str(e):  # the same answer again would be just as deep
+                raise FetchFailure("bad_content", f"JSON answer ({len(body)} bytes): {e}") from None
+            raise Transient("bad_content", f"malformed JSON ({len(body)} bytes): {_short(e)}") from None
         return ApiJson(data, body, 1)
 
     def _download_attempt(self, url: str, folder: Path, stem: str) -> Download:
-        r = self._get(url, stream=True)
-        for _ in range(MAX_REDIRECTS):
+        # images are compressed already: ask for them as they are
+        identity = {"Accept-Encoding": "identity"}
+        r = self._get(url, headers=identity)
+        for _ in range(MAX_REDIRECTS):  # follow at most 5; a 6th redirect is refused below
             if r.status_code not in (301, 302, 303, 307, 308):
                 break
             target = urljoin(url, r.headers.get("Location", ""))
@@ -441,48 +513,46 @@ class MetClient:
             if why:
                 raise FetchFailure("refused", f"redirected to a refused URL: {why}")
             url = target
-            r = self._get(url, stream=True)
-        else:
+            r = self._get(url, headers=identity)
+        if r.status_code in (301, 302, 303, 307, 308):
             r.close()
             raise FetchFailure("http_error", f"more than {MAX_REDIRECTS} redirects")
         if not 200 <= r.status_code < 300:
-            self._check_status(r, self._read_all(r))
+            self._check_status(r, self._read_all(r, 1 << 16, truncate=True))
         try:
             return self._save_stream(r, folder, stem)
         finally:
             r.close()
 
     def _save_stream(self, r, folder: Path, stem: str) -> Download:
-        import requests
+        from ..infra.files import default_file_mode
         ctype = r.headers.get("Content-Type", "")
         declared = _int_or_none(r.headers.get("Content-Length"))
         if declared is not None and declared > self.cfg.max_bytes:
             raise FetchFailure("too_large", f"Content-Length {declared} exceeds {self.cfg.max_bytes} bytes")
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600
         sha, md5, n, head = hashlib.sha256(), hashlib.md5(), 0, b""
+        body = BodyCount()
         try:
             with os.fdopen(fd, "wb") as f:
-                try:
-                    for chunk in r.iter_content(CHUNK):
-                        if len(head) < 64:
-                            head += chunk[:64 - len(head)]
-                        n += len(chunk)
-                        if n > self.cfg.max_bytes:
-                            raise FetchFailure("too_large", f"body exceeds {self.cfg.max_bytes} bytes")
-                        sha.update(chunk)
-                        md5.update(chunk)
-                        f.write(chunk)
-                except (requests.ConnectionError, requests.Timeout,
-                        requests.exceptions.ChunkedEncodingError) as e:
-                    raise Transient("http_error", f"download cut short after {n} bytes: "
-                                                  f"{type(e).__name__}: {_short(e)}") from None
-            if declared is not None and n != declared:
-                raise Transient("bad_content", f"got {n} bytes but Content-Length said {declared}")
+                for chunk in iter_body(r, self.cfg.max_bytes, MAX_IMAGE_EXPANSION, body):
+                    if len(head) < 64:
+                        head += chunk[:64 - len(head)]
+                        if len(head) >= 12 and sniff_image_type(head) is None:
+                            break  # not an image: no need to download the rest
+                    n += len(chunk)
+                    sha.update(chunk)
+                    md5.update(chunk)
+                    f.write(chunk)
             ext = sniff_image_type(head)
             if ext is None:
                 kind = "an HTML page" if looks_like_html(ctype, head) else f"not an image (starts {head[:8]!r})"
                 raise Transient("bad_content", f"body is {kind} (Content-Type {ctype or 'none'!r}, "
                                                f"HTTP {r.status_code})")
+            # Content-Length counts the bytes on the wire, i.e. before any Content-Encoding
+            if declared is not None and body.raw != declared:
+                raise Transient("bad_content", f"got {body.raw} bytes but Content-Length said {declared}")
             width, height = check_image_file(tmp, self.cfg.max_pixels)
             final = folder / f"{stem}.{ext}"
             os.replace(tmp, final)
@@ -493,6 +563,74 @@ class MetClient:
             except FileNotFoundError:
                 pass
             raise
+
+
+@dataclass
+class BodyCount:
+    """Bytes read so far: `raw` as on the wire, `decoded` after Content-Encoding."""
+    raw: int = 0
+    decoded: int = 0
+
+
+def iter_body(r, limit: int, max_expansion: float = 0, count: Optional[BodyCount] = None):
+    """The decoded chunks of a streamed response, never more than `limit` bytes in all.
+
+    We decode gzip/deflate ourselves, at most CHUNK bytes of output per step, rather than
+    let urllib3 inflate a whole network read at once: a 1 MB gzip bomb then costs 1 MB,
+    not 1 GB. `max_expansion` > 0 also caps decoded/encoded (an image gains little from
+    gzip; a bomb gains ~1000x). Exceeding a cap is FetchFailure("too_large"); a cut
+    connection or corrupt encoding is Transient (retried).
+    """
+    import http.client
+
+    import urllib3
+    count = count if count is not None else BodyCount()
+    enc = (r.headers.get("Content-Encoding") or "identity").strip().lower()
+    if enc in ("identity", ""):
+        dec = None
+    elif enc in ("gzip", "x-gzip", "deflate"):
+        dec = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header, auto-detected
+    else:
+        raise FetchFailure("bad_content", f"unsupported Content-Encoding {_short(enc)!r}")
+
+    def emit(piece: bytes) -> bytes:
+        count.decoded += len(piece)
+        if count.decoded > limit:
+            raise FetchFailure("too_large", f"body exceeds {limit} bytes decoded")
+        if max_expansion and dec is not None and count.decoded > max_expansion * count.raw + CHUNK:
+            raise FetchFailure("too_large", f"{enc} body decoded to over {count.decoded} bytes from "
+                                            f"{count.raw}: more than {max_expansion:g}x (a compression bomb?)")
+        return piece
+    try:
+        while True:
+            data = r.raw.read(CHUNK, decode_content=False)
+            if not data:
+                break
+            count.raw += len(data)
+            if dec is None:
+                yield emit(data)
+                continue
+            while data:
+                piece = dec.decompress(data, CHUNK)
+                data = dec.unconsumed_tail
+                if piece:
+                    yield emit(piece)
+                if dec.eof:
+                    break
+        if dec is not None:
+            tail = dec.flush()
+            if tail:
+                yield emit(tail)
+            if not dec.eof:
+                raise Transient("bad_content", f"{enc} body cut short after {count.raw} bytes")
+        # read to the end: the connection goes back to the pool (r.close() would drop it)
+        r._content_consumed = True
+        r.raw.release_conn()
+    except zlib.error as e:
+        raise Transient("bad_content", f"corrupt {enc} body: {e}") from None
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
+        raise Transient("http_error", f"body cut short after {count.raw} bytes: "
+                                      f"{type(e).__name__}: {_short(e)}") from None
 
 
 _PIL_OPEN_LOCK = threading.Lock()
@@ -550,7 +688,7 @@ def _message(body: bytes) -> str:
     return "(no message)"
 
 
-def _short(e: BaseException) -> str:
+def _short(e) -> str:
     s = str(e)
     return s if len(s) <= 200 else s[:200] + "..."
 

@@ -228,20 +228,57 @@ def process_image(task: AlignTask) -> list:
         cache: dict = {}
         for j in todo:
             normal = None if j.normal is None else np.asarray(j.normal, dtype=np.float64)
+            why = face_fit_problem(j.spec, image.size, task.params, normal)
+            if why:
+                results.append(result(j, "error", why))
+                continue
             try:
                 crop = align_face(image, j.spec, task.params, normal, cache)
             except (ValueError, ArithmeticError, MemoryError, OSError) as e:
-                # degenerate landmarks (zero eye distance -> NaN geometry), out of memory...
-                results.append(result(j, "error", f"{type(e).__name__}: {e}"))
+                # what face_fit_problem does not foresee; say which face and image it was
+                results.append(result(j, "error", f"cannot align this face in the "
+                                                  f"{image.size[0]}x{image.size[1]} image: "
+                                                  f"{type(e).__name__}: {e}"))
                 continue
             buf = io.BytesIO()
             crop.save(buf, "PNG")
             data = buf.getvalue()
             name = _crop_name(j.record)
-            atomic_write_bytes(Path(task.output_dir) / name, data)
+            try:
+                atomic_write_bytes(Path(task.output_dir) / name, data)
+            except OSError as e:  # a name this file system refuses, a full disk...
+                results.append(result(j, "error", f"cannot write {name[:80]}: {e.strerror or e}"))
+                continue
             results.append(result(j, "ok", file_md5=hashlib.md5(data).hexdigest(),
                                   pixel_md5=pixel_md5(crop)))
     return sorted(results, key=lambda r: r.index)
+
+
+def face_fit_problem(spec: FaceSpec, size: tuple, params: AlignParams,
+                     normal: Optional[np.ndarray] = None) -> Optional[str]:
+    """Why this face cannot be cropped from an image of `size` (in words about the face),
+    or None. Catches what would otherwise surface as Pillow's "Coordinate 'right' is
+    less than 'left'" or "height and width must be > 0"."""
+    width, height = size
+    with np.errstate(all="ignore"):
+        sq = face_square(landmarks_full(spec.landmarks, spec.shrink), rotate=params.rotate)
+        quad = sq.quad() if normal is None or params.random_shift == 0 else \
+            sq.quad(shift_center(sq, normal, params.random_shift))
+        qsize = float(sq.qsize)
+    if not np.isfinite(qsize) or not np.all(np.isfinite(quad)):
+        return "face_spec gives no face square (the eyes and mouth coincide)"
+    if qsize < 1:
+        return f"face is {qsize:.2g} px across: too small to align"
+    x0, y0, x1, y1 = crop_box(quad)
+    border = max(int(np.rint(qsize * 0.1)), 3)
+    if x1 + border <= 0 or y1 + border <= 0 or x0 - border >= width or y0 - border >= height:
+        return (f"face lies outside the image: its {qsize:.0f} px square spans x {x0}..{x1}, "
+                f"y {y0}..{y1} of a {width}x{height} image (face_spec shrink {spec.shrink})")
+    shrink = int(np.floor(qsize / params.size * 0.5))
+    if shrink > 1 and (int(np.rint(width / shrink)) < 1 or int(np.rint(height / shrink)) < 1):
+        return (f"face is {qsize:.0f} px across, too large for the {width}x{height} image "
+                f"(face_spec shrink {spec.shrink})")
+    return None
 
 
 def _crop_name(record: dict) -> str:
@@ -291,9 +328,7 @@ def align(opts: AlignOptions) -> AlignSummary:
     import time
 
     from ..core.errors import UsageError
-    from ..infra.executors import Progress, library_versions, make_executor, summarize
-    from ..infra.faces import load_faces
-    from ..infra.files import atomic_write_json, remove_stale_temps, safe_join
+    from ..infra.lock import work_lock
 
     t0 = time.monotonic()
     src_root = Path(opts.source_images)
@@ -304,6 +339,16 @@ def align(opts: AlignOptions) -> AlignSummary:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --output-dir {out_dir}: {e}") from None
+    with work_lock(out_dir, command="align"):  # one writer per output folder
+        return _align_locked(opts, src_root, out_dir, t0)
+
+
+def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) -> AlignSummary:
+    import time
+
+    from ..infra.executors import Progress, library_versions, make_executor, summarize
+    from ..infra.faces import load_faces
+    from ..infra.files import atomic_write_json, remove_stale_temps, safe_join
     loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json")
     params = opts.params
     executor = make_executor(opts.executor, opts.workers, opts.scheduler)
@@ -422,12 +467,20 @@ def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:
     """A previous result is reused only for the same record and parameters, and an ok
     crop only if the file is still there with the recorded md5."""
     from ..infra.files import file_digest
-    if prev.get("record") != rec or prev.get("params") != params:
+    try:
+        if prev.get("record") != rec or prev.get("params") != params:
+            return False
+    except RecursionError:  # a hand-edited manifest nested absurdly deep
         return False
     if prev.get("status") != "ok":
         return False  # failures are retried
-    path = out_dir / prev.get("output", "")
+    # only the crop this record names, in the output folder itself: an edited manifest
+    # pointing elsewhere (../x.png, a symlink) proves nothing about our crop
+    name = _crop_name(rec)
+    if prev.get("output") != name:
+        return False
+    path = out_dir / name
     try:
-        return path.is_file() and file_digest(path) == prev.get("file_md5")
+        return not path.is_symlink() and path.is_file() and file_digest(path) == prev.get("file_md5")
     except OSError:
         return False

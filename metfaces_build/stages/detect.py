@@ -435,12 +435,17 @@ def face_record(task: DetectTask, res: DetectResult, face_idx: int, det: Detecti
 def tasks_from_work(work) -> list:
     """objects.jsonl `ok` lines (latest line per id), else every image in originals/."""
     from ..infra.files import check_relative_path
+    from ..core.records import as_object_id
     work = as_work(work)
     if not work.objects_jsonl.exists():
         return tasks_from_folder(work.originals_dir, prefix="originals/")
     tasks = []
     for oid, d in work.objects().items():
+        if not isinstance(oid, int) or as_object_id(oid) is None:  # fetch writes int ids
+            continue
         oid, rel = str(oid), d.get("path") or ""
+        if not isinstance(rel, str):
+            continue
         if d.get("status") != "ok" or check_relative_path(rel) or check_relative_path(oid) or "/" in oid:
             continue
         tasks.append(DetectTask(obj_id=oid, source_path=rel, path=str(work.path / rel),
@@ -503,7 +508,15 @@ def stage_inputs(work: Optional[Work], opts: DetectOptions):
 def detect(work: Optional[Work], opts: DetectOptions = DetectOptions()) -> DetectSummary:
     """Detect faces in every fetched original of `work` (or in `opts.images`), write
     faces.json and the journal, and return counts by image status. Resumes: images
-    already done with the same settings are reused unless `opts.force`."""
+    already done with the same settings are reused unless `opts.force`. One writer per
+    work directory (a second run fails at once, naming the holder)."""
+    from ..infra.lock import work_lock
+    tasks, paths = stage_inputs(work, opts)
+    with work_lock(paths.out.parent, command="detect"):
+        return _detect_locked(opts, tasks, paths)
+
+
+def _detect_locked(opts: DetectOptions, tasks: list, paths: "StagePaths") -> DetectSummary:
     import time
 
     from ..infra.executors import Progress, make_executor
@@ -511,7 +524,6 @@ def detect(work: Optional[Work], opts: DetectOptions = DetectOptions()) -> Detec
     from ..infra.workdir import latest_records
     from ..infra.models import resolve_models
     t0 = time.monotonic()
-    tasks, paths = stage_inputs(work, opts)
     model_paths = resolve_models(opts.models_dir, need_cnn=opts.detector != "hog")
     model_paths = replace(model_paths, predictor=model_paths.predictor.absolute(),
                           cnn=model_paths.cnn and model_paths.cnn.absolute())

@@ -55,6 +55,8 @@ from ..infra.workdir import (UPDATE_KINDS, JournalIndex, Work, carry_history, co
                              fetch_skip_statuses, update_kind)
 from ..met.client import DEFAULT_API
 CHUNK_IDS = 1024
+# --from-json writes only NVIDIA's layout: unprocessed/....png (never the stage's own files)
+SOURCE_DIR = "unprocessed"
 
 
 # ---- id sources --------------------------------------------------------------------------
@@ -70,13 +72,17 @@ def dedupe_ids(ids):
 
 
 def parse_id_list(text: str, where: str = "--ids") -> list:
+    from ..core.records import MAX_OBJECT_ID, as_object_id
     out = []
     for tok in re.split(r"[,\s]+", text.strip()):
         if not tok:
             continue
-        if not tok.isdigit() or int(tok) < 1:
-            raise UsageError(f"{where}: {tok!r} is not an object id (a positive whole number)")
-        out.append(int(tok))
+        oid = as_object_id(tok)
+        if oid is None:
+            shown = tok if len(tok) <= 40 else tok[:40] + "..."
+            raise UsageError(f"{where}: {shown!r} is not an object id (a whole number from 1 "
+                             f"to {MAX_OBJECT_ID})")
+        out.append(oid)
     return out
 
 
@@ -371,10 +377,15 @@ def fetch_source(client, work: Path, job: SourceJob):
     from ..core.records import MetObject
     obj = MetObject(job.obj_id, "ok", title=job.title, artist=job.artist, image_url=job.source_url)
     obj.extra["source_path"] = job.source_path
+    why = source_path_problem(job.source_path)
     try:
-        dest = safe_join(work, job.source_path)
+        dest = safe_join(work, job.source_path) if why is None else None
     except ValueError as e:
-        obj.status, obj.reason = "refused", f"source_path: {e}"
+        why = str(e)
+    if dest is not None:  # a symlink inside --work may lead to the stage's own files
+        why = _resolved_source_problem(work, dest)
+    if why:
+        obj.status, obj.reason = "refused", f"source_path: {why}"
         return obj
     obj = _download_into(client, work, obj, job.source_url)
     if obj.status != "ok":
@@ -388,12 +399,59 @@ def fetch_source(client, work: Path, job: SourceJob):
     except ImageProblem as e:
         obj.status, obj.reason = e.status, e.reason
         return obj
+    except OSError as e:  # e.g. a folder where the PNG goes
+        obj.status, obj.reason = "refused", f"source_path: cannot write {job.source_path}: {e.strerror or e}"
+        return obj
     png_md5 = file_digest(dest, "md5")
     obj.extra["png_md5"] = png_md5
     obj.extra["source_md5"] = job.source_md5
     verdict = compare_source(png_md5, job.source_md5, (obj.width, obj.height), (job.width, job.height))
     obj.status, obj.reason = verdict
     return obj
+
+
+def source_path_problem(rel: str) -> Optional[str]:
+    """Why --from-json may not write a source image at `rel` (relative to --work), or None.
+
+    Only NVIDIA's layout is written: a `.png` under `unprocessed/`, with no hidden, empty or
+    over-long component. Anything else in the work directory (objects.jsonl, api/,
+    originals/, faces.json, another stage's folder) belongs to a stage, not to the input.
+    """
+    from ..infra.files import check_relative_path
+    why = check_relative_path(rel)
+    if why:
+        return why
+    parts = rel.split("/")
+    if "\\" in rel or parts[0] != SOURCE_DIR or len(parts) < 2:
+        return f"{_clip(rel)} is not under {SOURCE_DIR}/ (only {SOURCE_DIR}/....png is written)"
+    for part in parts[1:]:
+        if not part or part in (".", "..") or part.startswith("."):
+            return f"{_clip(rel)} has an empty or hidden component"
+        if len(part.encode("utf-8", "surrogatepass")) > 255:
+            return f"a component of {_clip(rel)} is longer than 255 bytes"
+        if any(ord(c) < 32 or ord(c) == 127 for c in part):
+            return f"{_clip(rel)} contains control characters"
+    if not parts[-1].lower().endswith(".png") or len(parts[-1]) <= 4:
+        return f"{_clip(rel)} is not a .png file name"
+    return None
+
+
+def _resolved_source_problem(work: Path, dest: Path) -> Optional[str]:
+    """The layout rule again on the path after symlinks, plus: not an existing non-file."""
+    try:
+        rel = dest.relative_to(work.resolve()).as_posix()
+    except ValueError:
+        return f"{dest} is outside --work"
+    why = source_path_problem(rel)
+    if why:
+        return f"resolves to {why}"
+    if dest.exists() and not dest.is_file():
+        return f"{rel} exists and is not a regular file"
+    return None
+
+
+def _clip(s: str, n: int = 80) -> str:
+    return repr(s if len(s) <= n else s[:n] + "...")
 
 
 def compare_source(png_md5: str, source_md5: str, size: tuple, recorded_size: tuple) -> tuple:
@@ -416,7 +474,7 @@ def compare_source(png_md5: str, source_md5: str, size: tuple, recorded_size: tu
 def source_jobs(path: str, log: Callable[[str], None]) -> tuple:
     """(jobs, refusals) from a metfaces.json: one job per source image; entries that cannot
     be used (e.g. a source_path with '..') become `refused` MetObjects when their id is valid."""
-    from ..met.client import as_object_id
+    from ..core.records import as_object_id
     from ..core.records import MetObject
     from ..infra.faces import load_faces
     loaded = load_faces(path, skip_bad=True, what="--from-json")
@@ -440,7 +498,15 @@ def source_jobs(path: str, log: Callable[[str], None]) -> tuple:
 
 
 def _s(v) -> str:
-    return "" if v is None else str(v)
+    """A text field of an API record: strings as served, numbers as text, anything else
+    (null, lists, objects, NaN) empty."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float) and v == v and abs(v) != float("inf"):
+        return str(v)
+    return ""
 
 
 # ---- --dry-run ----------------------------------------------------------------------------
@@ -611,7 +677,18 @@ def _check_args(args: FetchOptions) -> None:
 def fetch(work, opts: FetchOptions) -> FetchSummary:
     """Download the chosen objects' records and original images into `work`, journal
     each outcome in objects.jsonl and return counts by status. Resumes: settled objects
-    are skipped (`opts.recheck` retries non-ok ones, `opts.force` everything)."""
+    are skipped (`opts.recheck` retries non-ok ones, `opts.force` everything). One fetch
+    per work directory at a time (infra.lock); a dry run takes no lock and writes nothing."""
+    _check_args(opts)
+    layout = work if isinstance(work, Work) else Work(work)
+    if opts.dry_run:
+        return _fetch_locked(layout, opts)
+    from ..infra.lock import work_lock
+    with work_lock(layout.path, command="fetch"):
+        return _fetch_locked(layout, opts)
+
+
+def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     import time
     t0 = time.monotonic()
     args = opts
@@ -619,8 +696,6 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
     from ..met.client import ApiOutage, FetchFailure, MetClient
     from ..infra.executors import Progress, summarize
 
-    _check_args(args)
-    layout = work if isinstance(work, Work) else Work(work)
     work = layout.path
 
     def log(msg: str) -> None:
@@ -762,6 +837,8 @@ class _UpdateJournal:
 
 def _source_exists(work: Path, job: SourceJob) -> bool:
     from ..infra.files import safe_join
+    if source_path_problem(job.source_path):
+        return False  # refuse it (again) rather than trust an earlier ok
     try:
         return safe_join(work, job.source_path).is_file()
     except ValueError:
@@ -773,11 +850,12 @@ def _run_pool(batches: Iterable, worker: Callable, workers: int, journal, progre
     lands (main thread only). Returns the outage message if the API went away."""
     from ..met.client import ApiOutage
     outage = None
+    crashed: Optional[BaseException] = None  # a bug in one job: the others still get recorded
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as ex:
         pending: set = set()
 
         def drain(block_until_one: bool) -> None:
-            nonlocal pending, outage
+            nonlocal pending, outage, crashed
             if not pending:
                 return
             done, pending = wait(pending, timeout=None if block_until_one else 0,
@@ -787,6 +865,10 @@ def _run_pool(batches: Iterable, worker: Callable, workers: int, journal, progre
                     obj = fut.result()
                 except ApiOutage as e:
                     outage = str(e)
+                    continue
+                except Exception as e:
+                    crashed = crashed or e
+                    outage = outage or f"internal error: {type(e).__name__}: {e}"
                     continue
                 journal.write(obj.to_json())
                 counts[obj.status] += 1
@@ -807,4 +889,6 @@ def _run_pool(batches: Iterable, worker: Callable, workers: int, journal, progre
             for fut in pending:
                 fut.cancel()
             raise
+    if crashed is not None:
+        raise crashed
     return outage

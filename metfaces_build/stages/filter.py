@@ -650,6 +650,16 @@ def filter(work, opts: FilterOptions = FilterOptions()) -> FilterSummary:  # noq
     if opts.explain is not None:
         lines = explain(work.path, loaded.faces, source_root, cfg, str(opts.explain))
         return FilterSummary("filter", elapsed=time.monotonic() - t0, lines=lines)
+    from ..infra.lock import work_lock
+    with work_lock(work.path, command="filter"):  # one writer per work directory
+        return _filter_locked(opts, work, faces_path, source_root, cfg, loaded, t0)
+
+
+def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Path,
+                   cfg: "FilterConfig", loaded, t0: float) -> FilterSummary:
+    import time
+
+    from ..infra.files import file_digest, read_json
     digest = file_digest(faces_path, "sha256")
     outputs = {"filtered": work.filtered_json, "rejected": work.rejected_jsonl,
                "summary": work.filter_summary_json}
