@@ -11,6 +11,14 @@ Output: OUTPUT_DIR/{obj_id}-{face_idx:02d}.png and OUTPUT_DIR/aligned.json, a ma
 with, per face, the input record, output file, file md5, pixel md5, status and reason, and
 the numpy/scipy/Pillow versions. A rerun skips crops that exist and match the manifest.
 
+Updates: a crop is re-made only when what decides its pixels changed (obj_id, face_idx,
+source_path, face_spec, the source's content key source_sha256/source_md5, or the
+parameters); a record whose other fields changed (a corrected title) gets its manifest
+entry updated without rewriting the crop. A re-made entry says what it `supersedes` and
+why. Crops of faces no longer in --json are deleted and stay in the manifest with status
+`superseded` (other faces of that object remain) or `withdrawn` (the object has no face
+left) and a reason; neither counts as a failure, and export skips them.
+
 examples:
   # NVIDIA's MetFaces (1024x1024, rotated) from metfaces.json and unprocessed/ images
   metfaces-build align --json metfaces.json --source-images . --output-dir images
@@ -37,7 +45,7 @@ from ..core.geometry import crop_box, face_square, landmarks_full
 from ..core.records import FaceSpec
 from ..infra.images import DEFAULT_MAX_PIXELS
 from ..infra.stage import StageSummary, default_workers
-from ..infra.workdir import ALIGN_JOURNAL as JOURNAL, MANIFEST, previous_align_results
+from ..infra.workdir import ALIGN_JOURNAL as JOURNAL, ALIGN_RETIRED, MANIFEST, previous_align_results
 SEED = 12345
 MAX_SHIFT_TRIES = 1000
 
@@ -317,8 +325,15 @@ class AlignOptions:
 
 @dataclass
 class AlignSummary(StageSummary):
-    """align's outcome: `counts` by face status; `reused` crops already done."""
+    """align's outcome: `counts` by face status; `reused` crops already done; `written`
+    crops written now (of which `remade` replaced an older crop of the same face);
+    `removed` crops deleted because their face left the input; `record_updated` entries
+    whose record changed in fields that do not touch the pixels (crop kept)."""
     reused: int = 0
+    written: int = 0
+    remade: int = 0
+    removed: int = 0
+    record_updated: int = 0
 
 
 def align(opts: AlignOptions) -> AlignSummary:
@@ -376,12 +391,21 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
     results: dict = {}
     by_source: dict = {}
     params_json = asdict(params)
+    supersedes: dict = {}  # input index -> what the new crop replaces, and why
+    record_updated = written = 0
     for i, f in enumerate(faces):
         rec = f.to_json()
         prev = previous.get((f.obj_id, f.face_idx))
         if not opts.force and prev is not None and _still_valid(prev, rec, params_json, out_dir):
+            if prev.get("record") != rec:
+                prev = {**prev, "record": rec}
+                record_updated += 1
+            prev.pop("supersedes", None)
             results[i] = prev
             continue
+        why = _superseded_because(prev, rec, params_json)
+        if why:
+            supersedes[i] = {"file_md5": prev.get("file_md5", ""), "reason": why}
         if f.source_path in bad_paths:
             results[i] = FaceResult(i, rec, f.crop_name, "bad_path", bad_paths[f.source_path],
                                     params=params_json, versions=versions).to_json()
@@ -406,6 +430,10 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
         for batch in executor.imap(process_image, tasks, ordered=False):
             for r in batch:
                 results[r.index] = r.to_json()
+                if r.status == "ok":
+                    written += 1
+                    if r.index in supersedes:
+                        results[r.index]["supersedes"] = supersedes[r.index]
                 jf.write(json.dumps(results[r.index]) + "\n")
                 jf.flush()
                 if r.status != "ok":
@@ -417,6 +445,8 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
         entries.append({"record": b.raw, "output": "", "status": "bad_record", "reason": b.reason,
                         "file_md5": "", "pixel_md5": "", "params": params_json,
                         "versions": versions})
+    retired, removed = retire_missing(previous, faces, out_dir)
+    entries += retired
     atomic_write_json(out_dir / MANIFEST, entries)
     journal.unlink(missing_ok=True)
     remove_stale_temps(out_dir)
@@ -424,12 +454,80 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
     from ..infra.workdir import status_counts
     total = dict(status_counts(entries))
     skipped = len(faces) - n_todo - sum(1 for e in entries if e["status"] == "bad_path")
-    line = summarize(total, f"align: {len(entries)} faces")
+    live = sum(v for k, v in total.items() if k not in ALIGN_RETIRED)
+    line = summarize({k: v for k, v in total.items() if k not in ALIGN_RETIRED}, f"align: {live} faces")
     if skipped:
         line += f" ({skipped} already done)"
+    remade = sum(1 for i in supersedes if results.get(i, {}).get("status") == "ok")
+    lines = [line]
+    if remade or removed or record_updated or any(total.get(k) for k in ALIGN_RETIRED):
+        lines.append(f"align changes: {written} crops written ({remade} re-made), {removed} removed, "
+                     f"{record_updated} records updated (crop kept); manifest lists "
+                     + ", ".join(f"{total.get(k, 0)} {k}" for k in ALIGN_RETIRED))
+    lines.append(f"manifest: {out_dir / MANIFEST}")
+    failed = sum(1 for e in entries if e["status"] not in ("ok",) + ALIGN_RETIRED)
     return AlignSummary("align", total, {"crops": out_dir, "manifest": out_dir / MANIFEST},
-                        time.monotonic() - t0, sum(1 for e in entries if e["status"] != "ok"),
-                        [line, f"manifest: {out_dir / MANIFEST}"], reused=skipped)
+                        time.monotonic() - t0, failed, lines, reused=skipped, written=written,
+                        remade=remade, removed=removed, record_updated=record_updated)
+
+
+# what decides a crop's pixels; other record fields (title, artist, filter values...) do not
+PIXEL_KEYS = ("obj_id", "face_idx", "source_path", "face_spec", "source_sha256", "source_md5")
+
+
+def pixel_record(rec: dict) -> dict:
+    """The part of a face record a crop depends on."""
+    return {k: rec.get(k) for k in PIXEL_KEYS}
+
+
+def _superseded_because(prev: Optional[dict], rec: dict, params: dict) -> str:
+    """Why an earlier ok crop of this face is being replaced ("" when there was none)."""
+    if not prev or prev.get("status") != "ok" or not isinstance(prev.get("record"), dict):
+        return ""
+    old = pixel_record(prev["record"])
+    new = pixel_record(rec)
+    if (old["source_sha256"], old["source_md5"]) != (new["source_sha256"], new["source_md5"]) \
+            or old["source_path"] != new["source_path"]:
+        return "source image changed"
+    if old["face_spec"] != new["face_spec"]:
+        return "face_spec changed (detected again)"
+    if prev.get("params") != params:
+        return "align parameters changed"
+    return ""  # the same crop made again (it was missing or altered): nothing superseded
+
+
+def retire_missing(previous: dict, faces: list, out_dir: Path) -> tuple:
+    """(manifest entries, crops deleted) for faces of earlier runs no longer in the input:
+    their crop is deleted (only the file the record names, in out_dir itself) and the
+    entry kept with status superseded (the object still has other faces) or withdrawn."""
+    wanted = {(f.obj_id, f.face_idx) for f in faces}
+    objects = {f.obj_id for f in faces}
+    entries, removed = [], 0
+    for key, prev in previous.items():
+        if key in wanted:
+            continue
+        if prev.get("status") in ALIGN_RETIRED:
+            entries.append(prev)  # retired earlier: the manifest keeps saying so
+            continue
+        obj_id, face_idx = key
+        name = _crop_name(prev["record"])
+        path = out_dir / name
+        try:  # only a plain file directly in out_dir (a hand-edited record names no other)
+            if prev.get("output") == name and path.parent == out_dir and "/" not in name \
+                    and "\\" not in name and path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
+        if obj_id in objects:
+            status, why = "superseded", (f"face {face_idx} of object {obj_id} is no longer in the "
+                                         "input (its image was detected again, or it is filtered out)")
+        else:
+            status, why = "withdrawn", (f"object {obj_id} has no face in the input any more "
+                                        "(withdrawn, lost its image, or filtered out)")
+        entries.append({**prev, "status": status, "reason": why, "was": prev.get("status"),
+                        "output": "" if prev.get("status") == "ok" else prev.get("output", "")})
+    return entries, removed
 
 
 def _header_size(path, max_pixels):
@@ -468,12 +566,13 @@ def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:
     crop only if the file is still there with the recorded md5."""
     from ..infra.files import file_digest
     try:
-        if prev.get("record") != rec or prev.get("params") != params:
+        if not isinstance(prev.get("record"), dict) or pixel_record(prev["record"]) != pixel_record(rec) \
+                or prev.get("params") != params:
             return False
     except RecursionError:  # a hand-edited manifest nested absurdly deep
         return False
     if prev.get("status") != "ok":
-        return False  # failures are retried
+        return False  # failures are retried (and retired faces come back when re-detected)
     # only the crop this record names, in the output folder itself: an edited manifest
     # pointing elsewhere (../x.png, a symlink) proves nothing about our crop
     name = _crop_name(rec)
