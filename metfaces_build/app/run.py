@@ -26,6 +26,14 @@ where its files are. Items that fail (a refused download, an unreadable image) a
 recorded with their reason and the run goes on; a usage error in any stage (a bad flag,
 a malformed input file) stops the run at that stage.
 
+Updates: with --since DATE, every object the Met lists as changed since DATE is fetched
+again and the change flows through: detect re-detects originals whose sha256 changed,
+filter re-measures only their faces, align re-makes their crops and deletes crops of faces
+that are gone (marked superseded / withdrawn in images/aligned.json). The summary then
+has an "updates" block: objects updated (new / new image / record only / withdrawn),
+faces added / removed / moved, crops written / re-made / removed, and the work done
+(detector calls, images measured). A rerun with nothing changed does no work.
+
 exit status: 0 every stage succeeded; 1 some items failed somewhere (each recorded in
 that stage's files; the summary says where); 2 usage error (the run stops there).
 
@@ -101,6 +109,51 @@ class StageRow:
 
 
 @dataclass
+class UpdatesReport:
+    """What changed end to end in one run (run's "updates" block)."""
+    objects: dict = field(default_factory=dict)  # update kind -> [obj ids] (fetch --since)
+    faces: dict = field(default_factory=dict)    # added / removed / moved (detect)
+    detector_calls: int = 0
+    images_measured: int = 0                     # filter
+    crops_written: int = 0
+    crops_remade: int = 0
+    crops_removed: int = 0
+    records_updated: int = 0                     # manifest records refreshed, crop kept
+
+    @classmethod
+    def from_stages(cls, stages: dict) -> "UpdatesReport":
+        f, d, fl, a = (stages.get(n) for n in ("fetch", "detect", "filter", "align"))
+        return cls(objects=dict(getattr(f, "updates", {}) or {}),
+                   faces=dict(getattr(d, "changes", {}) or {}),
+                   detector_calls=getattr(d, "detector_calls", 0),
+                   images_measured=getattr(fl, "measured", 0) if fl and not fl.up_to_date else 0,
+                   crops_written=getattr(a, "written", 0), crops_remade=getattr(a, "remade", 0),
+                   crops_removed=getattr(a, "removed", 0),
+                   records_updated=getattr(a, "record_updated", 0))
+
+    @property
+    def any_work(self) -> bool:
+        return bool(self.detector_calls or self.images_measured or self.crops_written
+                    or self.crops_removed)
+
+    def lines(self) -> list:
+        from ..infra.workdir import UPDATE_KINDS
+        names = {"new": "new", "new_image": "new image", "record": "record only",
+                 "withdrawn": "withdrawn", "unchanged": "unchanged", "failed": "refetch failed"}
+        objs = ", ".join(f"{len(self.objects[k])} {names[k]}" for k in UPDATE_KINDS
+                         if self.objects.get(k))
+        changed = [i for k in ("new", "new_image", "record", "withdrawn") for i in self.objects.get(k, [])]
+        faces = self.faces or {"added": 0, "removed": 0, "moved": 0}
+        return ["updates:",
+                f"  objects  {len(changed)} updated ({objs or 'none listed'})",
+                "  faces    " + ", ".join(f"{v} {k}" for k, v in faces.items()),
+                f"  crops    {self.crops_remade} re-made, {self.crops_written - self.crops_remade} new, "
+                f"{self.crops_removed} removed, {self.records_updated} records updated (crop kept)",
+                f"  work     {self.detector_calls} detector calls, {self.images_measured} images "
+                f"measured by filter, {self.crops_written} crops written"]
+
+
+@dataclass
 class RunSummary(StageSummary):
     """What `run` did: each stage's own summary (`stages`), one row per stage counted
     over the whole work directory (`rows`), and the usage error that stopped it, if any."""
@@ -109,6 +162,7 @@ class RunSummary(StageSummary):
     rows: list = field(default_factory=list)
     stopped_at: Optional[str] = None
     error: Optional[str] = None
+    updates: Optional[UpdatesReport] = None
 
     @property
     def exit_code(self) -> int:
@@ -164,7 +218,10 @@ def run(work, opts: RunOptions = RunOptions(),
     out.outputs = {name: s.outputs for name, s in out.stages.items()}
     out.failed = len(out.failed_stages)
     out.elapsed = time.monotonic() - t0
+    out.updates = UpdatesReport.from_stages(out.stages)
     out.lines = summary_lines(work, out)
+    if opts.since:  # an update run: say what changed end to end
+        out.lines += out.updates.lines()
     return out
 
 

@@ -564,12 +564,25 @@ def _detect_locked(opts: DetectOptions, tasks: list, paths: "StagePaths") -> Det
 
 
 def _with_version(line: dict, task: DetectTask) -> dict:
-    """A reused journal line stamped with the content key it was matched on (a line from
-    before sha256 was recorded, matched on md5, gains it: its face records too)."""
-    if not task.sha256 or line.get("source_sha256") == task.sha256:
+    """A reused journal line brought up to date without detecting again: its face records
+    take the object's current record fields (a corrected title reaches faces.json) and
+    the content key it was matched on (a line from before sha256 was recorded, matched on
+    md5, gains it)."""
+    meta = {"title": task.title, "artist_display_name": task.artist,
+            "source_url": task.source_url, "meta_url": task.meta_url}
+    if task.sha256:
+        meta["source_sha256"] = task.sha256
+    faces = []
+    for f in line["faces"]:
+        g = {**f, **meta}
+        if task.department:
+            g["department"] = task.department
+        else:
+            g.pop("department", None)
+        faces.append(g)
+    if faces == line["faces"] and (not task.sha256 or line.get("source_sha256") == task.sha256):
         return line
-    faces = [{**f, "source_sha256": task.sha256} for f in line["faces"]]
-    return {**line, "source_sha256": task.sha256, "faces": faces}
+    return {**line, "faces": faces, **({"source_sha256": task.sha256} if task.sha256 else {})}
 
 
 def face_changes(before, after) -> tuple:

@@ -13,7 +13,8 @@ and pixel md5, are written beside the images in `metfaces-export.json`, so every
 every file can be audited. StyleGAN ignores that file (it is not an image).
 
 Sources: DIR/images/aligned.json (the align manifest; --images to read another align
-output folder) entries with status ok, and their crops; the department comes from the
+output folder) entries with status ok, and their crops (superseded and withdrawn entries,
+whose crops align deleted after an update, are left out); the department comes from the
 face record, else from DIR/objects.jsonl. Before packing, every crop's file md5 is checked
 against the manifest and every crop must be a square PNG of one power-of-two size
 (StyleGAN's requirement; --resolution N also demands that size). The PNG bytes are copied
@@ -50,7 +51,7 @@ from typing import Optional
 from ..core.errors import UsageError
 from ..core.records import obj_id_sort_key
 from ..infra.stage import StageSummary
-from ..infra.workdir import Work, latest_records, manifest_path
+from ..infra.workdir import ALIGN_RETIRED, Work, latest_records, manifest_path
 
 SIDECAR = "metfaces-export.json"
 LABELS_FILE = "dataset.json"
@@ -112,7 +113,8 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     not_ok = 0
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or e.get("status") != "ok":
-            not_ok += 1
+            # superseded / withdrawn: crops align deleted on purpose, neither exported nor "not ok"
+            not_ok += not (isinstance(e, dict) and e.get("status") in ALIGN_RETIRED)
             continue
         rec, out = e.get("record"), e.get("output")
         if (not isinstance(rec, dict) or "obj_id" not in rec

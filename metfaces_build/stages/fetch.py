@@ -306,17 +306,31 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
     obj.image_url = url
     if _s(rec.get("objectURL")):
         obj.extra["meta_url"] = _s(rec.get("objectURL"))
+    if _s(rec.get("metadataDate")):  # the Met's own change marker (updates compare it)
+        obj.extra["metadata_date"] = _s(rec.get("metadataDate"))
     if obj.is_public_domain is False:
         obj.status, obj.reason = "not_public_domain", "isPublicDomain is false"
     elif not url:
         obj.status, obj.reason = "no_image", f"{'primaryImage' if image == 'original' else 'primaryImageSmall'} is empty"
     elif old and old.get("status") == "ok" and old.get("sha256") and old.get("path"):
+        if _same_version(old, obj, work):  # the Met changed nothing: keep the original as is
+            for k in ("path", "bytes", "sha256", "md5", "width", "height"):
+                setattr(obj, k, old.get(k) or getattr(obj, k))
+            return obj
         return _refresh_image(client, work, obj, url, old)
     else:
         return _download_into(client, work, obj, url)
     if old and old.get("path"):  # withdrawn: its original must not feed detect any more
         _remove_other_extensions(work / "originals", oid, "")
     return obj
+
+
+def _same_version(old: dict, obj, work: Path) -> bool:
+    """The record has the metadataDate and image URL we fetched last time and the
+    original is still there: nothing to download (a second identical --since run)."""
+    date = obj.extra.get("metadata_date")
+    return bool(date) and old.get("metadata_date") == date and old.get("image_url") == obj.image_url \
+        and (work / str(old.get("path"))).is_file()
 
 
 def _refresh_image(client, work: Path, obj, url: str, old: dict):
@@ -830,7 +844,7 @@ class _UpdateJournal:
         if kind == "failed" and old and old.get("status") == "ok":
             row = {**old, "refresh_error": f"{row.get('status')}: {row.get('reason', '')}"}
         else:
-            row = carry_history(old, row, self.now)
+            row = carry_history(old, row, row.get("metadata_date") or self.now)
             row.pop("refresh_error", None)
         self.journal.write(row)
 

@@ -28,7 +28,10 @@ Tests (defaults in brackets; every one can be set by a flag or a TOML file):
 Reads DIR/faces.json, with each source_path resolved under --source-images (default
 DIR). Writes DIR/filtered.json (metfaces.json-compatible; kept faces carry a "filter" key
 with their measured values), DIR/rejected.jsonl (one line per dropped face: obj_id,
-face_idx, reasons, values) and DIR/filter_summary.json. Every input face lands in exactly
+face_idx, reasons, values) and DIR/filter_summary.json; DIR/filter_cache.json keeps each
+image's per-face results keyed by the image's content (source_sha256), its faces and
+the config, so after an update only faces of changed images are measured again (the
+cross-object near-duplicate test reruns over the cached hashes). Every input face lands in exactly
 one of filtered.json and rejected.jsonl. Faces whose source image is missing or unreadable
 are rejected with the image status as reason, and the exit status is 1.
 
@@ -473,6 +476,8 @@ class FilterOutcome:
     verdicts: list
     bad_records: list
     image_problems: dict  # source_path -> status
+    measured: int = 0     # images measured now (the rest came from the cache)
+    cache: dict = field(default_factory=dict)  # the per-image cache entries of this input
 
     @property
     def kept(self) -> list:
@@ -508,21 +513,87 @@ def filter_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
 
 
 def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int = 1,
-                 quiet: bool = True, bad_records: Optional[list] = None) -> FilterOutcome:
-    """Run every test on every face; the reusable core of the stage (no output files)."""
+                 quiet: bool = True, bad_records: Optional[list] = None,
+                 cache: Optional[dict] = None) -> FilterOutcome:
+    """Run every test on every face; the reusable core of the stage (no output files).
+    `cache` (filter_cache.json's entries) supplies the per-image results of images whose
+    content, faces and config are unchanged; the outcome's `cache` holds this input's."""
     from ..infra.executors import LocalExecutor, Progress
     tasks = filter_tasks(faces, source_root, cfg)
     verdicts: list = []
     problems: dict = {}
-    with Progress(len(tasks), "filter", quiet=quiet, unit="img") as bar:
-        for res in LocalExecutor(min(workers, max(1, len(tasks)))).imap(check_image_faces, tasks):
+    keys = {t.source_path: image_cache_key(t) for t in tasks}
+    new_cache: dict = {}
+    todo = []
+    for t in tasks:
+        entry = (cache or {}).get(keys[t.source_path]) if keys[t.source_path] else None
+        res = cached_result(t, entry) if entry is not None else None
+        if res is None:
+            todo.append(t)
+        else:
+            verdicts.extend(res.verdicts)
+            new_cache[keys[t.source_path]] = entry
+    with Progress(len(todo), "filter", quiet=quiet or not todo, unit="img") as bar:
+        for res in LocalExecutor(min(workers, max(1, len(todo)))).imap(check_image_faces, todo):
             verdicts.extend(res.verdicts)
             if res.problem:
                 problems[res.source_path] = res.problem
+            elif keys[res.source_path]:
+                new_cache[keys[res.source_path]] = cache_entry(res)
             bar.update(1, kept=sum(v.keep for v in verdicts))
     verdicts.sort(key=lambda v: v.index)
     resolve_duplicates(verdicts, cfg)
-    return FilterOutcome(verdicts, list(bad_records or []), problems)
+    return FilterOutcome(verdicts, list(bad_records or []), problems, len(todo), new_cache)
+
+
+# ---- the per-image cache: results keyed by content ---------------------------------------
+
+CACHE_VERSION = 1
+_CACHE_FACE_KEYS = ("face_idx", "face_spec", "score", "detector", "image_width", "image_height")
+
+
+def image_cache_key(task: FilterTask) -> str:
+    """sha256 over the image's content key, its faces as the tests see them and the
+    config; "" (no caching) when the faces carry no source_sha256 (NVIDIA's json, a
+    plain folder)."""
+    import hashlib
+    import json
+    recs = [r.to_json() for _, r in task.faces]
+    shas = {r.get("source_sha256") for r in recs}
+    if len(shas) != 1 or not isinstance(next(iter(shas)), str) or not next(iter(shas)):
+        return ""
+    payload = [CACHE_VERSION, task.source_path, next(iter(shas)), task.config.to_json(),
+               [[r.get(k) for k in _CACHE_FACE_KEYS] for r in recs]]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_entry(res: FilterResult) -> dict:
+    """The per-face results of one image as JSON (checks after overlap resolution)."""
+    return {"faces": [{"qsize": v.qsize,
+                       "checks": [[c.name, bool(c.passed), _plain(c.value), c.limit] for c in v.checks],
+                       "measures": None if v.measures is None else dataclasses.asdict(v.measures)}
+                      for v in res.verdicts]}
+
+
+def cached_result(task: FilterTask, entry: Any) -> Optional[FilterResult]:
+    """The FilterResult a cache entry stands for, with the task's current records (their
+    titles may have changed), or None when the entry does not fit."""
+    try:
+        faces = entry["faces"]
+        if len(faces) != len(task.faces):
+            return None
+        verdicts = [FaceVerdict(rec, i, float(f["qsize"]), [Check(*c) for c in f["checks"]],
+                                None if f["measures"] is None else CropMeasures(**f["measures"]))
+                    for (i, rec), f in zip(task.faces, faces)]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return FilterResult(task.source_path, verdicts)
+
+
+def _plain(v: Any) -> Any:
+    """A check value as JSON has it (numpy scalars to Python, tuples to lists)."""
+    import json
+    return json.loads(json.dumps(_json_safe(v), default=lambda x: x.item() if hasattr(x, "item") else str(x)))
 
 
 def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest: str,
@@ -630,6 +701,8 @@ class FilterSummary(StageSummary):
     rejected: int = 0
     reasons: dict = field(default_factory=dict)
     up_to_date: bool = False
+    measured: int = 0       # images whose faces were measured now
+    from_cache: int = 0     # images whose results came from filter_cache.json
 
 
 def filter(work, opts: FilterOptions = FilterOptions()) -> FilterSummary:  # noqa: A001
@@ -671,15 +744,34 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
             failed = len(old.get("image_problems") or {}) + old["reasons"].get("bad_record", 0)
             return _summary(old, outputs, time.monotonic() - t0, failed,
                             [summary_line(old) + " (up to date; --force redoes it)"], [], True)
-    outcome = filter_faces(loaded.faces, source_root, cfg, opts.workers, opts.quiet, loaded.bad)
+    cache = {} if opts.force else _read_cache(work.filter_cache_json)
+    outcome = filter_faces(loaded.faces, source_root, cfg, opts.workers, opts.quiet, loaded.bad,
+                           cache)
     summary = write_outputs(work, outcome, cfg, digest, source_root)
+    from ..infra.files import atomic_write_json
+    atomic_write_json(work.filter_cache_json, {"version": CACHE_VERSION, "images": outcome.cache},
+                      indent=None)
     notes = []
     if outcome.image_problems:
         notes.append(f"{len(outcome.image_problems)} source image(s) unusable; their faces are "
                      f"in rejected.jsonl")
-    return _summary(summary, outputs, time.monotonic() - t0,
-                    len(outcome.image_problems) + len(outcome.bad_records),
-                    [summary_line(summary)], notes, False)
+    n_images = len({f.source_path for f in loaded.faces})
+    line = summary_line(summary) + (f"; {outcome.measured} images measured, "
+                                    f"{n_images - outcome.measured} from {work.filter_cache_json.name}"
+                                    if outcome.measured < n_images else "")
+    out = _summary(summary, outputs, time.monotonic() - t0,
+                   len(outcome.image_problems) + len(outcome.bad_records), [line], notes, False)
+    out.measured, out.from_cache = outcome.measured, n_images - outcome.measured
+    return out
+
+
+def _read_cache(path: Path) -> dict:
+    from ..infra.files import read_json_or_none
+    data = read_json_or_none(path)
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
+            or not isinstance(data.get("images"), dict):
+        return {}
+    return data["images"]
 
 
 def _summary(s: dict, outputs: dict, elapsed: float, failed: int, lines: list, notes: list,
