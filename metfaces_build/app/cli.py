@@ -24,6 +24,7 @@ COMMANDS = [
     ("compare", "metfaces_build.stages.compare", "regenerated vs stored landmarks, or two crop folders"),
     ("run", "metfaces_build.app.run", "fetch -> detect -> filter -> align -> report, resumable"),
     ("demo", "metfaces_build.app.demo", "the whole pipeline on the built-in Met API emulator"),
+    ("review", "metfaces_build.stages.review", "a review page: every face, filter, sort, keep/reject"),
     ("export", "metfaces_build.stages.export", "StyleGAN2-ADA / StyleGAN3 dataset zip or folder"),
     ("verify", "metfaces_build.stages.verify", "check crops against metfaces.json image_md5"),
     ("emulator", "metfaces_build.met.emulator", "serve the sample Met API on loopback (tests, demo)"),

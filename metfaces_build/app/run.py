@@ -114,6 +114,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--filter-config", metavar="TOML",
                    help="filter thresholds from a TOML file ([filter] table); default: the "
                         "filter stage's defaults")
+    g.add_argument("--overrides", metavar="JSON", default=None,
+                   help="a person's keep/reject decisions (the review page's overrides.json) "
+                        "handed to filter, which keeps them in DIR/overrides.json for later runs")
 
 
 def run(args) -> int:
@@ -124,6 +127,7 @@ def run(args) -> int:
     fetch_values = {k: v for k, v in vars(args).items() if k not in ("workers", "fetch_workers")}
     fetch_values["workers"] = args.fetch_workers
     filter_config = ["--config", args.filter_config] if args.filter_config else []
+    filter_config += ["--overrides", args.overrides] if args.overrides else []
     steps = [
         ("fetch", [], fetch_values),
         ("detect", ["--work", work], _pick(args, DETECT_FLAGS)),
