@@ -11,7 +11,7 @@ are exercised, and then:
   3. runs `metfaces-build compare` of the detected landmarks (DIR/faces.json) against
      the truth, which adds a "regenerated vs stored landmarks" section to the report;
   4. prints a headline and where the report is: DIR/report/report.md (and a
-     self-contained report.html).
+     self-contained report.html), and the review page DIR/report/review.html.
 
 The first start builds the sample images (~30 s, cached in $METFACES_EMULATOR_CACHE or
 ~/.cache/metfaces-build); after that the demo takes well under a minute on 2 cores.
@@ -95,12 +95,17 @@ def run(args) -> int:
         compare_rc = run_stage("compare", ["--stored", work / "truth.json", "--regenerated",
                                            work / "faces.json", "--out", work,
                                            "--workers", args.workers], {"quiet": args.quiet})
+        from ..stages.review import write_review  # again, now with compare's landmarks
+        review = write_review(work, source_images=work, workers=args.workers).page \
+            if (work / "filtered.json").is_file() else None
         stats = emu.stats()
         kinds = {o.id: o.kind for o in emu.collection.objects}
     outcome = assess(work, kinds)
     if compare_rc != 0:
         outcome.errors.append(f"compare exited {compare_rc}")
     print_headline(work, outcome, stats, time.monotonic() - t0)
+    if review is not None:
+        print(f"review page: {review} (open it in a browser: every face, keep/reject overrides)")
     return 1 if outcome.errors else 0
 
 

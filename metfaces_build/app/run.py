@@ -8,7 +8,8 @@ Each stage is the same code as its own subcommand, run with the flags below, so 
   detect   faces.json, detect.jsonl                (--detector, --max-side, ...)
   filter   filtered.json, rejected.jsonl, filter_summary.json   (--filter-config)
   align    images/{obj_id}-{face_idx:02d}.png, images/aligned.json (MetFaces defaults)
-  report   report/report.md, report.html, stats.json, contact sheets
+  report   report/report.md, report.html, stats.json, contact sheets, and
+           report/review.html (every face, to sort, open and overrule: --overrides)
 
 Rerunning resumes: every stage skips work whose output exists and is valid, so a run
 that was interrupted (Ctrl-C, a kill, a lost connection) is finished by running the
@@ -147,8 +148,13 @@ def run(args) -> int:
             return 2
     from ..stages.report import write_report
     rep = write_report(work, source_images=work)
+    from ..stages.review import write_review
+    review = write_review(work, source_images=work, workers=args.workers, quiet=args.quiet) \
+        if (work / "filtered.json").is_file() else None
     results.append(("report", 0))
     summary = print_summary(work, results, report=rep.markdown)
+    if review is not None:
+        print(f"review page: {review.page} ({review.faces} faces)")
     return 1 if summary.failed else 0
 
 
