@@ -178,3 +178,33 @@ def test_the_error_check_catches_errors(browser, tmp_path):
     with pytest.raises(BrowserError, match="JavaScript error"):
         p.eval("no_such_function()")
     browser.send("Target.closeTarget", {"targetId": p.target})
+
+
+def test_many_faces_fill_cards_as_they_scroll_into_view(browser, work):
+    """Beyond the first screen a card is an empty element (with its hooks) until it comes
+    near the viewport: the page stays light with 10,000 faces (tools/bench_review.py)."""
+    from test_review import page_data
+    data = page_data(work / "report" / "review.html")
+    base = data["faces"]
+    data["faces"] = [dict(base[k % len(base)], id=f"{900000 + k}-00") for k in range(600)]
+    big = work / "report" / "big.html"
+    big.write_text(review.render_page(data), encoding="utf-8")
+    p = browser.new_page(width=1280, height=900)
+    try:
+        p.goto(big.resolve().as_uri())
+        assert p.eval("document.querySelectorAll('[data-face]').length") == 600
+        assert p.eval("document.querySelectorAll('.card .fid').length") < 200
+        last = '[data-face="900599-00"]'
+        assert p.eval(f"document.querySelector('{last}').children.length") == 0
+        p.eval(f"document.querySelector('{last}').scrollIntoView()")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not p.eval(f"!!document.querySelector('{last} .fid')"):
+            time.sleep(0.05)
+        assert p.eval(f"document.querySelector('{last} .fid').textContent") == "900599-00"
+        choose(p, "f-decision", "rejected")
+        n = sum(1 for f in data["faces"] if f["decision"] == "rejected")
+        assert len(p.eval(VISIBLE)) == n
+        assert p.console_errors() == []
+    finally:
+        browser.send("Target.closeTarget", {"targetId": p.target})
+        big.unlink()

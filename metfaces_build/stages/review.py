@@ -47,6 +47,8 @@ THUMB_QUALITY = 82      # JPEG; ~6-9 kB a thumbnail
 MET_OBJECT_URL = "https://www.metmuseum.org/art/collection/search/{}"
 TEMPLATE = "review_page.html"
 DATA_MARK = "/*FACE_DATA*/"
+# filter values the card shows under another name (qsize, score) or a person cannot read
+DUPLICATE_VALUES = ("phash", "resolution", "score")
 
 
 @dataclass
@@ -204,7 +206,8 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
                  "sharpness": values.get("sharpness"),
                  "grayscale": (values.get("grayscale") or {}).get("grayscale")
                  if isinstance(values.get("grayscale"), dict) else None,
-                 "values": {k: v for k, v in values.items() if k != "phash"}, "src": src_url,
+                 "values": {k: v for k, v in values.items() if k not in DUPLICATE_VALUES},
+                 "src": src_url,
                  "width": rec.image_width, "height": rec.image_height,
                  "rect": list(rec.face_spec.rect), "lm": _flat_landmarks(rec),
                  "shrink": rec.face_spec.shrink}
