@@ -167,6 +167,12 @@ def test_filter_overrides_move_exactly_those_faces_and_persist(work, cli, tmp_pa
     rc, _, err = cli("filter", "--work", work, "--overrides", tmp_path / "missing.json", *FILTER_FLAGS)
     assert rc == 2 and "not found" in err
 
+    # decisions in force that faces.json no longer has (e.g. detect rerun): said, not dropped
+    stored = json.loads((work / flt.OVERRIDES_FILE).read_text())
+    (work / flt.OVERRIDES_FILE).write_text(json.dumps({"faces": {**stored["faces"], "100-07": "keep"}}))
+    rc, _, err = cli("filter", "--work", work, *FILTER_FLAGS)
+    assert rc == 2 and "100-07" in err and f"edit or delete {work / flt.OVERRIDES_FILE}" in err
+
     # the file replaces the decisions in force: an empty one drops them
     empty = tmp_path / "none.json"
     empty.write_text('{"faces": {}}')

@@ -103,7 +103,7 @@ def measure(page_path: Path, runs: int, width: int, height: int) -> dict:
     return {"browser": version, **{k: statistics.median(v) for k, v in out.items() if isinstance(v, list)}}
 
 
-def screenshot(page_path: Path, out: Path, width: int = 1200, height: int = 760) -> Path:
+def screenshot(page_path: Path, out: Path, width: int = 1400, height: int = 860) -> Path:
     """The page as a person first sees it, then with one card open; a small PNG."""
     from PIL import Image
 

@@ -537,11 +537,7 @@ def parse_overrides(data: Any, known_ids, where: str = "overrides") -> dict:
 
 def load_overrides(path: Path, known_ids) -> dict:
     from ..infra.files import read_json
-    try:
-        data = read_json(path, "overrides file")
-    except FileNotFoundError:
-        raise UsageError(f"overrides file not found: {path}") from None
-    return parse_overrides(data, known_ids, str(path))
+    return parse_overrides(read_json(path, "overrides file"), known_ids, str(path))
 
 
 def apply_overrides(verdicts: list, overrides: dict) -> int:
@@ -756,7 +752,11 @@ def run(args) -> int:
         if not stored.exists() or stored.resolve() != overrides_path.resolve():
             atomic_write_json(stored, {"faces": overrides})
     elif stored.exists():
-        overrides = load_overrides(stored, known)
+        try:
+            overrides = load_overrides(stored, known)
+        except UsageError as e:
+            raise UsageError(f"{e}\n(an earlier --overrides saved these decisions; faces.json has "
+                             f"changed since: edit or delete {stored} to go on)") from None
     else:
         overrides = {}
     digest = file_digest(faces_path, "sha256")

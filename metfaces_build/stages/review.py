@@ -33,6 +33,7 @@ import html
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -235,6 +236,7 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
                  if k in known and v in ("keep", "reject")}
     summary = read_json_or_none(work / "filter_summary.json") or {}
     return {"work": str(work.resolve()), "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "page_id": uuid.uuid4().hex,  # marks kept in the browser belong to this page only
             "faces": entries, "objects": objects, "overrides": overrides,
             "not_filtered": skipped, "compare": bool(compared),
             "config": summary.get("config") if isinstance(summary, dict) else None,
