@@ -27,7 +27,8 @@ _EXPORTS = {
     "FaceRecord": "metfaces_build.core.records",
     "FaceSpec": "metfaces_build.core.records",
     **{name: "metfaces_build.api" for name in (
-        "fetch", "detect", "filter", "align", "compare", "report", "export", "verify", "run",
+        "fetch", "detect", "filter", "align", "compare", "report", "review", "export", "verify",
+        "run",
         "load_faces", "detect_image", "align_face", "serve_emulator")},
 }
 

@@ -130,6 +130,14 @@ def report(work, **options) -> Any:
     return stage(_work(work), options_from_kwargs(ReportOptions, options, "report"))
 
 
+def review(work, **options) -> Any:
+    """Write report/review.html (every face, its decision and reasons, to sort and
+    overrule) and its thumbnails. Returns ReviewSummary (`.page`, `.faces`)."""
+    from .infra.stage import options_from_kwargs
+    from .stages.review import ReviewOptions, review as stage
+    return stage(_work(work), options_from_kwargs(ReviewOptions, options, "review"))
+
+
 def export(work, out, **options) -> Any:
     """Pack the ok crops of `work`/images (or images=) into a StyleGAN dataset at `out`
     (a .zip, or a folder). Returns ExportSummary."""
@@ -273,5 +281,5 @@ def serve_emulator(faults=(), fault_rate: float = 0.0, **options) -> Iterator[Em
         handle.stop()
 
 
-__all__ = ["Work", "fetch", "detect", "filter", "align", "compare", "report", "export",
+__all__ = ["Work", "fetch", "detect", "filter", "align", "compare", "report", "review", "export",
            "verify", "run", "load_faces", "detect_image", "align_face", "serve_emulator"]

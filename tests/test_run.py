@@ -102,6 +102,37 @@ def test_run_end_to_end_then_rerun_does_nothing_new(reference, emu, cli):
     assert outputs(work) == got
 
 
+def test_run_carries_overrides_to_align_and_export(reference, emu, cli, tmp_path):
+    """A person's decisions (--overrides) reach align and export, and stay for later runs."""
+    import shutil
+    work = tmp_path / "work"
+    shutil.copytree(reference[0], work)
+    assert (work / "report" / "review.html").is_file()
+    kept = json.loads((work / "filtered.json").read_text())
+    rejected = [r for r in read_jsonl(work / "rejected.jsonl") if r["reasons"] == ["resolution"]]
+    drop = f"{kept[0]['obj_id']}-{kept[0]['face_idx']:02d}"
+    add = f"{rejected[0]['obj_id']}-{rejected[0]['face_idx']:02d}"
+    ov = tmp_path / "overrides.json"
+    ov.write_text(json.dumps({"faces": {drop: "reject", add: "keep"}}))
+    rc, out, err = cli(*run_argv(work, emu, "--overrides", ov))
+    assert rc == 1 and "some items failed in fetch" in out, err  # only the too_large image
+    assert "review page:" in out
+    manifest = json.loads((work / "images" / "aligned.json").read_text())
+    aligned = {Path(e["output"]).stem for e in manifest if e["status"] == "ok"}
+    assert add in aligned and drop not in aligned and len(manifest) == len(kept)
+    rc, _, err = cli("export", "--work", work, "--out", tmp_path / "set.zip", "--quiet")
+    assert rc == 0, err
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "set.zip") as z:
+        side = json.loads(z.read("metfaces-export.json"))
+    exported = {f"{i['obj_id']}-{i['face_idx']:02d}" for i in side["images"]}
+    assert exported == aligned
+    # a later run without the flag keeps the decisions
+    rc, out, _ = cli(*run_argv(work, emu))
+    assert rc == 1 and "2 decided by a person" in out
+    assert add in {Path(e["output"]).stem for e in json.loads((work / "images" / "aligned.json").read_text())}
+
+
 def test_run_usage_errors_stop_early(cli, tmp_path, emu):
     work = tmp_path / "w"
     rc, out, err = cli("run", "--work", work)
@@ -213,6 +244,7 @@ def test_demo_end_to_end(cli, tmp_path):
     assert "unexpected" not in err and "Traceback" not in err
     assert "expected   4 no_image, 4 not_public_domain, 1 too_large" in out
     assert f"report: {work / 'report' / 'report.md'}" in out
+    assert f"review page: {work / 'report' / 'review.html'}" in out
     truth = json.loads((work / "truth.json").read_text())
     cmp_ = json.loads((work / "compare.json").read_text())
     assert cmp_["matched"] + cmp_["missed"] == len(truth)

@@ -25,6 +25,7 @@ COMMANDS = [
     ("compare", "metfaces_build.app.commands.compare", "regenerated vs stored landmarks, or two crop folders"),
     ("run", "metfaces_build.app.run", "fetch -> detect -> filter -> align -> report, resumable"),
     ("demo", "metfaces_build.app.demo", "the whole pipeline on the built-in Met API emulator"),
+    ("review", "metfaces_build.app.commands.review", "a review page: every face, filter, sort, keep/reject"),
     ("export", "metfaces_build.app.commands.export", "StyleGAN2-ADA / StyleGAN3 dataset zip or folder"),
     ("verify", "metfaces_build.app.commands.verify", "check crops against metfaces.json image_md5"),
     ("emulator", "metfaces_build.app.commands.emulator", "serve the sample Met API on loopback (tests, demo)"),

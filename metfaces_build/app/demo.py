@@ -11,7 +11,7 @@ are exercised, and then:
   3. runs `metfaces-build compare` of the detected landmarks (DIR/faces.json) against
      the truth, which adds a "regenerated vs stored landmarks" section to the report;
   4. prints a headline and where the report is: DIR/report/report.md (and a
-     self-contained report.html).
+     self-contained report.html), and the review page DIR/report/review.html.
 
 The first start builds the sample images (~30 s, cached in $METFACES_EMULATOR_CACHE or
 ~/.cache/metfaces-build); after that the demo takes well under a minute on 2 cores.
@@ -91,8 +91,8 @@ def main(args) -> int:
     with emu:
         print(f"Met API emulator: {emu.api_root} (faults {FAULTS} at rate {args.fault_rate})",
               flush=True)
-        atomic_write_json(Work(work).truth_json, emu.truth())
         layout = Work(work)
+        atomic_write_json(layout.truth_json, emu.truth())
         opts = RunOptions(api=emu.api_root, departments=DEPARTMENTS, workers=args.workers,
                           force=args.force, quiet=args.quiet, **FETCH_OPTIONS)
         if print_run(run(layout, opts, echo=print_summary)) == 2:
@@ -104,12 +104,19 @@ def main(args) -> int:
         except UsageError as e:
             print(f"error: {e}", file=sys.stderr)
             compare_rc = 2
+        review = None
+        if layout.filtered_json.is_file():  # again, now with compare's landmarks
+            from ..stages.review import ReviewOptions
+            from ..stages.review import review as write_review
+            review = write_review(layout, ReviewOptions(workers=args.workers, quiet=True)).page
         stats = emu.stats()
         kinds = {o.id: o.kind for o in emu.collection.objects}
     outcome = assess(work, kinds)
     if compare_rc != 0:
         outcome.errors.append(f"compare exited {compare_rc}")
     print_headline(work, outcome, stats, time.monotonic() - t0)
+    if review is not None:
+        print(f"review page: {review} (open it in a browser: every face, keep/reject overrides)")
     return 1 if outcome.errors else 0
 
 

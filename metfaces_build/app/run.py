@@ -8,7 +8,8 @@ Each stage is the same code as its own subcommand, run with the flags below, so 
   detect   faces.json, detect.jsonl                (--detector, --max-side, ...)
   filter   filtered.json, rejected.jsonl, filter_summary.json   (--filter-config)
   align    images/{obj_id}-{face_idx:02d}.png, images/aligned.json (MetFaces defaults)
-  report   report/report.md, report.html, stats.json, contact sheets
+  report   report/report.md, report.html, stats.json, contact sheets, and
+           report/review.html (every face, to sort, open and overrule: --overrides)
 
 Rerunning resumes: every stage skips work whose output exists and is valid, so a run
 that was interrupted (Ctrl-C, a kill, a lost connection) is finished by running the
@@ -61,6 +62,7 @@ from ..stages.detect import DetectOptions, detect
 from ..stages.fetch import FetchOptions, fetch
 from ..stages.filter import FilterOptions, filter as filter_stage
 from ..stages.report import ReportOptions, report
+from ..stages.review import ReviewOptions, review
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class RunOptions(FetchOptions):
     executor: str = "local"
     scheduler: Optional[str] = None
     filter_config: Optional[str] = None
+    overrides: Optional[str] = None   # a person's decisions, handed to filter
 
     def fetch_options(self) -> FetchOptions:
         return options_from_args(FetchOptions, self, workers=self.fetch_workers)
@@ -87,8 +90,8 @@ class RunOptions(FetchOptions):
         return options_from_args(DetectOptions, self, images=None, out=None)
 
     def filter_options(self) -> FilterOptions:
-        return FilterOptions(config=self.filter_config, workers=self.workers, force=self.force,
-                             quiet=self.quiet)
+        return FilterOptions(config=self.filter_config, overrides=self.overrides,
+                             workers=self.workers, force=self.force, quiet=self.quiet)
 
     def align_options(self, work: Work) -> AlignOptions:
         return AlignOptions(json=str(work.filtered_json), source_images=str(work.path),
@@ -199,7 +202,8 @@ def run(work, opts: RunOptions = RunOptions(),
              ("detect", lambda: detect(work, opts.detect_options())),
              ("filter", lambda: filter_stage(work, opts.filter_options())),
              ("align", lambda: align(opts.align_options(work))),
-             ("report", lambda: report(work, ReportOptions(source_images=str(work.path))))]
+             ("report", lambda: report(work, ReportOptions(source_images=str(work.path)))),
+             ("review", lambda: review(work, ReviewOptions(workers=opts.workers, quiet=opts.quiet)))]
     for name, step in steps:
         try:
             s = step()
@@ -207,7 +211,7 @@ def run(work, opts: RunOptions = RunOptions(),
             out.stopped_at, out.error = name, str(e)
             break
         out.stages[name] = s
-        if echo is not None and name != "report":
+        if echo is not None and name not in ("report", "review"):
             echo(s)
     codes = {name: s.exit_code for name, s in out.stages.items()}
     if out.error is not None:
@@ -220,6 +224,9 @@ def run(work, opts: RunOptions = RunOptions(),
     out.elapsed = time.monotonic() - t0
     out.updates = UpdatesReport.from_stages(out.stages)
     out.lines = summary_lines(work, out)
+    rv = out.stages.get("review")
+    if rv is not None:
+        out.lines.append(f"review page: {rv.page} ({rv.faces} faces)")
     if opts.since:  # an update run: say what changed end to end
         out.lines += out.updates.lines()
     return out
@@ -317,6 +324,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--filter-config", metavar="TOML",
                    help="filter thresholds from a TOML file ([filter] table); default: the "
                         "filter stage's defaults")
+    g.add_argument("--overrides", metavar="JSON", default=None,
+                   help="a person's keep/reject decisions (the review page's overrides.json) "
+                        "handed to filter, which keeps them in DIR/overrides.json for later runs")
 
 
 def main(args) -> int:

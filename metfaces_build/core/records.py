@@ -302,12 +302,16 @@ class Rejection:
     face_idx: int
     reasons: list
     values: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)  # failed test -> the limit it was held to
 
     def to_json(self) -> dict:
-        return {"obj_id": self.obj_id, "face_idx": self.face_idx, "reasons": list(self.reasons),
-                "values": self.values}
+        out = {"obj_id": self.obj_id, "face_idx": self.face_idx, "reasons": list(self.reasons),
+               "values": self.values}
+        if self.limits:
+            out["limits"] = self.limits
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> "Rejection":
         return cls(str(d["obj_id"]), int(d["face_idx"]), list(d.get("reasons", [])),
-                   dict(d.get("values", {})))
+                   dict(d.get("values", {})), dict(d.get("limits") or {}))

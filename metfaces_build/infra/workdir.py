@@ -34,12 +34,17 @@ FILTERED = "filtered.json"
 REJECTED = "rejected.jsonl"
 FILTER_SUMMARY = "filter_summary.json"
 FILTER_CACHE = "filter_cache.json"
+OVERRIDES = "overrides.json"             # a person's keep/reject decisions in force
 IMAGES_DIR = "images"
 MANIFEST = "aligned.json"                 # align's manifest, in its output folder
 ALIGN_JOURNAL = ".aligned.journal.jsonl"  # align's journal of an unfinished run
 REPORT_DIR = "report"
+REVIEW_PAGE = "review.html"               # in REPORT_DIR, with its thumbnails
+REVIEW_THUMBS = "thumbs"
 TRUTH = "truth.json"
 COMPARE = "compare.json"
+COMPARE_FACES = "compare_faces.jsonl"
+COMPARE_CROPS = "compare_crops.json"      # compare --crops: summary (+ .jsonl per crop)
 DEFAULT_WORK = "metfaces-work"
 
 # ---- statuses --------------------------------------------------------------------------
@@ -297,12 +302,16 @@ class Work:
     rejected_jsonl = property(lambda self: self.path / REJECTED)
     filter_summary_json = property(lambda self: self.path / FILTER_SUMMARY)
     filter_cache_json = property(lambda self: self.path / FILTER_CACHE)
+    overrides_json = property(lambda self: self.path / OVERRIDES)
     images_dir = property(lambda self: self.path / IMAGES_DIR)
     aligned_manifest = property(lambda self: self.path / IMAGES_DIR / MANIFEST)
     aligned_journal = property(lambda self: self.path / IMAGES_DIR / ALIGN_JOURNAL)
     report_dir = property(lambda self: self.path / REPORT_DIR)
+    review_page = property(lambda self: self.path / REPORT_DIR / REVIEW_PAGE)
     truth_json = property(lambda self: self.path / TRUTH)
     compare_json = property(lambda self: self.path / COMPARE)
+    compare_faces_jsonl = property(lambda self: self.path / COMPARE_FACES)
+    compare_crops_json = property(lambda self: self.path / COMPARE_CROPS)
 
     def rel(self, path: Union[str, os.PathLike]) -> str:
         """`path` relative to the work directory when inside it (for summaries)."""

@@ -47,6 +47,7 @@ from ..core.metrics import box_iou, psnr_and_max
 from ..core.records import FaceRecord
 from ..infra.faces import load_faces
 from ..infra.stage import StageSummary, default_workers
+from ..infra.workdir import COMPARE, COMPARE_CROPS, COMPARE_FACES
 
 DEFAULT_GATE = 0.5
 THRESHOLDS = (0.05, 0.10)
@@ -358,7 +359,7 @@ def compare_landmarks(opts: CompareOptions) -> CompareSummary:
     outputs = {}
     if opts.out:
         out = Path(opts.out)
-        outputs = {"stats": out / "compare.json", "faces": out / "compare_faces.jsonl"}
+        outputs = {"stats": out / COMPARE, "faces": out / COMPARE_FACES}
         atomic_write_json(outputs["stats"], stats)
         write_jsonl(outputs["faces"], (m.to_json() for m in matches))
     counts = {k: stats.get(k, 0) for k in ("matched", "missed", "extra")}
@@ -379,7 +380,7 @@ def compare_crop_folders(opts: CompareOptions) -> CompareSummary:
     outputs = {}
     if opts.out:
         out = Path(opts.out)
-        outputs = {"stats": out / "compare_crops.json", "crops": out / "compare_crops.jsonl"}
+        outputs = {"stats": out / COMPARE_CROPS, "crops": (out / COMPARE_CROPS).with_suffix(".jsonl")}
         atomic_write_json(outputs["stats"], summary)
         write_jsonl(outputs["crops"], (d.to_json() for d in diffs))
     bad = [d for d in diffs if d.status != "ok"]

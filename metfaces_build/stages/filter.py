@@ -35,6 +35,14 @@ cross-object near-duplicate test reruns over the cached hashes). Every input fac
 one of filtered.json and rejected.jsonl. Faces whose source image is missing or unreadable
 are rejected with the image status as reason, and the exit status is 1.
 
+A person's decisions (--overrides FILE, as the review page saves it: {"faces":
+{"436015-00": "keep", "436008-00": "reject"}}) are applied after every test: the file
+replaces DIR/overrides.json, which every later run applies too (so `run` carries them
+through to align and export). A face a person rejected is in rejected.jsonl with reason
+"override"; one a person kept is in filtered.json; either way its values hold
+"override": {"decision", "tests_failed"}. An id that is not a face of faces.json is an
+error and nothing is written.
+
 TOML configuration (--config FILE; flags override it):
   [filter]
   min_size = 512
@@ -46,10 +54,12 @@ examples:
   metfaces-build filter --work ./work
   metfaces-build filter --work ./work --min-size 512 --min-score cnn=0.8 --reject-grayscale
   metfaces-build filter --work ./work --explain 436838
+  metfaces-build filter --work ./work --overrides ~/Downloads/overrides.json
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,11 +74,14 @@ from ..core.metrics import box_iou, hash_distance, popcount  # noqa: F401 (hash_
 from ..core.records import FaceRecord, Rejection, faces_to_json
 from ..infra.faces import load_faces
 from ..infra.stage import StageSummary, default_workers
+from ..infra.workdir import OVERRIDES as OVERRIDES_FILE  # the decisions in force
 from ..infra.workdir import as_work
 
 # ---- configuration: every default lives here -------------------------------------------
 
 DEFAULT_MIN_SCORE = {"cnn": 0.3, "hog": 0.0}
+OVERRIDE_REASON = "override"
+OVERRIDE_DECISIONS = ("keep", "reject")
 
 
 @dataclass
@@ -187,20 +200,34 @@ class CropMeasures:
 
 @dataclass
 class FaceVerdict:
-    """Every check on one face; kept when all of them passed."""
+    """Every check on one face; kept when all of them passed, unless a person decided
+    (`override`: "keep" or "reject", from overrides.json), which wins over the tests."""
     record: FaceRecord
     index: int  # position in faces.json: the tie-breaker that keeps output deterministic
     qsize: float
     checks: list = field(default_factory=list)
     measures: Optional[CropMeasures] = None
+    override: Optional[str] = None
 
     @property
-    def keep(self) -> bool:
+    def passed(self) -> bool:
+        """What the tests alone decided."""
         return all(c.passed for c in self.checks)
 
     @property
-    def reasons(self) -> list:
+    def keep(self) -> bool:
+        return self.passed if self.override is None else self.override == "keep"
+
+    @property
+    def failed(self) -> list:
+        """The tests this face failed (whatever a person decided)."""
         return [c.name for c in self.checks if not c.passed]
+
+    @property
+    def reasons(self) -> list:
+        if self.override is not None:
+            return [] if self.override == "keep" else [OVERRIDE_REASON]
+        return self.failed
 
     def values(self) -> dict:
         out: dict[str, Any] = {"qsize": round(self.qsize, 2)}
@@ -208,10 +235,15 @@ class FaceVerdict:
             out[c.name] = _json_safe(c.value)
         if self.measures is not None:
             out["phash"] = self.measures.phash
+        if self.override is not None:
+            out[OVERRIDE_REASON] = {"decision": self.override, "tests_failed": self.failed,
+                                    "limits": {c.name: c.limit for c in self.checks if not c.passed}}
         return out
 
     def rejection(self) -> Rejection:
-        return Rejection(self.record.obj_id, self.record.face_idx, self.reasons, self.values())
+        limits = {c.name: c.limit for c in self.checks if not c.passed}
+        return Rejection(self.record.obj_id, self.record.face_idx, self.reasons, self.values(),
+                         limits)
 
 
 def _json_safe(v: Any) -> Any:
@@ -468,6 +500,80 @@ def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:
         kept_hash = np.append(kept_hash, h)
 
 
+# ---- overrides: a person's keep / reject decisions ----------------------------------------
+
+
+def face_id(obj_id: str, face_idx: int) -> str:
+    """The id a person sees and overrides.json uses: the crop's name, `{obj_id}-{face_idx:02d}`."""
+    return f"{obj_id}-{face_idx:02d}"
+
+
+def parse_overrides(data: Any, known_ids, where: str = "overrides") -> dict:
+    """Validate `{"faces": {"436015-00": "keep", ...}}` against the faces of faces.json.
+
+    Returns {face id: decision}. Any problem (wrong shape, a decision other than keep or
+    reject, an id that is not a face of faces.json) raises a UsageError naming it, so a
+    bad file changes nothing."""
+    if not isinstance(data, dict) or not isinstance(data.get("faces"), dict):
+        raise UsageError(f"{where}: expected {{\"faces\": {{\"OBJID-NN\": \"keep\" or \"reject\", ...}}}}")
+    faces = data["faces"]
+    bad = [f"{k!r}: {v!r}" for k, v in faces.items() if v not in OVERRIDE_DECISIONS]
+    if bad:
+        raise UsageError(f"{where}: decisions must be \"keep\" or \"reject\"; got "
+                         + ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
+    known = set(known_ids)
+    unknown = sorted(k for k in faces if k not in known)
+    if unknown:
+        raise UsageError(f"{where}: {len(unknown)} id(s) are not faces of faces.json: "
+                         + ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+                         + " (ids are {obj_id}-{face_idx:02d}, e.g. 436015-00); nothing was changed")
+    return {str(k): str(v) for k, v in sorted(faces.items())}
+
+
+def load_overrides(path: Path, known_ids) -> dict:
+    from ..infra.files import read_json
+    return parse_overrides(read_json(path, "overrides file"), known_ids, str(path))
+
+
+def apply_overrides(verdicts: list, overrides: dict) -> int:
+    """Set each overridden face's decision (pure: on the verdicts only). Runs after every
+    test, overlaps and near-duplicates included, so a person's decision is final. Returns
+    how many faces a decision moved (kept <-> rejected)."""
+    moved = 0
+    for v in verdicts:
+        decision = overrides.get(face_id(v.record.obj_id, v.record.face_idx))
+        v.override = decision
+        if decision is not None and v.keep != v.passed:
+            moved += 1
+    return moved
+
+
+def overrides_in_force(opts: "FilterOptions", work, faces: list) -> dict:
+    """The decisions to apply: `opts.overrides` (validated in full, then saved as
+    DIR/overrides.json so later runs keep them), else DIR/overrides.json, else none."""
+    from ..infra.files import atomic_write_json
+    known = [face_id(f.obj_id, f.face_idx) for f in faces]
+    stored = work.overrides_json
+    if opts.overrides:
+        given = Path(opts.overrides)
+        overrides = load_overrides(given, known)
+        if not stored.exists() or stored.resolve() != given.resolve():
+            atomic_write_json(stored, {"faces": overrides})
+        return overrides
+    if not stored.exists():
+        return {}
+    try:
+        return load_overrides(stored, known)
+    except UsageError as e:
+        raise UsageError(f"{e}\n(an earlier --overrides saved these decisions; faces.json has "
+                         f"changed since: edit or delete {stored} to go on)") from None
+
+
+def overrides_digest(overrides: dict) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()
+
+
 # ---- the stage -----------------------------------------------------------------------------
 
 @dataclass
@@ -478,6 +584,7 @@ class FilterOutcome:
     image_problems: dict  # source_path -> status
     measured: int = 0     # images measured now (the rest came from the cache)
     cache: dict = field(default_factory=dict)  # the per-image cache entries of this input
+    overrides: dict = field(default_factory=dict)  # face id -> decision, as applied
 
     @property
     def kept(self) -> list:
@@ -612,6 +719,7 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
     work = as_work(work)
     atomic_write_json(work.filtered_json, faces_to_json(kept))
     write_jsonl(work.rejected_jsonl, rows)
+    decided = [v for v in outcome.verdicts if v.override is not None]
     summary = {
         "input": "faces.json", "input_sha256": input_digest,
         "source_images": str((source_root or work.path).resolve()),
@@ -621,6 +729,10 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
         "grayscale_kept": sum(1 for v in outcome.kept
                               if (v.values().get("grayscale") or {}).get("grayscale")),
         "image_problems": outcome.image_problems,
+        "overrides": {"file": OVERRIDES_FILE, "sha256": overrides_digest(outcome.overrides),
+                      "keep": sum(1 for v in decided if v.override == "keep"),
+                      "reject": sum(1 for v in decided if v.override == "reject"),
+                      "moved": sum(1 for v in decided if v.keep != v.passed)},
         "config": cfg.to_json(), "versions": library_versions(),
     }
     atomic_write_json(work.filter_summary_json, summary)
@@ -629,8 +741,12 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
 
 def summary_line(summary: dict) -> str:
     reasons = ", ".join(f"{k} {v}" for k, v in summary["reasons"].items())
+    o = summary.get("overrides") or {}
+    decided = (o.get("keep") or 0) + (o.get("reject") or 0)
     return (f"filter: {summary['kept']} kept, {summary['rejected']} rejected of {summary['faces']}"
-            + (f" ({reasons})" if reasons else ""))
+            + (f" ({reasons})" if reasons else "")
+            + (f"; {decided} decided by a person ({o.get('keep')} keep, {o.get('reject')} reject, "
+               f"{o.get('moved')} against the tests; {OVERRIDES_FILE})" if decided else ""))
 
 
 def build_config(opts: "FilterOptions") -> FilterConfig:
@@ -689,6 +805,7 @@ class FilterOptions:
     reject_grayscale: bool = False
     crop_size: Optional[int] = None
     no_crop_tests: bool = False
+    overrides: Optional[str] = None    # a person's decisions: replaces DIR/overrides.json
     workers: int = field(default_factory=default_workers)
     force: bool = False
     quiet: bool = False
@@ -733,6 +850,7 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
     import time
 
     from ..infra.files import file_digest, read_json
+    overrides = overrides_in_force(opts, work, loaded.faces)  # checked before any write
     digest = file_digest(faces_path, "sha256")
     outputs = {"filtered": work.filtered_json, "rejected": work.rejected_jsonl,
                "summary": work.filter_summary_json}
@@ -740,13 +858,17 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
         old = read_json(work.filter_summary_json, "filter summary")
         if isinstance(old, dict) and old.get("input_sha256") == digest \
                 and old.get("config") == cfg.to_json() \
-                and old.get("source_images") == str(source_root.resolve()):
+                and old.get("source_images") == str(source_root.resolve()) \
+                and (old.get("overrides") or {}).get("sha256", overrides_digest({})) \
+                == overrides_digest(overrides):
             failed = len(old.get("image_problems") or {}) + old["reasons"].get("bad_record", 0)
             return _summary(old, outputs, time.monotonic() - t0, failed,
                             [summary_line(old) + " (up to date; --force redoes it)"], [], True)
     cache = {} if opts.force else _read_cache(work.filter_cache_json)
     outcome = filter_faces(loaded.faces, source_root, cfg, opts.workers, opts.quiet, loaded.bad,
                            cache)
+    apply_overrides(outcome.verdicts, overrides)
+    outcome.overrides = overrides
     summary = write_outputs(work, outcome, cfg, digest, source_root)
     from ..infra.files import atomic_write_json
     atomic_write_json(work.filter_cache_json, {"version": CACHE_VERSION, "images": outcome.cache},

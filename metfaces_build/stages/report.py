@@ -426,10 +426,11 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
     """Run statistics, per-region medians, the worst faces and their drawing."""
     from .compare import FaceMatch
     from ..infra.files import read_json, read_jsonl
-    if not (work / "compare.json").is_file():
+    layout = as_work(work)
+    if not layout.compare_json.is_file():
         return None
-    stats = read_json(work / "compare.json", "compare.json")
-    matches = [FaceMatch.from_json(d) for d in read_jsonl(work / "compare_faces.jsonl")]
+    stats = read_json(layout.compare_json, "compare.json")
+    matches = [FaceMatch.from_json(d) for d in read_jsonl(layout.compare_faces_jsonl)]
     blocks = [Heading("Landmarks: regenerated vs stored"),
               Para("Faces matched per object on eye-centre distance (gate "
                    f"{stats.get('gate')} x inter-ocular). NME = mean landmark error over the stored "
@@ -496,9 +497,9 @@ def pipeline_section(work: Path) -> Optional[Section]:
 
 def crops_section(work: Path) -> Optional[Section]:
     from ..infra.files import read_json
-    if not (work / "compare_crops.json").is_file():
+    if not as_work(work).compare_crops_json.is_file():
         return None
-    s = read_json(work / "compare_crops.json", "compare_crops.json")
+    s = read_json(as_work(work).compare_crops_json, "compare_crops.json")
     blocks = [Heading("Crops: A vs B"),
               Para(f"A = {s.get('a')}, B = {s.get('b')}."),
               Table(["crops", "compared", "identical", "median PSNR (dB)", "min PSNR (dB)",

@@ -40,6 +40,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-size", type=positive_int, metavar="PX")
     g.add_argument("--no-crop-tests", action="store_true",
                    help="skip sharpness, grayscale and near-duplicates (no image decoding)")
+    p.add_argument("--overrides", metavar="JSON", default=None,
+                   help="a person's decisions, {\"faces\": {\"436015-00\": \"keep\", ...}} (the "
+                        "review page saves it): copied to DIR/overrides.json, replacing the "
+                        "decisions there, and applied after every test; DIR/overrides.json is "
+                        "applied on every later run too (delete it to drop them)")
     add_common(p)
 
 
