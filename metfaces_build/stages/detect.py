@@ -557,7 +557,7 @@ def _detect_locked(opts: DetectOptions, tasks: list, paths: "StagePaths") -> Det
     s.detector_calls = sum(1 for t in todo if results[t.source_path].get("status") in DONE_STATUSES)
     s.dropped = len(set(before) - set(results))
     s.changes, s.changed_objects = face_changes(before.values(), ordered)
-    if any(s.changes.values()) or s.dropped:
+    if before and (any(s.changes.values()) or s.dropped):  # an update, not a first run
         s.lines.append("detect changes: " + ", ".join(f"{v} faces {k}" for k, v in s.changes.items())
                        + (f"; {s.dropped} images no longer in the input" if s.dropped else ""))
     return s
