@@ -174,3 +174,20 @@ def test_withdrawn_object_loses_original_faces_and_crops(cli, fetched, tmp_path)
     assert s.exit_code == 0 and "not ok" not in s.line()
     names = json.loads((tmp_path / "export" / "metfaces-export.json").read_text())
     assert str(gone) not in json.dumps(names)
+
+
+def test_dry_run_since_counts_changed_objects_as_to_request(tmp_path):
+    """A settled object the --since listing names is requested again, so the dry run
+    counts it (and requests no record or image)."""
+    from metfaces_build import fetch
+    with start_emulator() as emu:
+        work = tmp_path / "work"
+        assert fetch(work, api=emu.api_root, departments=DEPT, rate=200, quiet=True).exit_code == 0
+        oid = objects(work)
+        some = next(i for i, r in oid.items() if r["status"] == "ok")
+        emu.correct(some, title="Corrected")
+        emu.reset_requests()
+        s = fetch(work, api=emu.api_root, departments=DEPT, since=today(), dry_run=True, quiet=True)
+        assert s.plan.selected == 1 and s.plan.to_request == 1
+        assert emu.object_requests() == {} and emu.requested("/CRDImages/") == {}
+        assert objects(work) == oid
