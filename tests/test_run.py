@@ -119,7 +119,11 @@ def test_run_carries_overrides_to_align_and_export(reference, emu, cli, tmp_path
     assert "review page:" in out
     manifest = json.loads((work / "images" / "aligned.json").read_text())
     aligned = {Path(e["output"]).stem for e in manifest if e["status"] == "ok"}
-    assert add in aligned and drop not in aligned and len(manifest) == len(kept)
+    live = [e for e in manifest if e["status"] not in ("superseded", "withdrawn")]
+    assert add in aligned and drop not in aligned and len(live) == len(kept)
+    # the dropped face's crop is deleted and the manifest says so (not a failure)
+    gone = [e for e in manifest if Path(e["record"]["obj_id"] + f"-{e['record']['face_idx']:02d}").name == drop]
+    assert [e["status"] for e in gone] == ["superseded"] and not (work / "images" / f"{drop}.png").exists()
     rc, _, err = cli("export", "--work", work, "--out", tmp_path / "set.zip", "--quiet")
     assert rc == 0, err
     import zipfile

@@ -164,7 +164,7 @@ def test_withdrawn_object_loses_original_faces_and_crops(cli, fetched, tmp_path)
     assert str(gone) not in {str(f["obj_id"]) for f in json.loads((work / "filtered.json").read_text())}
     m = manifest(work)
     for k in mine:
-        assert m[k]["status"] == "withdrawn" and "no face in the input" in m[k]["reason"]
+        assert m[k]["status"] == "withdrawn" and "source image" in m[k]["reason"]
         assert not (work / "images" / f"{k[0]}-{k[1]:02d}.png").exists()
     assert "objects  1 updated (1 withdrawn)" in out
     assert f"faces    0 added, {n_faces} removed, 0 moved" in out

@@ -16,8 +16,9 @@ source_path, face_spec, the source's content key source_sha256/source_md5, or th
 parameters); a record whose other fields changed (a corrected title) gets its manifest
 entry updated without rewriting the crop. A re-made entry says what it `supersedes` and
 why. Crops of faces no longer in --json are deleted and stay in the manifest with status
-`superseded` (other faces of that object remain) or `withdrawn` (the object has no face
-left) and a reason; neither counts as a failure, and export skips them.
+`superseded` (re-detected, or now rejected by the filter or a person) or `withdrawn` (the
+object has no face left and its source image is gone, as fetch leaves an object withdrawn
+at the Met) and a reason; neither counts as a failure, and export skips them.
 
 examples:
   # NVIDIA's MetFaces (1024x1024, rotated) from metfaces.json and unprocessed/ images
@@ -445,7 +446,7 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
         entries.append({"record": b.raw, "output": "", "status": "bad_record", "reason": b.reason,
                         "file_md5": "", "pixel_md5": "", "params": params_json,
                         "versions": versions})
-    retired, removed = retire_missing(previous, faces, out_dir)
+    retired, removed = retire_missing(previous, faces, out_dir, src_root)
     entries += retired
     atomic_write_json(out_dir / MANIFEST, entries)
     journal.unlink(missing_ok=True)
@@ -496,10 +497,13 @@ def _superseded_because(prev: Optional[dict], rec: dict, params: dict) -> str:
     return ""  # the same crop made again (it was missing or altered): nothing superseded
 
 
-def retire_missing(previous: dict, faces: list, out_dir: Path) -> tuple:
+def retire_missing(previous: dict, faces: list, out_dir: Path, src_root: Path) -> tuple:
     """(manifest entries, crops deleted) for faces of earlier runs no longer in the input:
     their crop is deleted (only the file the record names, in out_dir itself) and the
-    entry kept with status superseded (the object still has other faces) or withdrawn."""
+    entry kept with status `withdrawn` (the object has no face in the input and its source
+    image is gone: fetch removes the original of an object withdrawn at the Met) or
+    `superseded` (re-detected, or now rejected by the filter or a person)."""
+    from ..infra.files import safe_join
     wanted = {(f.obj_id, f.face_idx) for f in faces}
     objects = {f.obj_id for f in faces}
     entries, removed = [], 0
@@ -519,12 +523,19 @@ def retire_missing(previous: dict, faces: list, out_dir: Path) -> tuple:
                 removed += 1
         except OSError:
             pass
-        if obj_id in objects:
-            status, why = "superseded", (f"face {face_idx} of object {obj_id} is no longer in the "
-                                         "input (its image was detected again, or it is filtered out)")
+        source = str(prev["record"].get("source_path") or "")
+        try:
+            source_gone = not safe_join(src_root, source).is_file()
+        except (ValueError, OSError):
+            source_gone = True
+        if obj_id not in objects and source_gone:
+            status, why = "withdrawn", (f"object {obj_id} has no face in the input any more and "
+                                        f"its source image {source[:200]} is gone (withdrawn at "
+                                        "the Met, or lost its image)")
         else:
-            status, why = "withdrawn", (f"object {obj_id} has no face in the input any more "
-                                        "(withdrawn, lost its image, or filtered out)")
+            status, why = "superseded", (f"face {face_idx} of object {obj_id} is no longer in the "
+                                         "input (its image was detected again, or the filter or "
+                                         "a person now rejects it)")
         entries.append({**prev, "status": status, "reason": why, "was": prev.get("status"),
                         "output": "" if prev.get("status") == "ok" else prev.get("output", "")})
     return entries, removed
