@@ -191,3 +191,61 @@ def test_dry_run_since_counts_changed_objects_as_to_request(tmp_path):
         assert s.plan.selected == 1 and s.plan.to_request == 1
         assert emu.object_requests() == {} and emu.requested("/CRDImages/") == {}
         assert objects(work) == oid
+
+
+def test_a_failed_refetch_keeps_the_object_and_history_is_kept():
+    """Unit: a network failure on a changed object never withdraws it; a new image adds
+    to the history; update kinds."""
+    from metfaces_build.infra.workdir import carry_history, update_kind
+    from metfaces_build.stages.fetch import _UpdateJournal
+    old = {"id": 1, "status": "ok", "sha256": "a" * 64, "image_url": "u1", "title": "T",
+           "path": "originals/1.jpg"}
+    written: list = []
+
+    class Sink:
+        def write(self, row):
+            written.append(row)
+    updates: dict = {}
+    j = _UpdateJournal(Sink(), {1: old}, frozenset({1, 2}), updates, "2026-01-01T00:00:00Z")
+    j.write({"id": 1, "status": "http_error", "reason": "503"})
+    j.write({"id": 3, "status": "ok"})  # not listed: written as is, not classified
+    assert written[0] == {**old, "refresh_error": "http_error: 503"}
+    assert written[1] == {"id": 3, "status": "ok"} and updates == {"failed": [1]}
+
+    new = {**old, "sha256": "b" * 64, "image_url": "u2"}
+    row = carry_history(old, new, "2026-02-02")
+    assert row["previous_sha256"] == "a" * 64 and row["changed_at"] == "2026-02-02"
+    assert row["history"] == [{"sha256": "a" * 64, "image_url": "u1", "until": "2026-02-02"}]
+    again = carry_history(row, {**row, "sha256": "c" * 64, "history": None}, "2026-03-03")
+    assert [h["sha256"] for h in again["history"]] == ["a" * 64, "b" * 64]
+    assert carry_history(row, {**new}, "2026-04-04")["changed_at"] == "2026-02-02"  # same image
+
+    assert update_kind(None, {"status": "ok"}) == "new"
+    assert update_kind(old, new) == "new_image"
+    assert update_kind(old, {**old, "title": "T2"}) == "record"
+    assert update_kind(old, {"id": 1, "status": "not_public_domain"}) == "withdrawn"
+    assert update_kind(old, {**old}) == "unchanged"
+
+
+def test_detect_on_a_folder_redoes_only_changed_files(tmp_path):
+    """--images folders are keyed by size and mtime: a rerun makes no detector call; a
+    changed file is detected again, a deleted one leaves the journal."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from metfaces_build.stages.detect import DetectOptions, detect
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    opts = DetectOptions(images=str(folder), out=str(tmp_path / "faces.json"), workers=1, quiet=True)
+    assert detect(None, opts).detector_calls == 3
+    assert detect(None, opts).detector_calls == 0
+    Image.fromarray(rng.integers(0, 255, (80, 64, 3), dtype=np.uint8)).save(folder / "b.png")
+    os.unlink(folder / "c.png")
+    s = detect(None, opts)
+    assert s.detector_calls == 1 and s.dropped == 1
+    assert [r["obj_id"] for r in read_jsonl(tmp_path / "faces.detect.jsonl")] == ["a", "b"]

@@ -140,10 +140,8 @@ class UpdatesReport:
                     or self.crops_removed)
 
     def lines(self) -> list:
-        from ..infra.workdir import UPDATE_KINDS
-        names = {"new": "new", "new_image": "new image", "record": "record only",
-                 "withdrawn": "withdrawn", "unchanged": "unchanged", "failed": "refetch failed"}
-        objs = ", ".join(f"{len(self.objects[k])} {names[k]}" for k in UPDATE_KINDS
+        from ..infra.workdir import UPDATE_KINDS, UPDATE_LABELS
+        objs = ", ".join(f"{len(self.objects[k])} {UPDATE_LABELS[k]}" for k in UPDATE_KINDS
                          if self.objects.get(k))
         changed = [i for k in ("new", "new_image", "record", "withdrawn") for i in self.objects.get(k, [])]
         faces = self.faces or {"added": 0, "removed": 0, "moved": 0}

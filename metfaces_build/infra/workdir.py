@@ -187,6 +187,8 @@ def carry_history(old: Optional[dict], new: dict, now: str) -> dict:
 
 # what a refetch found, per object (fetch's `updates`, run's updates block)
 UPDATE_KINDS = ("new", "new_image", "record", "withdrawn", "unchanged", "failed")
+UPDATE_LABELS = {"new": "new", "new_image": "new image", "record": "record only",
+                 "withdrawn": "withdrawn", "unchanged": "unchanged", "failed": "refetch failed"}
 RECORD_KEYS = ("title", "artist", "date", "department", "is_public_domain", "image_url", "meta_url")
 
 

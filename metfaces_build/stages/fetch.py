@@ -51,8 +51,8 @@ from ..infra.images import DEFAULT_MAX_PIXELS
 from ..infra.stage import StageSummary
 from ..infra.workdir import FETCH_FAILED as FAILED
 from ..infra.workdir import FETCH_STATUSES as STATUSES  # noqa: F401 - the statuses fetch records
-from ..infra.workdir import (UPDATE_KINDS, JournalIndex, Work, carry_history, compact_journal,
-                             fetch_skip_statuses, update_kind)
+from ..infra.workdir import (UPDATE_KINDS, UPDATE_LABELS, JournalIndex, Work, carry_history,
+                             compact_journal, fetch_skip_statuses, update_kind)
 from ..met.client import DEFAULT_API
 CHUNK_IDS = 1024
 # --from-json writes only NVIDIA's layout: unprocessed/....png (never the stage's own files)
@@ -792,7 +792,7 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     lines = [line]
     if updates:
         lines.append("fetch updates: " + ", ".join(
-            f"{len(updates[k])} {k.replace('_', ' ')}" for k in UPDATE_KINDS if updates.get(k)))
+            f"{len(updates[k])} {UPDATE_LABELS[k]}" for k in UPDATE_KINDS if updates.get(k)))
     return FetchSummary("fetch", dict(counts), {"objects": journal_path, "api": layout.api_dir,
                                                 "originals": layout.originals_dir},
                         time.monotonic() - t0, failed + (1 if outage else 0), lines,
