@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from metfaces_build.infra.files import read_jsonl
-from metfaces_build.met.emulator import API_PREFIX, start_emulator
+from metfaces_build.met.emulator import start_emulator
 
 DEPT = "11"  # European Paintings: 10 public-domain objects with images, 2 not
 FLAGS = ["--rate", "200", "--workers", "2", "--fetch-workers", "2", "--quiet"]
