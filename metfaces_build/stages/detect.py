@@ -453,7 +453,9 @@ def tasks_from_work(work) -> list:
                                 department=str(d.get("department") or ""),
                                 source_url=str(d.get("image_url") or ""),
                                 meta_url=str(d.get("meta_url") or ""),
-                                sha256=str(d.get("sha256") or ""), md5=str(d.get("md5") or "")))
+                                sha256=str(d.get("sha256") or ""), md5=str(d.get("md5") or ""),
+                                # no checksum recorded (a hand-made journal): size and mtime
+                                stat="" if d.get("sha256") else file_stat_key(work.path / rel)))
     return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
 
 
