@@ -9,7 +9,8 @@ start and cached. The collection can change while it runs, as the Met's does (re
 images, corrected records, new and withdrawn objects, each with a new `metadataDate`): see
 `EmulatorHandle.reshoot`, `.correct`, `.add_object`, `.withdraw`; `/objects?metadataDate=D`
 then lists exactly the objects changed on or after D. `/_emulator/truth.json` (`?md5=1` adds source_md5, slow once) is the ground truth (metfaces.json-compatible:
-the known 68 landmarks of every placed face); `/_emulator/stats` counts requests.
+the known 68 landmarks of every placed face); `/_emulator/stats` counts requests, and
+`EmulatorHandle.requested()` / `.object_requests()` say which paths were asked (tests).
 
 Faults (deterministic for a given --seed and request sequence per path):
   403html    403 with an HTML block page       429       429 with Retry-After

@@ -22,7 +22,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--ids", metavar="LIST", help="comma-separated object ids")
     src.add_argument("--ids-file", metavar="FILE", help="object ids, one per line ('#' comments)")
     src.add_argument("--since", metavar="YYYY-MM-DD", type=_date,
-                     help="objects whose metadata changed since this date")
+                     help="objects whose metadata changed since this date; each is fetched "
+                          "again even if done (record; image replaced only if its sha256 "
+                          "changed; withdrawn objects lose their original)")
     src.add_argument("--from-json", metavar="FILE",
                      help="rebuild unprocessed/image-{id}.png at each record's source_path from its "
                           "source_url (NVIDIA's metfaces.json); mark md5 mismatches `changed`")
