@@ -22,10 +22,15 @@ LANES = 128  # lines filtered side by side in the numba kernel (fits L2 with the
 
 
 def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
-    """ALIGN.md step 7 on an HxWx3 uint8 array; returns the padded uint8 image."""
+    """ALIGN.md step 7 on an HxWx3 uint8 array; returns the padded uint8 image.
+
+    Only the band whose pixels change is ever in float32: the interior stays the padded
+    uint8 image (both blend weights are 0 there, and rint of an integer is itself), and the
+    median is found exactly from the interior's histogram plus the band's values."""
     left, top, right, bottom = pad
-    img = np.pad(np.float32(rgb), ((top, bottom), (left, right), (0, 0)), "reflect")
-    h, w, _ = img.shape
+    out = np.pad(np.asarray(rgb, dtype=np.uint8), ((top, bottom), (left, right), (0, 0)),
+                 "reflect")
+    h, w, _ = out.shape
     y, x, _ = np.ogrid[:h, :w, :1]
     # the reference's mask is max(mx(x), my(y)); a monotone clip commutes with that max,
     # so weights are computed per row and per column, never as an h x w array
@@ -36,19 +41,75 @@ def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
     blur = qsize * 0.02
     radius = int(4.0 * float(blur) + 0.5)  # scipy's reach: truncate=4.0 sigmas
 
-    band = band_regions(wy[:, 0, 0] > 0, wx[0, :, 0] > 0)
-    blurred = [gaussian_region(img, r, blur, radius) for r in band]  # all before any blend
+    rows_on, cols_on = wy[:, 0, 0] > 0, wx[0, :, 0] > 0
+    band = band_regions(rows_on, cols_on)
+    blurred = [gaussian_region(out, r, blur, radius) for r in band]  # all before any blend
+    values = []
     for (r0, r1, c0, c1), g in zip(band, blurred):
-        sub = img[r0:r1, c0:c1]
+        sub = np.float32(out[r0:r1, c0:c1])
         sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
-    med = np.median(img, axis=(0, 1))
+        values.append(sub)
+    del blurred
+    med = band_median(out, interior_region(rows_on, cols_on), values)
 
     kx = np.clip(mx, 0.0, 1.0)
     ky = np.clip(my, 0.0, 1.0)
-    for r0, r1, c0, c1 in band_regions(ky[:, 0, 0] > 0, kx[0, :, 0] > 0):
-        sub = img[r0:r1, c0:c1]
-        sub += (med - sub) * np.maximum(kx[:, c0:c1], ky[r0:r1])
-    return np.uint8(np.clip(np.rint(img), 0, 255))
+    fade = band_regions(ky[:, 0, 0] > 0, kx[0, :, 0] > 0)  # where the median weight is > 0
+    for (r0, r1, c0, c1), sub in zip(band, values):
+        for f0, f1, e0, e1 in fade:  # the fade regions lie inside the band
+            a0, a1, b0, b1 = max(r0, f0), min(r1, f1), max(c0, e0), min(c1, e1)
+            if a0 < a1 and b0 < b1:
+                part = sub[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
+                part += (med - part) * np.maximum(kx[:, b0:b1], ky[a0:a1])
+        out[r0:r1, c0:c1] = np.uint8(np.clip(np.rint(sub), 0, 255))
+    return out
+
+
+def band_median(img: np.ndarray, interior, band_values: list) -> np.ndarray:
+    """np.median(blended, axis=(0, 1)) of the reference's float32 image, exactly, where the
+    blended image is `img` (uint8) inside `interior` (r0, r1, c0, c1, or None) and
+    `band_values` (float32 arrays) everywhere else.
+
+    The interior is counted with a 256-bin histogram; the band's values are binned by their
+    integer part; the one or two middle ranks then fall in a bin whose few values are sorted.
+    np.median itself averages the two middle values, so it is applied to exactly those."""
+    h, w, channels = img.shape
+    n = h * w
+    ks = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    med = np.empty(channels, dtype=np.float32)
+    for c in range(channels):
+        hist = np.zeros(256, dtype=np.int64)
+        if interior is not None:
+            r0, r1, c0, c1 = interior
+            hist += np.bincount(img[r0:r1, c0:c1, c].ravel(), minlength=256)
+        band = [v[:, :, c].ravel() for v in band_values]
+        band = np.concatenate(band) if band else np.zeros(0, np.float32)
+        # integer part (values are >= 0; anything above 255 joins the last bin)
+        if band.size and band.min() < 0:  # cannot happen (convex blends of >= 0 values)
+            raise ArithmeticError("negative value in the blended band")
+        bins = np.minimum(band.astype(np.int32), 255)
+        total = np.cumsum(hist + np.bincount(bins, minlength=256))
+        picked = []
+        for k in ks:
+            j = int(np.searchsorted(total, k, side="right"))
+            rank = k - (int(total[j - 1]) if j else 0)
+            if rank < hist[j]:
+                picked.append(np.float32(j))  # an interior value, exactly j
+            else:
+                inside = band[bins == j]
+                picked.append(np.partition(inside, rank - hist[j])[rank - hist[j]])
+        med[c] = np.median(np.array(picked, dtype=np.float32))
+    return med
+
+
+def interior_region(rows_on: np.ndarray, cols_on: np.ndarray):
+    """The (r0, r1, c0, c1) rectangle that `band_regions` leaves uncovered, or None."""
+    h, w = rows_on.size, cols_on.size
+    ty, by = _prefix(rows_on), h - _prefix(rows_on[::-1])
+    lx, rx = _prefix(cols_on), w - _prefix(cols_on[::-1])
+    if ty >= by or lx >= rx:
+        return None
+    return (ty, by, lx, rx)
 
 
 def band_regions(rows_on: np.ndarray, cols_on: np.ndarray) -> list:
@@ -70,9 +131,10 @@ def _prefix(on: np.ndarray) -> int:
 
 
 def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
-    """`gaussian_filter(img, [blur, blur, 0])[region]`, bit for bit, doing only the work the
-    region needs: the rows pass (axis 0, scipy's first) for the region's rows over its
-    columns grown by the radius, then the columns pass for the region alone."""
+    """`gaussian_filter(float32(img), [blur, blur, 0])[region]`, bit for bit (img float32
+    or uint8), doing only the work the region needs: the rows pass (axis 0, scipy's first)
+    for the region's rows over its columns grown by the radius, then the columns pass for
+    the region alone."""
     r0, r1, c0, c1 = region
     h, w, _ = img.shape
     f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
@@ -80,7 +142,7 @@ def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
     if kernel is None or radius >= min(h, w):
         from scipy.ndimage import gaussian_filter1d
         e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
-        g = gaussian_filter1d(img[e0:e1, f0:f1], blur, axis=0)[r0 - e0:r1 - e0]
+        g = gaussian_filter1d(np.float32(img[e0:e1, f0:f1]), blur, axis=0)[r0 - e0:r1 - e0]
         return gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0]
     w0, taps = kernel_taps(blur, radius)
     # rows pass: lines are columns (x channel); the window reflects at the image's edges
@@ -130,7 +192,8 @@ def _correlate_lines(kernel, ext: np.ndarray, w0: float, taps: np.ndarray) -> np
     radius = taps.size
     n, length = ext.shape[0] - 2 * radius, ext.shape[1]
     nb = -(-length // LANES)
-    blocks = np.zeros((nb, n + 2 * radius, LANES), dtype=np.float32)
+    # float64 lanes: the kernel's float32 -> float64 conversions, done once (exact)
+    blocks = np.zeros((nb, n + 2 * radius, LANES), dtype=np.float64)
     for b in range(nb):  # lane blocks, each contiguous so the tap window stays in cache
         part = ext[:, b * LANES:(b + 1) * LANES]
         blocks[b, :, :part.shape[1]] = part
@@ -162,14 +225,15 @@ def _correlate_blocks(blocks, w0, taps, out):  # pragma: no cover - compiled by 
     radius = taps.shape[0]
     acc = np.empty(lanes)
     for b in range(nb):
+        blk = blocks[b]
         for i in range(n):
             c = i + radius
             for k in range(lanes):
-                acc[k] = np.float64(blocks[b, c, k]) * w0
+                acc[k] = blk[c, k] * w0
             for m in range(radius, 0, -1):
                 wm = taps[m - 1]
                 for k in range(lanes):
-                    acc[k] += (np.float64(blocks[b, c - m, k]) + np.float64(blocks[b, c + m, k])) * wm
+                    acc[k] += (blk[c - m, k] + blk[c + m, k]) * wm
             for k in range(lanes):
                 out[b, i, k] = np.float32(acc[k])
 
