@@ -88,8 +88,9 @@ def run(args) -> int:
         print(f"Met API emulator: {emu.api_root} (faults {FAULTS} at rate {args.fault_rate})",
               flush=True)
         atomic_write_json(work / "truth.json", emu.truth())
+        # --min-face 0: every painted face is compared with the truth, even small ones
         argv = ["--work", work, "--api", emu.api_root, "--departments", DEPARTMENTS,
-                "--workers", args.workers, *FETCH_FLAGS]
+                "--workers", args.workers, "--min-face", 0, *FETCH_FLAGS]
         if run_stage("run", argv, {"force": args.force, "quiet": args.quiet}) == 2:
             return 2
         compare_rc = run_stage("compare", ["--stored", work / "truth.json", "--regenerated",

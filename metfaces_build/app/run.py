@@ -53,7 +53,7 @@ from ..infra.files import read_json_or_none
 COMMON = ("workers", "force", "quiet")
 EXECUTOR = ("executor", "scheduler")
 DETECT_FLAGS = COMMON + EXECUTOR + ("detector", "upsample", "cnn_upsample", "cascade_score",
-                                    "max_side", "models_dir", "max_pixels")
+                                    "max_side", "min_face", "models_dir", "max_pixels")
 FILTER_FLAGS = COMMON
 ALIGN_FLAGS = COMMON + EXECUTOR + ("max_pixels",)
 
@@ -108,6 +108,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-side", type=positive_int, default=detect.DEFAULT_MAX_SIDE,
                    metavar="PX", help="detect on images shrunk to at most PX a side "
                                       "(default: %(default)s)")
+    g.add_argument("--min-face", type=nonneg_int, default=detect.DEFAULT_MIN_FACE, metavar="PX",
+                   help="smallest crop side worth finding (default: %(default)s; 0: any)")
     g.add_argument("--models-dir", metavar="DIR", help="folder with the dlib .dat files")
     add_executor(p)  # detect and align; fetch and filter run here
     g = p.add_argument_group("filter (see `metfaces-build filter --help`)")
