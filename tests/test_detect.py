@@ -193,6 +193,42 @@ def test_cascade_runs_cnn_only_when_hog_is_unsure(shared, models):
     assert len(cnn) == 1 and cnn[0].detector == "cnn" and cnn[0].subdetector is None
 
 
+def test_min_face_sets_the_finest_scan():
+    """Upsampling stops once the detector finds the smallest face worth keeping; 0 = off."""
+    box = D.smallest_box(1024, 5)  # a 16 MP photo: shrink 5
+    assert box == pytest.approx(1024 / (D.QSIZE_PER_BOX * 5)) and box >= D.HOG_MIN_BOX
+    assert D.scan_upsample(1, box, D.HOG_MIN_BOX) == 0
+    assert D.scan_upsample(2, D.smallest_box(1024, 8), D.HOG_MIN_BOX) == 1  # 51 px boxes
+    assert D.scan_upsample(3, D.smallest_box(0, 5), D.HOG_MIN_BOX) == 3  # no minimum
+    assert D.cnn_reduce(D.smallest_box(1024, 2)) == 2 and D.cnn_reduce(0.0) == 1
+
+
+def test_large_photo_same_face_with_the_coarser_scan(shared, models):
+    """On a 16 MP-sized photo the default scan (no upsampling) finds the face that the
+    old one (upsample 1) found, with nearly the same landmarks; so does the cascade's CNN
+    on a reduced copy."""
+    img = face_photo()
+    big = img.resize((round(img.width * 3264 / img.height), 3264), Image.LANCZOS)
+    canvas = Image.new("RGB", (4896, 3264), (120, 110, 100))
+    canvas.paste(big, (1500, 0))
+    shrink = D.choose_shrink(*canvas.size, D.DEFAULT_MAX_SIDE)
+    arr = np.asarray(canvas.reduce(shrink))
+    old = D.run_detector(arr, D.DetectOptions(upsample=1), models, shrink).detections
+    new = D.run_detector(arr, D.DetectOptions(upsample=1, min_face=1024), models, shrink).detections
+    assert len(old) == len(new) == 1
+    assert D.iou(old[0].rect, new[0].rect) > 0.6
+    lm_old, lm_new = np.array(old[0].landmarks, float), np.array(new[0].landmarks, float)
+    iod = np.hypot(*(lm_old[45] - lm_old[36]))
+    assert np.hypot(*(lm_old - lm_new).T).mean() < 0.05 * iod
+    # the cascade's CNN pass on a copy reduced as far as --min-face allows
+    teaser_big = np.asarray(teaser(shared, 2).resize((1024, 1024), Image.LANCZOS))
+    factor = D.cnn_reduce(D.smallest_box(1024, 1))
+    assert factor == 4
+    full = D.cnn_boxes(teaser_big, 0, models)
+    reduced = D.reduced_cnn_boxes(teaser_big, factor, models)
+    assert len(full) == len(reduced) == 1 and D.iou(full[0].rect, reduced[0].rect) > 0.6
+
+
 # ---- the stage ----------------------------------------------------------------------------
 
 def make_work(tmp_path: Path) -> Path:
