@@ -3,8 +3,9 @@
 Given stored landmarks (NVIDIA's metfaces.json) and the original images, the crops are
 identical, pixel for pixel, to those of NVIDIA's metfaces.py (with the same numpy, scipy and
 Pillow). The arithmetic is the reference's; the speed comes from filtering only the band
-of the padded image whose pixels change, decoding each source once for all its faces, and a
-process pool. Random shifts are pre-drawn in JSON order, so any --workers gives the same
+of the padded image whose pixels change (the rest stays uint8; the median comes from a
+histogram), the QUAD warp in one numba loop with Pillow's arithmetic (core/exactwarp.py),
+decoding each source once for all its faces, and a process pool. Random shifts are pre-drawn in JSON order, so any --workers gives the same
 output.
 
 Output: OUTPUT_DIR/{obj_id}-{face_idx:02d}.png and OUTPUT_DIR/aligned.json, a manifest
