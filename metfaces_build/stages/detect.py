@@ -377,6 +377,8 @@ class ImageTask:
     department: str = ""
     source_url: str = ""
     meta_url: str = ""
+    # serial runs only: the image to decode in the background while this one is detected
+    next_path: str = ""
 
 
 @dataclass
@@ -420,7 +422,11 @@ def detect_image(task: ImageTask) -> ImageResult:
     res = ImageResult(task.obj_id, task.source_path, "ok", settings=opts.signature())
     try:
         res.source_md5 = file_digest(task.path)
-        shrunk = load_shrunk(task.path, opts.max_side, _WORKER["max_pixels"])
+        pending = _PREFETCH.pop(task.path, None)
+        if task.next_path:
+            prefetch(task.next_path, opts.max_side, _WORKER["max_pixels"])
+        shrunk = pending.result() if pending else \
+            load_shrunk(task.path, opts.max_side, _WORKER["max_pixels"])
     except ImageProblem as e:
         res.status, res.reason = e.status, e.reason
         return res
@@ -437,6 +443,19 @@ def detect_image(task: ImageTask) -> ImageResult:
     if not res.faces:
         res.status, res.reason = "no_face", f"{opts.detector} found no face"
     return res
+
+
+_PREFETCH: dict = {}
+
+
+def prefetch(path: str, max_side: int, max_pixels: Optional[int]) -> None:
+    """Start decoding `path` (load_shrunk) on a helper thread: Pillow's decoder and dlib's
+    detector release the GIL, so a serial run decodes the next image while it detects in
+    this one (and the first image while the models load). Its errors surface on use."""
+    from concurrent.futures import ThreadPoolExecutor
+    if "pool" not in _WORKER:
+        _WORKER["pool"] = ThreadPoolExecutor(1, thread_name_prefix="decode")
+    _PREFETCH[path] = _WORKER["pool"].submit(load_shrunk, path, max_side, max_pixels)
 
 
 def face_record(task: ImageTask, res: ImageResult, face_idx: int, det: Detection):
@@ -572,6 +591,10 @@ def run(args) -> int:
     done = {} if args.force else _reusable(read_jsonl(paths.journal), tasks, opts)
     # absolute paths: a Dask worker's current directory is not ours
     todo = [replace(t, path=os.path.abspath(t.path)) for t in tasks if t.source_path not in done]
+    serial = getattr(args, "executor", "local") == "local" and min(args.workers, len(todo)) <= 1
+    if serial and todo:  # decode one image ahead; the first while the models load
+        todo = [replace(t, next_path=n.path) for t, n in zip(todo, todo[1:])] + todo[-1:]
+        prefetch(todo[0].path, opts.max_side, args.max_pixels)
     results = dict(done)
     n_faces = sum(len(r["faces"]) for r in results.values())
     executor = make_executor(getattr(args, "executor", "local"), min(args.workers, max(1, len(todo))),
