@@ -112,6 +112,20 @@ def test_pad_and_blur_median_exact_on_ties(case):
     assert np.array_equal(pad_and_blur(rgb, pad, qsize), _reference_pad(rgb, pad, qsize))
 
 
+def test_pad_and_blur_numpy_blends_without_numba(monkeypatch):
+    """The numba blends and median binning, and their numpy fallbacks, give the
+    reference's bytes."""
+    from metfaces_build.core import exactblur
+    rng = np.random.RandomState(11)
+    rgb = rng.randint(0, 256, size=(120, 90, 3)).astype(np.uint8)
+    qsize, pad = np.float32(200.0), np.array([60, 5, 60, 80])
+    expected = _reference_pad(rgb, pad, qsize)
+    assert np.array_equal(exactblur.pad_and_blur(rgb, pad, qsize), expected)
+    monkeypatch.setattr(exactblur, "_BLEND", [None])
+    monkeypatch.setattr(exactblur, "_MEDIAN", [None])
+    assert np.array_equal(exactblur.pad_and_blur(rgb, pad, qsize), expected)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_quad_warp_is_pillow_bit_for_bit(seed):
     """The numba QUAD warp against Pillow's own transform: float32 and float64 quads,

@@ -44,18 +44,26 @@ def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
     rows_on, cols_on = wy[:, 0, 0] > 0, wx[0, :, 0] > 0
     band = band_regions(rows_on, cols_on)
     blurred = [gaussian_region(out, r, blur, radius) for r in band]  # all before any blend
+    kx = np.clip(mx, 0.0, 1.0)
+    ky = np.clip(my, 0.0, 1.0)
+    fused = _blend_kernels()
     values = []
     for (r0, r1, c0, c1), g in zip(band, blurred):
-        sub = np.float32(out[r0:r1, c0:c1])
-        sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
+        if fused is not None:  # the same float32 operations, one pass instead of four
+            sub = np.empty_like(g)
+            fused[0](out[r0:r1, c0:c1], g, wx[0, c0:c1, 0], wy[r0:r1, 0, 0], sub)
+        else:
+            sub = np.float32(out[r0:r1, c0:c1])
+            sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
         values.append(sub)
     del blurred
     med = band_median(out, interior_region(rows_on, cols_on), values)
 
-    kx = np.clip(mx, 0.0, 1.0)
-    ky = np.clip(my, 0.0, 1.0)
     fade = band_regions(ky[:, 0, 0] > 0, kx[0, :, 0] > 0)  # where the median weight is > 0
     for (r0, r1, c0, c1), sub in zip(band, values):
+        if fused is not None:  # weight 0 outside the fade leaves a value as it is
+            fused[1](sub, kx[0, c0:c1, 0], ky[r0:r1, 0, 0], med, out[r0:r1, c0:c1])
+            continue
         for f0, f1, e0, e1 in fade:  # the fade regions lie inside the band
             a0, a1, b0, b1 = max(r0, f0), min(r1, f1), max(c0, e0), min(c1, e1)
             if a0 < a1 and b0 < b1:
@@ -82,24 +90,77 @@ def band_median(img: np.ndarray, interior, band_values: list) -> np.ndarray:
         if interior is not None:
             r0, r1, c0, c1 = interior
             hist += np.bincount(img[r0:r1, c0:c1, c].ravel(), minlength=256)
-        band = [v[:, :, c].ravel() for v in band_values]
-        band = np.concatenate(band) if band else np.zeros(0, np.float32)
-        # integer part (values are >= 0; anything above 255 joins the last bin)
-        if band.size and band.min() < 0:  # cannot happen (convex blends of >= 0 values)
-            raise ArithmeticError("negative value in the blended band")
-        bins = np.minimum(band.astype(np.int32), 255)
-        total = np.cumsum(hist + np.bincount(bins, minlength=256))
+        # the band's values by integer part (>= 0; anything above 255 joins the last bin)
+        band_hist = np.zeros(256, dtype=np.int64)
+        for v in band_values:
+            if not _bin_values(v, c, -1, band_hist, np.empty(0, np.float32)):
+                raise ArithmeticError("negative value in the blended band")  # cannot happen
+        total = np.cumsum(hist + band_hist)
         picked = []
         for k in ks:
             j = int(np.searchsorted(total, k, side="right"))
             rank = k - (int(total[j - 1]) if j else 0)
             if rank < hist[j]:
                 picked.append(np.float32(j))  # an interior value, exactly j
-            else:
-                inside = band[bins == j]
+            else:  # among the band's values in [j, j + 1): gather them and select
+                inside = np.empty(int(band_hist[j]), np.float32)
+                filled = np.zeros(1, dtype=np.int64)
+                for v in band_values:
+                    _bin_values(v, c, j, filled, inside)
                 picked.append(np.partition(inside, rank - hist[j])[rank - hist[j]])
         med[c] = np.median(np.array(picked, dtype=np.float32))
     return med
+
+
+def _bin_values(v: np.ndarray, c: int, j: int, counts: np.ndarray, out: np.ndarray) -> bool:
+    """Channel c of v by integer part (values above 255 in bin 255): with j < 0 adds the
+    bin counts to `counts`, else appends bin j's values to `out` at counts[0]. False if a
+    value is negative."""
+    kernel = _median_kernel()
+    if kernel is not None:
+        return kernel(v, c, j, counts, out)
+    vals = v[:, :, c].ravel()
+    if vals.size and vals.min() < 0:
+        return False
+    bins = np.minimum(vals.astype(np.int32), 255)
+    if j < 0:
+        counts += np.bincount(bins, minlength=256)
+    else:
+        sel = vals[bins == j]
+        out[counts[0]:counts[0] + sel.size] = sel
+        counts[0] += sel.size
+    return True
+
+
+def _bin_kernel(v, c, j, counts, out):  # pragma: no cover - compiled by numba
+    h, w = v.shape[0], v.shape[1]
+    for i in range(h):
+        for x in range(w):
+            val = v[i, x, c]
+            if val < 0:
+                return False
+            b = 255 if val >= 255 else int(val)
+            if j < 0:
+                counts[b] += 1
+            elif b == j:
+                out[counts[0]] = val
+                counts[0] += 1
+    return True
+
+
+_MEDIAN: list = []
+
+
+def _median_kernel():
+    """The compiled binning kernel, or None without numba."""
+    if not _MEDIAN:
+        try:
+            import numba
+        except ImportError:
+            _MEDIAN.append(None)
+        else:
+            _MEDIAN.append(numba.njit(cache=True, nogil=True)(_bin_kernel))
+    return _MEDIAN[0]
 
 
 def interior_region(rows_on: np.ndarray, cols_on: np.ndarray):
@@ -200,6 +261,50 @@ def _correlate_lines(kernel, ext: np.ndarray, w0: float, taps: np.ndarray) -> np
     out = np.empty((nb, n, LANES), dtype=np.float32)
     kernel(blocks, w0, taps, out)
     return out.transpose(1, 0, 2).reshape(n, nb * LANES)[:, :length]
+
+
+_BLEND: list = []
+
+
+def _blend_kernels():
+    """(blend, fade-and-round) numba kernels, or None without numba."""
+    if not _BLEND:
+        try:
+            import numba
+        except ImportError:
+            _BLEND.append(None)
+        else:
+            jit = numba.njit(cache=True, nogil=True)
+            _BLEND.append((jit(_blend_band), jit(_fade_and_round)))
+    return _BLEND[0]
+
+
+def _blend_band(src, g, wx, wy, v):  # pragma: no cover - compiled by numba
+    """v = x + (g - x) * max(wx, wy), x = float32(src): the reference's first blend,
+    operation for operation (in float64 when the weights are, stored as float32)."""
+    h, w, channels = g.shape
+    for i in range(h):
+        yi = wy[i]
+        for j in range(w):
+            wgt = wx[j] if wx[j] > yi else yi
+            for c in range(channels):
+                x = np.float32(src[i, j, c])
+                v[i, j, c] = x + (g[i, j, c] - x) * wgt
+
+
+def _fade_and_round(v, kx, ky, med, dst):  # pragma: no cover - compiled by numba
+    """dst = uint8(clip(rint(v + (med - v) * max(kx, ky)), 0, 255)), as numpy computes it."""
+    h, w, channels = v.shape
+    for i in range(h):
+        yi = ky[i]
+        for j in range(w):
+            k = kx[j] if kx[j] > yi else yi
+            for c in range(channels):
+                u = v[i, j, c]
+                # rounded to float32 before rint, as numpy's in-place += stores it (the
+                # weights are float64 when the pads are numpy integers)
+                r = np.rint(np.float32(u + (med[c] - u) * k))
+                dst[i, j, c] = np.uint8(0.0 if r < 0 else (255.0 if r > 255 else r))
 
 
 _KERNEL = []
