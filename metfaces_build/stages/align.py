@@ -5,8 +5,8 @@ identical, pixel for pixel, to those of NVIDIA's metfaces.py (with the same nump
 Pillow). The arithmetic is the reference's; the speed comes from filtering only the band
 of the padded image whose pixels change (the rest stays uint8; the median comes from a
 histogram), the QUAD warp in one numba loop with Pillow's arithmetic (core/exactwarp.py),
-decoding each source once for all its faces, and a process pool. Random shifts are pre-drawn in JSON order, so any --workers gives the same
-output.
+decoding each source once for all its faces, and a process pool. Random shifts are
+pre-drawn in JSON order, so any --workers gives the same output.
 
 Output: OUTPUT_DIR/{obj_id}-{face_idx:02d}.png and OUTPUT_DIR/aligned.json, a manifest
 with, per face, the input record, output file, file md5, pixel md5, status and reason, and

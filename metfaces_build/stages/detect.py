@@ -6,13 +6,15 @@ For each image: decode once at a reduced size (the integer `shrink`), detect fac
 are in the shrunk frame: full-resolution pixel = (p + 0.5) * shrink.
 
 shrink rule: shrink = ceil(long side / --max-side) (default 1024), so detection sees at
-most --max-side pixels a side. Faces whose crop could not reach --min-face original pixels
-(default 1024: the filter's resolution minimum at align's default size) are not searched
-for: upsampling stops where the detector already finds the smallest face worth keeping, so
-a 16 MP photo needs none, and the cascade's CNN runs on a copy reduced as far as that
-allows. --min-face 0 scans as finely as --upsample / --cnn-upsample say. JPEGs decode directly at 1/2, 1/4 or 1/8 scale (DCT scaling)
+most --max-side pixels a side. JPEGs decode directly at 1/2, 1/4 or 1/8 scale (DCT scaling)
 when that divides shrink; the rest is an exact integer box reduction (Image.reduce). Both
 map pixel centres exactly as (p + 0.5) * shrink. `shrink_method` records what was done.
+
+smallest face: faces whose crop could not reach --min-face original pixels (default 1024:
+the filter's resolution minimum at align's default size) are not searched for: upsampling
+stops where the detector already finds the smallest face worth keeping, so a 16 MP photo
+needs none, and the cascade's CNN runs on a copy reduced as far as that allows.
+--min-face 0 scans as finely as --upsample / --cnn-upsample say.
 
 detectors:
   hog      dlib's HOG detector (default; --upsample, default 1): fast, misses more
