@@ -422,11 +422,11 @@ def detect_image(task: ImageTask) -> ImageResult:
     from ..infra.files import file_digest
     opts: DetectOptions = _WORKER["opts"]
     res = ImageResult(task.obj_id, task.source_path, "ok", settings=opts.signature())
+    pending = _PREFETCH.pop(task.path, None)
+    if task.next_path:
+        prefetch(task.next_path, opts.max_side, _WORKER["max_pixels"])
     try:
         res.source_md5 = file_digest(task.path)
-        pending = _PREFETCH.pop(task.path, None)
-        if task.next_path:
-            prefetch(task.next_path, opts.max_side, _WORKER["max_pixels"])
         shrunk = pending.result() if pending else \
             load_shrunk(task.path, opts.max_side, _WORKER["max_pixels"])
     except ImageProblem as e:
