@@ -186,16 +186,19 @@ def load_faces(path: PathLike, skip_bad: bool = False) -> list:
 
 
 def detect_image(image, detector: str = "hog", max_side: int = 1024, *,
-                 upsample: Optional[int] = None, models_dir: Optional[PathLike] = None) -> list:
+                 upsample: Optional[int] = None, min_face: int = 1024,
+                 models_dir: Optional[PathLike] = None) -> list:
     """Faces in one image (a path, a PIL image or an HxWx3 uint8 array) as FaceRecords,
     found exactly as the detect stage finds them: the image is shrunk by the integer
     `shrink` = ceil(long side / max_side) first, and each record's `face_spec` (rect,
-    landmarks in the shrunk frame, shrink) feeds `align_face` directly."""
+    landmarks in the shrunk frame, shrink) feeds `align_face` directly. As in the stage, a
+    face whose aligned crop would be under `min_face` original pixels is not searched for
+    (0: every face the scan can find)."""
     from .infra.models import load_models, resolve_models
     from .stages import detect as D
     if detector not in D.DETECTORS:
         raise ValueError(f"unknown detector {detector!r} (choose {', '.join(D.DETECTORS)})")
-    opts = D.DetectOptions(detector=detector, max_side=max_side, workers=1,
+    opts = D.DetectOptions(detector=detector, max_side=max_side, workers=1, min_face=min_face,
                            **({} if upsample is None else {"upsample": upsample}))
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)

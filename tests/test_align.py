@@ -94,6 +94,62 @@ def test_pad_and_blur_matches_full_image_filter(seed):
     assert np.array_equal(pad_and_blur(rgb, pad, qsize), _reference_pad(rgb, pad, qsize))
 
 
+@pytest.mark.parametrize("case", ["flat", "two_tone", "dark_pad_heavy"])
+def test_pad_and_blur_median_exact_on_ties(case):
+    """The histogram median must equal np.median where the middle ranks fall on the
+    interior's integer ties or among band values that share an integer part."""
+    from metfaces_build.core.exactblur import pad_and_blur
+    rng = np.random.RandomState(7)
+    h, w = 150, 170
+    if case == "flat":
+        rgb = np.full((h, w, 3), 117, np.uint8)
+    elif case == "two_tone":
+        rgb = np.where(rng.rand(h, w, 1) < 0.5, 40, 200).astype(np.uint8).repeat(3, axis=2)
+    else:
+        rgb = (rng.rand(h, w, 3) ** 4 * 60).astype(np.uint8)
+    qsize = np.float32(220.0)
+    pad = np.array([70, 10, 95, 66]) if case != "flat" else np.array([66, 66, 66, 66])
+    assert np.array_equal(pad_and_blur(rgb, pad, qsize), _reference_pad(rgb, pad, qsize))
+
+
+def test_pad_and_blur_numpy_blends_without_numba(monkeypatch):
+    """The numba blends and median binning, and their numpy fallbacks, give the
+    reference's bytes."""
+    from metfaces_build.core import exactblur
+    rng = np.random.RandomState(11)
+    rgb = rng.randint(0, 256, size=(120, 90, 3)).astype(np.uint8)
+    qsize, pad = np.float32(200.0), np.array([60, 5, 60, 80])
+    expected = _reference_pad(rgb, pad, qsize)
+    assert np.array_equal(exactblur.pad_and_blur(rgb, pad, qsize), expected)
+    monkeypatch.setattr(exactblur, "_BLEND", [None])
+    monkeypatch.setattr(exactblur, "_MEDIAN", [None])
+    assert np.array_equal(exactblur.pad_and_blur(rgb, pad, qsize), expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quad_warp_is_pillow_bit_for_bit(seed):
+    """The numba QUAD warp against Pillow's own transform: float32 and float64 quads,
+    rotated, partly outside the source (black there), and tiny sources (clamped edges)."""
+    pytest.importorskip("numba")
+    from metfaces_build.core.exactwarp import backend, quad_warp
+    assert backend() == "numba"
+    rng = np.random.RandomState(seed)
+    h, w = (rng.randint(2, 6, size=2) if seed == 3 else rng.randint(40, 300, size=2))
+    src = rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+    centre = np.array([w, h]) / 2 + rng.normal(0, 0.3, 2) * np.array([w, h])
+    side = rng.uniform(0.3, 1.2) * min(h, w)
+    angle = rng.uniform(-0.9, 0.9)
+    x = np.array([np.cos(angle), np.sin(angle)]) * side
+    y = np.array([-x[1], x[0]])
+    dtype = np.float32 if seed % 2 else np.float64
+    quad = np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y]).astype(dtype)
+    data = (quad + 0.5).flatten()
+    t = int(rng.randint(50, 400))
+    expected = Image.fromarray(src).transform((t, t), Image.Transform.QUAD, data,
+                                              Image.Resampling.BILINEAR)
+    assert np.array_equal(quad_warp(src, data, t), np.asarray(expected))
+
+
 def test_numba_kernel_is_scipy_bit_for_bit():
     pytest.importorskip("numba")
     from scipy.ndimage import gaussian_filter1d

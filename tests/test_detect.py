@@ -12,6 +12,8 @@ from PIL import Image
 
 from conftest import SHARED, run_cli_subprocess
 
+from metfaces_build.core.metrics import box_iou, rect_edges
+
 from metfaces_build.stages import detect as D
 from metfaces_build.infra.faces import load_faces
 
@@ -82,7 +84,7 @@ def test_shrunk_detection_matches_full_resolution(tmp_path, models):
     big.save(path, quality=92)
     full = D.detect_faces(Image.open(path), upsample=0, models=models)
     s = D.load_shrunk(path, max_side=max(big.size) // 4)
-    ours = D.run_detector(s.pixels, D.DetectOptions(), models).detections
+    ours = D.run_detector(s.pixels, D.DetectOptions(min_face=0), models).detections
     assert s.shrink == 4 and s.method == "jpeg-draft/4" and len(full) == len(ours) == 1
     lm_full = np.asarray(full[0].landmarks, float)
     err = np.hypot(*(to_index_frame(ours[0].landmarks, 4) - lm_full).T).mean()
@@ -117,7 +119,7 @@ def test_detected_landmarks_nme_on_dlib_photos(shared, models):
     for path, rect, pts in xml_faces(shared):
         if path not in cache:
             s = D.load_shrunk(path)
-            cache[path] = (s.shrink, D.run_detector(s.pixels, D.DetectOptions(), models).detections)
+            cache[path] = (s.shrink, D.run_detector(s.pixels, D.DetectOptions(min_face=0), models).detections)
         shrink, dets = cache[path]
         cands = [to_index_frame(d.landmarks, shrink) for d in dets]
         best = min(cands, key=lambda lm: np.abs(lm.mean(0) - pts.mean(0)).sum())
@@ -185,13 +187,49 @@ def test_teaser_realigns_to_nearly_the_same_crop(shared, models):
 
 def test_cascade_runs_cnn_only_when_hog_is_unsure(shared, models):
     sure, unsure = teaser(shared, 0), teaser(shared, 2)  # HOG scores ~2.0 and ~0.4
-    opts = D.DetectOptions(detector="cascade")
+    opts = D.DetectOptions(detector="cascade", min_face=0)
     r0 = D.run_detector(D.as_rgb_array(sure), opts, models)
     assert not r0.cnn_ran and len(r0.detections) == 1
     r2 = D.run_detector(D.as_rgb_array(unsure), opts, models)
     assert r2.cnn_ran and len(r2.detections) == 1  # CNN's face is HOG's, not a second one
     cnn = D.detect_faces(unsure, detector="cnn", models=models)
     assert len(cnn) == 1 and cnn[0].detector == "cnn" and cnn[0].subdetector is None
+
+
+def test_min_face_sets_the_finest_scan():
+    """Upsampling stops once the detector finds the smallest face worth keeping; 0 = off."""
+    box = D.smallest_box(1024, 5)  # a 16 MP photo: shrink 5
+    assert box == pytest.approx(1024 / (D.QSIZE_PER_BOX * 5)) and box >= D.HOG_MIN_BOX
+    assert D.scan_upsample(1, box, D.HOG_MIN_BOX) == 0
+    assert D.scan_upsample(2, D.smallest_box(1024, 8), D.HOG_MIN_BOX) == 1  # 51 px boxes
+    assert D.scan_upsample(3, D.smallest_box(0, 5), D.HOG_MIN_BOX) == 3  # no minimum
+    assert D.cnn_reduce(D.smallest_box(1024, 2)) == 2 and D.cnn_reduce(0.0) == 1
+
+
+def test_large_photo_same_face_with_the_coarser_scan(shared, models):
+    """On a 16 MP-sized photo the default scan (no upsampling) finds the face that the
+    old one (upsample 1) found, with nearly the same landmarks; so does the cascade's CNN
+    on a reduced copy."""
+    img = face_photo()
+    big = img.resize((round(img.width * 3264 / img.height), 3264), Image.LANCZOS)
+    canvas = Image.new("RGB", (4896, 3264), (120, 110, 100))
+    canvas.paste(big, (1500, 0))
+    shrink = D.choose_shrink(*canvas.size, D.DEFAULT_MAX_SIDE)
+    arr = np.asarray(canvas.reduce(shrink))
+    old = D.run_detector(arr, D.DetectOptions(upsample=1, min_face=0), models, shrink).detections
+    new = D.run_detector(arr, D.DetectOptions(upsample=1, min_face=1024), models, shrink).detections
+    assert len(old) == len(new) == 1
+    assert box_iou(rect_edges(old[0].rect), rect_edges(new[0].rect)) > 0.6
+    lm_old, lm_new = np.array(old[0].landmarks, float), np.array(new[0].landmarks, float)
+    iod = np.hypot(*(lm_old[45] - lm_old[36]))
+    assert np.hypot(*(lm_old - lm_new).T).mean() < 0.05 * iod
+    # the cascade's CNN pass on a copy reduced as far as --min-face allows
+    teaser_big = np.asarray(teaser(shared, 2).resize((1024, 1024), Image.LANCZOS))
+    factor = D.cnn_reduce(D.smallest_box(1024, 1))
+    assert factor == 4
+    full = D.cnn_boxes(teaser_big, 0, models)
+    reduced = D.reduced_cnn_boxes(teaser_big, factor, models)
+    assert len(full) == len(reduced) == 1 and box_iou(rect_edges(full[0].rect), rect_edges(reduced[0].rect)) > 0.6
 
 
 # ---- the stage ----------------------------------------------------------------------------

@@ -1,196 +1,216 @@
 #!/usr/bin/env python3
-"""Time face detection on a 16 MP JPEG: our shrunk path vs full-resolution HOG.
+"""Benchmark `metfaces-build detect` side by side with its yardsticks, as whole processes.
 
-Builds a 4896x3264 JPEG from sample photos (dlib's example faces in ../shared/data when
-present, else matplotlib's grace_hopper.jpg / scikit-image's astronaut.png), then times
-  full-res: decode at full size + HOG (upsample 0) + landmarks
-  ours:     metfaces_build.stages.detect (load_shrunk + run_detector), default settings
-and checks that every face large enough for a 1024 crop (qsize >= 1024 at full resolution,
-ALIGN.md step 2) in the full-res run is found by ours, with the landmark difference.
+Default (photos): eight 16 MP JPEGs (4896x3264), each with one large face (dlib's example
+photo, the three MetFaces teaser crops and four portrait paintings, from ../shared/data),
+  reference: tools/reference_detect.py, plain dlib at full resolution (HOG, upsample 0,
+             then the 68-point predictor);
+  ours:      `metfaces-build detect --images DIR --out F --workers 1` (default settings);
+  old scan:  the same with --min-face 0 (HOG upsample 1 on the shrunk copy, as before).
+--cascade: the shared paintings, teaser crops and harder variants of the teasers (21
+images, upscaled to 2048 px on the long side), `detect --detector cnn` against
+`detect --detector cascade` (and the cascade with --min-face 0).
 
-With --cascade, instead compares hog / cascade / cnn on a small set of images (the shared
-sample photos and teaser crops, plus harder variants: rotated 25 degrees, greyscale with low
-contrast, sepia): recall of CNN's faces and seconds per image.
+Runs are interleaved (A B A B ...) --repeat times; each figure is the fastest run, and the
+ratios compare runs of the same round. Faces are compared too: every face worth keeping
+(crop side qsize >= --min-face at full resolution, ALIGN.md step 2) that the yardstick finds
+must be found (box IoU >= 0.5 in the full-resolution frame), and all faces are counted.
 
-usage: python tools/bench_detect.py [--repeat N] [--max-side PX] [--upsample N] [--keep FILE]
-       python tools/bench_detect.py --cascade
+usage: python tools/bench_detect.py [--repeat N] [--keep DIR]
+       python tools/bench_detect.py --cascade [--repeat N] [--keep DIR]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("METFACES_SHARED", REPO.parent / "shared")) / "data"
 SIZE = (4896, 3264)  # 16 MP, a common camera size
+MIN_FACE = 1024
+PORTRAITS = ["leonardo-mona-lisa-detail.jpg", "clouet-francis-i.jpg",
+             "fayum-portrait-leuropeenne.jpg", "ribera-club-footed-boy.jpg"]
 
 
-def sample_photos() -> list:
-    """(image, box) pastes: one very large face, three painted faces at crop size ~1088 px
-    (MetFaces teaser crops, when present), and a group photo of small faces."""
-    faces, teaser = SHARED / "dlib-faces", SHARED / "metfaces-teaser"
-    if faces.is_dir():
-        big = Image.open(faces / "Tom_Cruise_avp_2014_4.jpg").convert("RGB")
-        group = Image.open(faces / "bald_guys.jpg").convert("RGB")
-    else:
-        import matplotlib.cbook as cbook
-        from skimage import data
-        big = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
-        group = Image.fromarray(data.astronaut())
-    pastes = [(big, (0, 0, 2300, 3264)), (group, (3388, 1088, 4896, 3264))]
-    if teaser.is_dir():
-        boxes = [(2300, 0, 3388, 1088), (3388, 0, 4476, 1088), (2300, 1088, 3388, 2176)]
-        pastes += [(Image.open(teaser / f"metfaces-teaser-{i}.png").convert("RGB"), box)
-                   for i, box in enumerate(boxes)]
-    return pastes
-
-
-def build_jpeg(path: Path) -> None:
-    canvas = Image.new("RGB", SIZE, (128, 120, 110))
-    for im, (l, t, r, b) in sample_photos():
-        scale = min((r - l) / im.width, (b - t) / im.height)
-        size = (round(im.width * scale), round(im.height * scale))
-        canvas.paste(im.resize(size, Image.LANCZOS), (l, t))
-    canvas.save(path, quality=92)
-
-
-def qsize(landmarks_full: np.ndarray) -> float:
+def qsize(landmarks) -> float:
     """ALIGN.md step 2 in short: 2 * max(2 * eye distance, 1.8 * eye-to-mouth)."""
-    lm = landmarks_full
+    lm = np.asarray(landmarks, float)
     eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
     mouth = (lm[48] + lm[54]) / 2
-    e2e, e2m = np.hypot(*(eye_r - eye_l)), np.hypot(*(mouth - (eye_l + eye_r) / 2))
-    return 2 * max(2 * e2e, 1.8 * e2m)  # hypot(x) * 2 with x of length max(...)
+    return 2 * max(2 * np.hypot(*(eye_r - eye_l)), 1.8 * np.hypot(*(mouth - (eye_l + eye_r) / 2)))
 
 
-def full_res(path: Path, models, repeat: int):
-    from metfaces_build.stages.detect import DetectOptions, run_detector
-    times = []
+def iou(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    h = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    if w <= 0 or h <= 0:
+        return 0.0
+    area = lambda r: (r[2] - r[0] + 1) * (r[3] - r[1] + 1)  # noqa: E731
+    return w * h / (area(a) + area(b) - w * h)
+
+
+# ---- inputs ----------------------------------------------------------------------------
+
+def photo_sources() -> list:
+    srcs = [Image.open(SHARED / "dlib-faces" / "Tom_Cruise_avp_2014_4.jpg")]
+    srcs += [Image.open(SHARED / "metfaces-teaser" / f"metfaces-teaser-{i}.png") for i in range(3)]
+    srcs += [Image.open(SHARED / "paintings" / name) for name in PORTRAITS]
+    return [im.convert("RGB") for im in srcs]
+
+
+def build_photos(folder: Path) -> None:
+    """Eight 16 MP JPEGs: one source each, filling the height, on a plain wall."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(photo_sources()):
+        canvas = Image.new("RGB", SIZE, (128 + 9 * i, 120, 110))
+        scale = SIZE[1] / im.height
+        big = im.resize((round(im.width * scale), SIZE[1]), Image.LANCZOS)
+        canvas.paste(big, ((SIZE[0] - big.width) // 2 + (i - 4) * 150, 0))
+        canvas.save(folder / f"photo-{i}.jpg", quality=92)
+
+
+def build_paintings(folder: Path, long_side: int = 2048) -> None:
+    """21 images at `long_side` px: the 12 paintings, the 3 teaser crops, and each teaser
+    rotated by 25 degrees and as a sepia print."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = [(p.stem, Image.open(p).convert("RGB"))
+             for p in sorted((SHARED / "paintings").glob("*.jpg"))]
+    teasers = [(f"teaser-{i}", Image.open(SHARED / "metfaces-teaser" / f"metfaces-teaser-{i}.png")
+                .convert("RGB")) for i in range(3)]
+    items += teasers
+    for name, im in teasers:
+        items.append((name + "-rot25", im.rotate(25, Image.BICUBIC, fillcolor=(128, 120, 110))))
+        items.append((name + "-sepia", ImageOps.colorize(
+            ImageEnhance.Contrast(im.convert("L")).enhance(0.8), (60, 30, 10), (240, 220, 170))))
+    for name, im in items:
+        scale = long_side / max(im.size)
+        im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS) \
+            .save(folder / f"{name}.jpg", quality=95)
+
+
+# ---- running and comparing --------------------------------------------------------------
+
+def timed(cmd) -> float:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr}")
+    return time.perf_counter() - t
+
+
+def ours_cmd(images: Path, out: Path, *flags) -> list:
+    return [sys.executable, "-m", "metfaces_build", "detect", "--images", str(images),
+            "--out", str(out), "--workers", "1", "--quiet", "--force", *map(str, flags)]
+
+
+def ours_faces(out: Path) -> list:
+    """(file stem, full-res rect, qsize) from faces.json (shrunk frame mapped back)."""
+    faces = []
+    for f in json.loads(out.read_text()):
+        s = f["face_spec"]["shrink"]
+        rect = [(v + 0.5) * s - 0.5 for v in f["face_spec"]["rect"]]
+        lm = (np.asarray(f["face_spec"]["landmarks"], float) + 0.5) * s
+        faces.append((f["obj_id"], rect, qsize(lm)))
+    return faces
+
+
+def reference_faces(out: Path) -> list:
+    return [(Path(f["file"]).stem, f["rect"], qsize(np.asarray(f["landmarks"], float) + 0.5))
+            for f in json.loads(out.read_text())]
+
+
+def recall(truth: list, found: list, min_face: float) -> tuple:
+    """(found, total) of truth's faces with qsize >= min_face."""
+    wanted = [t for t in truth if t[2] >= min_face]
+    hit = sum(any(f[0] == t[0] and iou(f[1], t[1]) >= 0.5 for f in found) for t in wanted)
+    return hit, len(wanted)
+
+
+def race(runs: dict, repeat: int) -> dict:
+    """name -> list of seconds, the runs interleaved round by round."""
+    times = {k: [] for k in runs}
     for _ in range(repeat):
-        t = time.perf_counter()
-        arr = np.asarray(Image.open(path).convert("RGB"))
-        dets = run_detector(arr, DetectOptions(upsample=0), models).detections
-        times.append(time.perf_counter() - t)
-    return min(times), dets
+        for name, cmd in runs.items():
+            times[name].append(timed(cmd))
+    return times
 
 
-def ours(path: Path, models, repeat: int, max_side: int, upsample: int):
-    from metfaces_build.stages.detect import DetectOptions, load_shrunk, run_detector
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        shrunk = load_shrunk(path, max_side)
-        dets = run_detector(shrunk.pixels, DetectOptions(upsample=upsample, max_side=max_side),
-                            models).detections
-        times.append(time.perf_counter() - t)
-    return min(times), dets, shrunk
+def report(times: dict, base: str, unit: int, what: str) -> None:
+    print(f"{'run':<26} {'best s':>8} {'s/' + what:>9} {base + ' / run':>14}  per round")
+    for name, ts in times.items():
+        ratios = [b / t for b, t in zip(times[base], ts)]
+        print(f"{name:<26} {min(ts):8.2f} {min(ts) / unit:9.3f} {min(times[base]) / min(ts):13.2f}x"
+              f"  {' '.join(f'{r:.2f}' for r in ratios)}")
 
 
-def cascade_set() -> list:
-    """(name, RGB image) pairs: sample photos, teaser crops and harder variants of them."""
-    from PIL import ImageEnhance, ImageOps
-    base = [(p.stem, Image.open(p).convert("RGB"))
-            for folder in ("dlib-faces", "metfaces-teaser") if (SHARED / folder).is_dir()
-            for p in sorted((SHARED / folder).iterdir()) if p.suffix in (".jpg", ".png")]
-    if not base:
-        raise SystemExit(f"{SHARED} has no sample images")
-    hard = []
-    for name, im in base:
-        if name.startswith("metfaces-teaser") or name in ("Tom_Cruise_avp_2014_4", "2008_001009"):
-            hard.append((name + "-rot25", im.rotate(25, Image.BICUBIC, fillcolor=(128, 120, 110))))
-            grey = ImageEnhance.Contrast(im.convert("L")).enhance(0.45).convert("RGB")
-            hard.append((name + "-lowcontrast", grey))
-            hard.append((name + "-sepia", ImageOps.colorize(im.convert("L"), (60, 30, 10), (240, 220, 170))))
-    return base + hard
+def bench_photos(tmp: Path, repeat: int) -> int:
+    images = tmp / "photos"
+    build_photos(images)
+    ref_out, our_out, old_out = tmp / "ref.json", tmp / "ours.json", tmp / "old.json"
+    runs = {
+        "reference (full-res HOG)": [sys.executable, str(REPO / "tools" / "reference_detect.py"),
+                                     "--images", str(images), "--out", str(ref_out)],
+        "ours (default)": ours_cmd(images, our_out),
+        "ours --min-face 0 (old)": ours_cmd(images, old_out, "--min-face", 0),
+    }
+    print(f"8 JPEGs of {SIZE[0]}x{SIZE[1]} in {images}; --workers 1; {repeat} rounds")
+    times = race(runs, repeat)
+    report(times, "reference (full-res HOG)", 8, "image")
+    ref, ours, old = reference_faces(ref_out), ours_faces(our_out), ours_faces(old_out)
+    print(f"faces: reference {len(ref)}, ours {len(ours)}, old scan {len(old)}")
+    for name, found in (("ours", ours), ("old scan", old)):
+        hit, n = recall(ref, found, MIN_FACE)
+        print(f"  {name}: finds {hit}/{n} of the reference's faces with qsize >= {MIN_FACE}")
+    hit, n = recall(old, ours, MIN_FACE)
+    print(f"  ours finds {hit}/{n} of the old scan's faces with qsize >= {MIN_FACE}")
+    return 0
 
 
-def cascade_report() -> int:
-    from metfaces_build.stages.detect import DetectOptions, load_shrunk, run_detector, same_face
-    from metfaces_build.infra.models import load_models, resolve_models
-    models = load_models(resolve_models(need_cnn=True))
-    totals = {k: 0.0 for k in ("hog", "cascade", "cnn")}
-    found = {k: 0 for k in totals}
-    n_cnn_faces = cnn_runs = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, im in cascade_set():
-            path = Path(tmp) / f"{name}.png"
-            im.save(path)
-            arr = load_shrunk(path).pixels
-            runs = {}
-            for det in totals:
-                t = time.perf_counter()
-                runs[det] = run_detector(arr, DetectOptions(detector=det), models)
-                totals[det] += time.perf_counter() - t
-            ref = runs["cnn"].detections
-            n_cnn_faces += len(ref)
-            cnn_runs += runs["cascade"].cnn_ran
-            for det in totals:
-                found[det] += sum(any(same_face(r.rect, d.rect) for d in runs[det].detections) for r in ref)
-            print(f"{name:34s} cnn {len(ref):2d}  hog {len(runs['hog'].detections):2d}  cascade "
-                  f"{len(runs['cascade'].detections):2d}{'  (cnn ran)' if runs['cascade'].cnn_ran else ''}")
-    n = len(cascade_set())
-    print(f"\n{n} images, {n_cnn_faces} faces found by the CNN; cascade ran the CNN on {cnn_runs}")
-    for det in totals:
-        print(f"{det:8s} recall of CNN's faces {found[det]}/{n_cnn_faces} = "
-              f"{found[det] / max(1, n_cnn_faces):.2f}; {totals[det] / n:.3f} s/image "
-              f"({totals[det] / totals['cnn']:.2f} of CNN's time)")
+def bench_cascade(tmp: Path, repeat: int) -> int:
+    images = tmp / "paintings"
+    build_paintings(images)
+    n = len(list(images.glob("*.jpg")))
+    outs = {k: tmp / f"{k}.json" for k in ("cnn", "cascade", "cascade0")}
+    runs = {
+        "cnn": ours_cmd(images, outs["cnn"], "--detector", "cnn"),
+        "cascade (default)": ours_cmd(images, outs["cascade"], "--detector", "cascade"),
+        "cascade --min-face 0": ours_cmd(images, outs["cascade0"], "--detector", "cascade",
+                                         "--min-face", 0),
+    }
+    print(f"{n} paintings at 2048 px in {images}; --workers 1; {repeat} rounds")
+    times = race(runs, repeat)
+    report(times, "cnn", n, "image")
+    cnn = ours_faces(outs["cnn"])
+    for key, name in (("cascade", "cascade (default)"), ("cascade0", "cascade --min-face 0")):
+        found = ours_faces(outs[key])
+        keep_hit, keep_n = recall(cnn, found, MIN_FACE)
+        all_hit, all_n = recall(cnn, found, 0)
+        print(f"{name}: {len(found)} faces; of the CNN's {keep_n} faces worth keeping "
+              f"(qsize >= {MIN_FACE}) finds {keep_hit}; of all its {all_n} faces {all_hit}")
     return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--max-side", type=int, default=None)
-    ap.add_argument("--upsample", type=int, default=None)
-    ap.add_argument("--keep", help="also save the 16 MP test JPEG here")
-    ap.add_argument("--cascade", action="store_true", help="compare hog / cascade / cnn instead")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds (default 2)")
+    ap.add_argument("--cascade", action="store_true", help="cnn vs cascade on paintings")
+    ap.add_argument("--keep", help="work in this folder (kept) instead of a temporary one")
     a = ap.parse_args()
-    if a.cascade:
-        return cascade_report()
-    from metfaces_build.core.metrics import box_iou, rect_edges
-    from metfaces_build.stages.detect import DEFAULT_MAX_SIDE, DEFAULT_UPSAMPLE
-
-    def iou(a, b):
-        return box_iou(rect_edges(a), rect_edges(b))
-    from metfaces_build.infra.models import load_models, resolve_models
-    max_side = a.max_side or DEFAULT_MAX_SIDE
-    upsample = DEFAULT_UPSAMPLE if a.upsample is None else a.upsample
-    models = load_models(resolve_models())
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(a.keep) if a.keep else Path(tmp) / "16mp.jpg"
-        build_jpeg(path)
-        t_full, full = full_res(path, models, a.repeat)
-        t_ours, mine, shrunk = ours(path, models, a.repeat, max_side, upsample)
-    s = shrunk.shrink
-    print(f"image: {SIZE[0]}x{SIZE[1]} JPEG; ours: shrink {s} ({shrunk.method}), "
-          f"max-side {max_side}, HOG upsample {upsample}")
-    print(f"full-res HOG (upsample 0): {t_full:.3f} s/image, {len(full)} faces")
-    print(f"ours:                      {t_ours:.3f} s/image, {len(mine)} faces "
-          f"({t_full / t_ours:.1f}x faster)")
-    big = [d for d in full if qsize(np.array(d.landmarks, float) + 0.5) >= 1024]
-    missing, errs = 0, []
-    for d in big:
-        scaled = [tuple(int(round((v + 0.5) * s - 0.5)) for v in m.rect) for m in mine]
-        j = max(range(len(mine)), key=lambda k: iou(d.rect, scaled[k]), default=None)
-        if j is None or iou(d.rect, scaled[j]) < 0.5:
-            missing += 1
-            continue
-        ours_full = (np.array(mine[j].landmarks, float) + 0.5) * s - 0.5
-        e = np.hypot(*(ours_full - np.array(d.landmarks, float)).T)
-        iod = np.hypot(*np.subtract(d.landmarks[45], d.landmarks[36]))
-        errs.append((e.mean(), e.mean() / iod))
-    print(f"faces with qsize >= 1024 at full res: {len(big)}; found by ours: {len(big) - missing}")
-    for px, rel in errs:
-        print(f"  landmark difference vs full-res: {px:.1f} px mean ({rel:.3f} of inter-ocular)")
-    return 0 if missing == 0 else 1
+    if not (SHARED / "paintings").is_dir():
+        raise SystemExit(f"{SHARED} has no paintings/ (set METFACES_SHARED)")
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(a.keep) if a.keep else Path(t)
+        tmp.mkdir(parents=True, exist_ok=True)
+        return bench_cascade(tmp, a.repeat) if a.cascade else bench_photos(tmp, a.repeat)
 
 
 if __name__ == "__main__":

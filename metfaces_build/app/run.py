@@ -77,6 +77,7 @@ class RunOptions(FetchOptions):
     cnn_upsample: int = default_of(DetectOptions, "cnn_upsample")
     cascade_score: float = default_of(DetectOptions, "cascade_score")
     max_side: int = default_of(DetectOptions, "max_side")
+    min_face: int = default_of(DetectOptions, "min_face")
     models_dir: Optional[str] = None
     executor: str = "local"
     scheduler: Optional[str] = None
@@ -316,6 +317,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-side", type=positive_int, default=default_of(R, "max_side"),
                    metavar="PX", help="detect on images shrunk to at most PX a side "
                                       "(default: %(default)s)")
+    g.add_argument("--min-face", type=nonneg_int, default=default_of(R, "min_face"), metavar="PX",
+                   help="smallest crop side worth finding (default: %(default)s; 0: any)")
     g.add_argument("--models-dir", metavar="DIR", help="folder with the dlib .dat files")
     add_executor(p)  # detect and align; fetch and filter run here
     g = p.add_argument_group("filter (see `metfaces-build filter --help`)")

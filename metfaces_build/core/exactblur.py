@@ -22,10 +22,15 @@ LANES = 128  # lines filtered side by side in the numba kernel (fits L2 with the
 
 
 def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
-    """ALIGN.md step 7 on an HxWx3 uint8 array; returns the padded uint8 image."""
+    """ALIGN.md step 7 on an HxWx3 uint8 array; returns the padded uint8 image.
+
+    Only the band whose pixels change is ever in float32: the interior stays the padded
+    uint8 image (both blend weights are 0 there, and rint of an integer is itself), and the
+    median is found exactly from the interior's histogram plus the band's values."""
     left, top, right, bottom = pad
-    img = np.pad(np.float32(rgb), ((top, bottom), (left, right), (0, 0)), "reflect")
-    h, w, _ = img.shape
+    out = np.pad(np.asarray(rgb, dtype=np.uint8), ((top, bottom), (left, right), (0, 0)),
+                 "reflect")
+    h, w, _ = out.shape
     y, x, _ = np.ogrid[:h, :w, :1]
     # the reference's mask is max(mx(x), my(y)); a monotone clip commutes with that max,
     # so weights are computed per row and per column, never as an h x w array
@@ -36,19 +41,136 @@ def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
     blur = qsize * 0.02
     radius = int(4.0 * float(blur) + 0.5)  # scipy's reach: truncate=4.0 sigmas
 
-    band = band_regions(wy[:, 0, 0] > 0, wx[0, :, 0] > 0)
-    blurred = [gaussian_region(img, r, blur, radius) for r in band]  # all before any blend
-    for (r0, r1, c0, c1), g in zip(band, blurred):
-        sub = img[r0:r1, c0:c1]
-        sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
-    med = np.median(img, axis=(0, 1))
-
+    rows_on, cols_on = wy[:, 0, 0] > 0, wx[0, :, 0] > 0
+    band = band_regions(rows_on, cols_on)
+    blurred = [gaussian_region(out, r, blur, radius) for r in band]  # all before any blend
     kx = np.clip(mx, 0.0, 1.0)
     ky = np.clip(my, 0.0, 1.0)
-    for r0, r1, c0, c1 in band_regions(ky[:, 0, 0] > 0, kx[0, :, 0] > 0):
-        sub = img[r0:r1, c0:c1]
-        sub += (med - sub) * np.maximum(kx[:, c0:c1], ky[r0:r1])
-    return np.uint8(np.clip(np.rint(img), 0, 255))
+    fused = _blend_kernels()
+    values = []
+    for (r0, r1, c0, c1), g in zip(band, blurred):
+        if fused is not None:  # the same float32 operations, one pass instead of four
+            sub = np.empty_like(g)
+            fused[0](out[r0:r1, c0:c1], g, wx[0, c0:c1, 0], wy[r0:r1, 0, 0], sub)
+        else:
+            sub = np.float32(out[r0:r1, c0:c1])
+            sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
+        values.append(sub)
+    del blurred
+    med = band_median(out, interior_region(rows_on, cols_on), values)
+
+    fade = band_regions(ky[:, 0, 0] > 0, kx[0, :, 0] > 0)  # where the median weight is > 0
+    for (r0, r1, c0, c1), sub in zip(band, values):
+        if fused is not None:  # weight 0 outside the fade leaves a value as it is
+            fused[1](sub, kx[0, c0:c1, 0], ky[r0:r1, 0, 0], med, out[r0:r1, c0:c1])
+            continue
+        for f0, f1, e0, e1 in fade:  # the fade regions lie inside the band
+            a0, a1, b0, b1 = max(r0, f0), min(r1, f1), max(c0, e0), min(c1, e1)
+            if a0 < a1 and b0 < b1:
+                part = sub[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
+                part += (med - part) * np.maximum(kx[:, b0:b1], ky[a0:a1])
+        out[r0:r1, c0:c1] = np.uint8(np.clip(np.rint(sub), 0, 255))
+    return out
+
+
+def band_median(img: np.ndarray, interior, band_values: list) -> np.ndarray:
+    """np.median(blended, axis=(0, 1)) of the reference's float32 image, exactly, where the
+    blended image is `img` (uint8) inside `interior` (r0, r1, c0, c1, or None) and
+    `band_values` (float32 arrays) everywhere else.
+
+    The interior is counted with a 256-bin histogram; the band's values are binned by their
+    integer part; the one or two middle ranks then fall in a bin whose few values are sorted.
+    np.median itself averages the two middle values, so it is applied to exactly those."""
+    h, w, channels = img.shape
+    n = h * w
+    ks = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
+    med = np.empty(channels, dtype=np.float32)
+    for c in range(channels):
+        hist = np.zeros(256, dtype=np.int64)
+        if interior is not None:
+            r0, r1, c0, c1 = interior
+            hist += np.bincount(img[r0:r1, c0:c1, c].ravel(), minlength=256)
+        # the band's values by integer part (>= 0; anything above 255 joins the last bin)
+        band_hist = np.zeros(256, dtype=np.int64)
+        for v in band_values:
+            if not _bin_values(v, c, -1, band_hist, np.empty(0, np.float32)):
+                raise ArithmeticError("negative value in the blended band")  # cannot happen
+        total = np.cumsum(hist + band_hist)
+        picked = []
+        for k in ks:
+            j = int(np.searchsorted(total, k, side="right"))
+            rank = k - (int(total[j - 1]) if j else 0)
+            if rank < hist[j]:
+                picked.append(np.float32(j))  # an interior value, exactly j
+            else:  # among the band's values in [j, j + 1): gather them and select
+                inside = np.empty(int(band_hist[j]), np.float32)
+                filled = np.zeros(1, dtype=np.int64)
+                for v in band_values:
+                    _bin_values(v, c, j, filled, inside)
+                picked.append(np.partition(inside, rank - hist[j])[rank - hist[j]])
+        med[c] = np.median(np.array(picked, dtype=np.float32))
+    return med
+
+
+def _bin_values(v: np.ndarray, c: int, j: int, counts: np.ndarray, out: np.ndarray) -> bool:
+    """Channel c of v by integer part (values above 255 in bin 255): with j < 0 adds the
+    bin counts to `counts`, else appends bin j's values to `out` at counts[0]. False if a
+    value is negative."""
+    kernel = _median_kernel()
+    if kernel is not None:
+        return kernel(v, c, j, counts, out)
+    vals = v[:, :, c].ravel()
+    if vals.size and vals.min() < 0:
+        return False
+    bins = np.minimum(vals.astype(np.int32), 255)
+    if j < 0:
+        counts += np.bincount(bins, minlength=256)
+    else:
+        sel = vals[bins == j]
+        out[counts[0]:counts[0] + sel.size] = sel
+        counts[0] += sel.size
+    return True
+
+
+def _bin_kernel(v, c, j, counts, out):  # pragma: no cover - compiled by numba
+    h, w = v.shape[0], v.shape[1]
+    for i in range(h):
+        for x in range(w):
+            val = v[i, x, c]
+            if val < 0:
+                return False
+            b = 255 if val >= 255 else int(val)
+            if j < 0:
+                counts[b] += 1
+            elif b == j:
+                out[counts[0]] = val
+                counts[0] += 1
+    return True
+
+
+_MEDIAN: list = []
+
+
+def _median_kernel():
+    """The compiled binning kernel, or None without numba."""
+    if not _MEDIAN:
+        try:
+            import numba
+        except ImportError:
+            _MEDIAN.append(None)
+        else:
+            _MEDIAN.append(numba.njit(cache=True, nogil=True)(_bin_kernel))
+    return _MEDIAN[0]
+
+
+def interior_region(rows_on: np.ndarray, cols_on: np.ndarray):
+    """The (r0, r1, c0, c1) rectangle that `band_regions` leaves uncovered, or None."""
+    h, w = rows_on.size, cols_on.size
+    ty, by = _prefix(rows_on), h - _prefix(rows_on[::-1])
+    lx, rx = _prefix(cols_on), w - _prefix(cols_on[::-1])
+    if ty >= by or lx >= rx:
+        return None
+    return (ty, by, lx, rx)
 
 
 def band_regions(rows_on: np.ndarray, cols_on: np.ndarray) -> list:
@@ -70,9 +192,10 @@ def _prefix(on: np.ndarray) -> int:
 
 
 def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
-    """`gaussian_filter(img, [blur, blur, 0])[region]`, bit for bit, doing only the work the
-    region needs: the rows pass (axis 0, scipy's first) for the region's rows over its
-    columns grown by the radius, then the columns pass for the region alone."""
+    """`gaussian_filter(float32(img), [blur, blur, 0])[region]`, bit for bit (img float32
+    or uint8), doing only the work the region needs: the rows pass (axis 0, scipy's first)
+    for the region's rows over its columns grown by the radius, then the columns pass for
+    the region alone."""
     r0, r1, c0, c1 = region
     h, w, _ = img.shape
     f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
@@ -80,7 +203,7 @@ def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
     if kernel is None or radius >= min(h, w):
         from scipy.ndimage import gaussian_filter1d
         e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
-        g = gaussian_filter1d(img[e0:e1, f0:f1], blur, axis=0)[r0 - e0:r1 - e0]
+        g = gaussian_filter1d(np.float32(img[e0:e1, f0:f1]), blur, axis=0)[r0 - e0:r1 - e0]
         return gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0]
     w0, taps = kernel_taps(blur, radius)
     # rows pass: lines are columns (x channel); the window reflects at the image's edges
@@ -130,13 +253,58 @@ def _correlate_lines(kernel, ext: np.ndarray, w0: float, taps: np.ndarray) -> np
     radius = taps.size
     n, length = ext.shape[0] - 2 * radius, ext.shape[1]
     nb = -(-length // LANES)
-    blocks = np.zeros((nb, n + 2 * radius, LANES), dtype=np.float32)
+    # float64 lanes: the kernel's float32 -> float64 conversions, done once (exact)
+    blocks = np.zeros((nb, n + 2 * radius, LANES), dtype=np.float64)
     for b in range(nb):  # lane blocks, each contiguous so the tap window stays in cache
         part = ext[:, b * LANES:(b + 1) * LANES]
         blocks[b, :, :part.shape[1]] = part
     out = np.empty((nb, n, LANES), dtype=np.float32)
     kernel(blocks, w0, taps, out)
     return out.transpose(1, 0, 2).reshape(n, nb * LANES)[:, :length]
+
+
+_BLEND: list = []
+
+
+def _blend_kernels():
+    """(blend, fade-and-round) numba kernels, or None without numba."""
+    if not _BLEND:
+        try:
+            import numba
+        except ImportError:
+            _BLEND.append(None)
+        else:
+            jit = numba.njit(cache=True, nogil=True)
+            _BLEND.append((jit(_blend_band), jit(_fade_and_round)))
+    return _BLEND[0]
+
+
+def _blend_band(src, g, wx, wy, v):  # pragma: no cover - compiled by numba
+    """v = x + (g - x) * max(wx, wy), x = float32(src): the reference's first blend,
+    operation for operation (in float64 when the weights are, stored as float32)."""
+    h, w, channels = g.shape
+    for i in range(h):
+        yi = wy[i]
+        for j in range(w):
+            wgt = wx[j] if wx[j] > yi else yi
+            for c in range(channels):
+                x = np.float32(src[i, j, c])
+                v[i, j, c] = x + (g[i, j, c] - x) * wgt
+
+
+def _fade_and_round(v, kx, ky, med, dst):  # pragma: no cover - compiled by numba
+    """dst = uint8(clip(rint(v + (med - v) * max(kx, ky)), 0, 255)), as numpy computes it."""
+    h, w, channels = v.shape
+    for i in range(h):
+        yi = ky[i]
+        for j in range(w):
+            k = kx[j] if kx[j] > yi else yi
+            for c in range(channels):
+                u = v[i, j, c]
+                # rounded to float32 before rint, as numpy's in-place += stores it (the
+                # weights are float64 when the pads are numpy integers)
+                r = np.rint(np.float32(u + (med[c] - u) * k))
+                dst[i, j, c] = np.uint8(0.0 if r < 0 else (255.0 if r > 255 else r))
 
 
 _KERNEL = []
@@ -162,14 +330,15 @@ def _correlate_blocks(blocks, w0, taps, out):  # pragma: no cover - compiled by 
     radius = taps.shape[0]
     acc = np.empty(lanes)
     for b in range(nb):
+        blk = blocks[b]
         for i in range(n):
             c = i + radius
             for k in range(lanes):
-                acc[k] = np.float64(blocks[b, c, k]) * w0
+                acc[k] = blk[c, k] * w0
             for m in range(radius, 0, -1):
                 wm = taps[m - 1]
                 for k in range(lanes):
-                    acc[k] += (np.float64(blocks[b, c - m, k]) + np.float64(blocks[b, c + m, k])) * wm
+                    acc[k] += (blk[c - m, k] + blk[c + m, k]) * wm
             for k in range(lanes):
                 out[b, i, k] = np.float32(acc[k])
 

@@ -3,9 +3,10 @@
 Given stored landmarks (NVIDIA's metfaces.json) and the original images, the crops are
 identical, pixel for pixel, to those of NVIDIA's metfaces.py (with the same numpy, scipy and
 Pillow). The arithmetic is the reference's; the speed comes from filtering only the band
-of the padded image whose pixels change, decoding each source once for all its faces, and a
-process pool. Random shifts are pre-drawn in JSON order, so any --workers gives the same
-output.
+of the padded image whose pixels change (the rest stays uint8; the median comes from a
+histogram), the QUAD warp in one numba loop with Pillow's arithmetic (core/exactwarp.py),
+decoding each source once for all its faces, and a process pool. Random shifts are
+pre-drawn in JSON order, so any --workers gives the same output.
 
 Output: OUTPUT_DIR/{obj_id}-{face_idx:02d}.png and OUTPUT_DIR/aligned.json, a manifest
 with, per face, the input record, output file, file md5, pixel md5, status and reason, and
@@ -42,6 +43,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.exactblur import pad_and_blur
+from ..core.exactwarp import quad_warp
 from ..core.geometry import crop_box, face_square, landmarks_full
 from ..core.records import FaceSpec
 from ..infra.images import DEFAULT_MAX_PIXELS
@@ -120,15 +122,15 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
     x0, y0, x1, y1 = crop_box(quad)
     pad = (max(-x0 + border, 0), max(-y0 + border, 0), max(x1 - img.size[0] + border, 0),
            max(y1 - img.size[1] + border, 0))
+    pixels = np.asarray(img)
     if params.padding and max(pad) > border - 4:
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
-        img = Image.fromarray(pad_and_blur(np.asarray(img), pad, qsize), "RGB")
+        pixels = pad_and_blur(pixels, pad, qsize)
         quad += pad[:2]
 
-    # Step 8: warp
+    # Step 8: warp (Pillow's arithmetic, see core/exactwarp.py), Lanczos downscale
     t = params.transform_size
-    img = img.transform((t, t), Image.Transform.QUAD, (quad + 0.5).flatten(),
-                        Image.Resampling.BILINEAR)
+    img = Image.fromarray(quad_warp(pixels, (quad + 0.5).flatten(), t), "RGB")
     if params.size < t:
         img = img.resize((params.size, params.size), Image.Resampling.LANCZOS)
     return img
@@ -424,8 +426,8 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
     # longest first, so one slow padded face does not finish alone at the end
     tasks.sort(key=lambda t: -_estimated_cost(t, sizes, faces))
     n_todo = sum(len(t.jobs) for t in tasks)
-    if tasks and params.padding:
-        warm_up()  # compile the Gaussian kernel once, before the pool forks
+    if tasks:
+        warm_up()  # compile the kernels once, before the pool forks
     with Progress(n_todo, "align", quiet=opts.quiet or not n_todo, unit="face") as prog, \
             open(journal, "a", encoding="utf-8") as jf:
         for batch in executor.imap(process_image, tasks, ordered=False):
@@ -567,9 +569,11 @@ def _estimated_cost(task: "AlignTask", sizes: dict, faces: list) -> float:
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the Gaussian kernel in this process."""
+    """Compile (or load from numba's cache) the Gaussian and warp kernels in this process."""
     from ..core.exactblur import gaussian_1d
+    from ..core.exactwarp import quad_warp
     gaussian_1d(np.zeros((8, 4, 3), np.float32), np.float32(1.0), 4, axis=0)
+    quad_warp(np.zeros((4, 4, 3), np.uint8), np.arange(8.0), 2)
 
 
 def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:

@@ -30,6 +30,11 @@ def configure_parser(p) -> None:
                           "(default: %(default)s)")
     det.add_argument("--max-side", type=positive_int, default=default_of(D, "max_side"), metavar="PX",
                      help="shrink = ceil(long side / PX) (default: %(default)s)")
+    det.add_argument("--min-face", type=nonneg_int, default=default_of(D, "min_face"), metavar="PX",
+                     help="smallest crop side (original pixels) worth finding: faces too small "
+                          "for the filter's resolution minimum (default: %(default)s = align's "
+                          "--size) are not searched for, so large images need no upsampling "
+                          "and the cascade's CNN runs on a reduced copy; 0: no minimum")
     det.add_argument("--max-pixels", type=positive_int, default=None, metavar="N",
                      help="refuse (too_large) images with more pixels (default: 250,000,000)")
     det.add_argument("--models-dir", metavar="DIR",
