@@ -69,13 +69,13 @@ def run_since(cli, emu, work: Path) -> tuple:
 
 def test_reshoot_correct_add_then_run_since_redoes_exactly_that(cli, fetched):
     emu, work = fetched
-    reshot, corrected = with_crops(work, 2)
+    reshot, corrected, template = with_crops(work, 3)
     before_objects, before_crops, before_faces = objects(work), crops_state(work), faces_by_obj(work)
     before_manifest = manifest(work)
     before_rejected = list(read_jsonl(work / "rejected.jsonl"))
     emu.reshoot(reshot)
     emu.correct(corrected, title="Portrait (title corrected)")
-    new = emu.add_object(department_id=11, like=reshot).id
+    new = emu.add_object(department_id=11, like=template).id  # its faces: copies of template's
 
     out, records, images = run_since(cli, emu, work)
 
@@ -102,12 +102,15 @@ def test_reshoot_correct_add_then_run_since_redoes_exactly_that(cli, fetched):
     assert {k: v for k, v in faces.items() if k not in {str(reshot), str(corrected), str(new)}} == \
         {k: v for k, v in before_faces.items() if k not in {str(reshot), str(corrected)}}
     # align: the re-shot object's crops re-made (and say why), the corrected one's kept
-    # (its manifest record updated), every other existing crop untouched. New crops: the
-    # new object's kept faces, and faces the near-duplicate test now keeps (the sample
-    # collection repeats faces across objects, and the new object copies one)
+    # (its manifest record updated), every other existing crop untouched unless the
+    # near-duplicate test now rejects it (the new object copies the template's faces, and
+    # the sample collection repeats faces across objects): then deleted and superseded.
+    # New crops: the new object's kept faces, and faces the near-duplicate test now keeps
     crops = crops_state(work)
     m = manifest(work)
     was_rejected = {(str(r["obj_id"]), r["face_idx"]) for r in before_rejected}
+    now_rejected = {(str(r["obj_id"]), r["face_idx"]): r["reasons"]
+                    for r in read_jsonl(work / "rejected.jsonl")}
     for key, e in m.items():
         name = f"{key[0]}-{key[1]:02d}.png"
         if key[0] == str(reshot):
@@ -116,6 +119,9 @@ def test_reshoot_correct_add_then_run_since_redoes_exactly_that(cli, fetched):
             assert e["supersedes"]["file_md5"] == before_manifest[key]["file_md5"]
         elif name not in before_crops:
             assert e["status"] == "ok" and (key[0] == str(new) or key in was_rejected)
+        elif e["status"] == "superseded":
+            assert key[0] != str(corrected) and name not in crops
+            assert "near_duplicate" in now_rejected[key]
         else:
             assert e["status"] == before_manifest[key]["status"] == "ok" and "supersedes" not in e
             assert crops[name] == before_crops[name]
@@ -128,7 +134,9 @@ def test_reshoot_correct_add_then_run_since_redoes_exactly_that(cli, fetched):
     assert "objects  3 updated (1 new, 1 new image, 1 record only)" in out
     assert "work     2 detector calls" in out
     remade = sum(1 for k, e in m.items() if k[0] == str(reshot) and "supersedes" in e)
-    assert remade == n_reshot > 0 and f"crops    {remade} re-made, {n_new} new, 0 removed, " in out
+    n_removed = sum(1 for e in m.values() if e["status"] == "superseded")
+    assert remade == n_reshot > 0
+    assert f"crops    {remade} re-made, {n_new} new, {n_removed} removed, " in out
 
     # a second identical run: the same three records asked (the listing names them), no
     # image, no detector call, no crop written, nothing rewritten
