@@ -167,11 +167,17 @@ def test_filter_overrides_move_exactly_those_faces_and_persist(work, cli, tmp_pa
     rc, _, err = cli("filter", "--work", work, "--overrides", tmp_path / "missing.json", *FILTER_FLAGS)
     assert rc == 2 and "not found" in err
 
-    # decisions in force that faces.json no longer has (e.g. detect rerun): said, not dropped
+    # decisions in force that faces.json no longer has (e.g. an update re-detected an image):
+    # said and recorded (exit 1), kept in the file, not applied; the others still apply
     stored = json.loads((work / flt.OVERRIDES_FILE).read_text())
-    (work / flt.OVERRIDES_FILE).write_text(json.dumps({"faces": {**stored["faces"], "100-07": "keep"}}))
+    stale = {"faces": {**stored["faces"], "100-07": "keep"}}
+    (work / flt.OVERRIDES_FILE).write_text(json.dumps(stale))
     rc, _, err = cli("filter", "--work", work, *FILTER_FLAGS)
-    assert rc == 2 and "100-07" in err and f"edit or delete {work / flt.OVERRIDES_FILE}" in err
+    assert rc == 1 and "100-07" in err and str(work / flt.OVERRIDES_FILE) in err, err
+    assert json.loads((work / flt.OVERRIDES_FILE).read_text()) == stale
+    summary = json.loads((work / "filter_summary.json").read_text())
+    assert summary["overrides"]["stale"] == ["100-07"]
+    assert decisions(work) == after
 
     # the file replaces the decisions in force: an empty one drops them
     empty = tmp_path / "none.json"

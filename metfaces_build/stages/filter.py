@@ -40,8 +40,10 @@ A person's decisions (--overrides FILE, as the review page saves it: {"faces":
 replaces DIR/overrides.json, which every later run applies too (so `run` carries them
 through to align and export). A face a person rejected is in rejected.jsonl with reason
 "override"; one a person kept is in filtered.json; either way its values hold
-"override": {"decision", "tests_failed"}. An id that is not a face of faces.json is an
-error and nothing is written.
+"override": {"decision", "tests_failed"}. An id in --overrides that is not a face of
+faces.json is an error and nothing is written; decisions saved in DIR/overrides.json for
+faces that faces.json no longer has (an update re-detected or withdrew their image) are
+kept in the file, not applied, and reported (exit status 1).
 
 TOML configuration (--config FILE; flags override it):
   [filter]
@@ -521,7 +523,7 @@ def parse_overrides(data: Any, known_ids, where: str = "overrides") -> dict:
     if bad:
         raise UsageError(f"{where}: decisions must be \"keep\" or \"reject\"; got "
                          + ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
-    known = set(known_ids)
+    known = set(faces if known_ids is None else known_ids)
     unknown = sorted(k for k in faces if k not in known)
     if unknown:
         raise UsageError(f"{where}: {len(unknown)} id(s) are not faces of faces.json: "
@@ -530,7 +532,7 @@ def parse_overrides(data: Any, known_ids, where: str = "overrides") -> dict:
     return {str(k): str(v) for k, v in sorted(faces.items())}
 
 
-def load_overrides(path: Path, known_ids) -> dict:
+def load_overrides(path: Path, known_ids=None) -> dict:
     from ..infra.files import read_json
     return parse_overrides(read_json(path, "overrides file"), known_ids, str(path))
 
@@ -548,25 +550,26 @@ def apply_overrides(verdicts: list, overrides: dict) -> int:
     return moved
 
 
-def overrides_in_force(opts: "FilterOptions", work, faces: list) -> dict:
-    """The decisions to apply: `opts.overrides` (validated in full, then saved as
-    DIR/overrides.json so later runs keep them), else DIR/overrides.json, else none."""
+def overrides_in_force(opts: "FilterOptions", work, faces: list) -> tuple:
+    """(decisions to apply, stale ids). `opts.overrides` is validated in full (an unknown id
+    is a UsageError: nothing changes) and saved as DIR/overrides.json, which later runs
+    apply. Decisions saved there for faces that faces.json no longer has (an update
+    re-detected or withdrew an image) are stale: kept in the file, not applied, and
+    reported, so an update run is not stopped by a decision about a face that is gone."""
     from ..infra.files import atomic_write_json
-    known = [face_id(f.obj_id, f.face_idx) for f in faces]
+    known = {face_id(f.obj_id, f.face_idx) for f in faces}
     stored = work.overrides_json
     if opts.overrides:
         given = Path(opts.overrides)
         overrides = load_overrides(given, known)
         if not stored.exists() or stored.resolve() != given.resolve():
             atomic_write_json(stored, {"faces": overrides})
-        return overrides
+        return overrides, []
     if not stored.exists():
-        return {}
-    try:
-        return load_overrides(stored, known)
-    except UsageError as e:
-        raise UsageError(f"{e}\n(an earlier --overrides saved these decisions; faces.json has "
-                         f"changed since: edit or delete {stored} to go on)") from None
+        return {}, []
+    saved = load_overrides(stored, None)  # shape and decisions checked; ids may be stale
+    stale = sorted(k for k in saved if k not in known)
+    return {k: v for k, v in saved.items() if k in known}, stale
 
 
 def overrides_digest(overrides: dict) -> str:
@@ -585,6 +588,7 @@ class FilterOutcome:
     measured: int = 0     # images measured now (the rest came from the cache)
     cache: dict = field(default_factory=dict)  # the per-image cache entries of this input
     overrides: dict = field(default_factory=dict)  # face id -> decision, as applied
+    stale_overrides: list = field(default_factory=list)  # saved decisions for faces gone
 
     @property
     def kept(self) -> list:
@@ -732,7 +736,8 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
         "overrides": {"file": OVERRIDES_FILE, "sha256": overrides_digest(outcome.overrides),
                       "keep": sum(1 for v in decided if v.override == "keep"),
                       "reject": sum(1 for v in decided if v.override == "reject"),
-                      "moved": sum(1 for v in decided if v.keep != v.passed)},
+                      "moved": sum(1 for v in decided if v.keep != v.passed),
+                      "stale": outcome.stale_overrides},
         "config": cfg.to_json(), "versions": library_versions(),
     }
     atomic_write_json(work.filter_summary_json, summary)
@@ -850,7 +855,7 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
     import time
 
     from ..infra.files import file_digest, read_json
-    overrides = overrides_in_force(opts, work, loaded.faces)  # checked before any write
+    overrides, stale = overrides_in_force(opts, work, loaded.faces)  # checked before writing
     digest = file_digest(faces_path, "sha256")
     outputs = {"filtered": work.filtered_json, "rejected": work.rejected_jsonl,
                "summary": work.filter_summary_json}
@@ -860,20 +865,22 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
                 and old.get("config") == cfg.to_json() \
                 and old.get("source_images") == str(source_root.resolve()) \
                 and (old.get("overrides") or {}).get("sha256", overrides_digest({})) \
-                == overrides_digest(overrides):
+                == overrides_digest(overrides) \
+                and (old.get("overrides") or {}).get("stale", []) == stale:
             failed = len(old.get("image_problems") or {}) + old["reasons"].get("bad_record", 0)
-            return _summary(old, outputs, time.monotonic() - t0, failed,
-                            [summary_line(old) + " (up to date; --force redoes it)"], [], True)
+            return _summary(old, outputs, time.monotonic() - t0, failed + bool(stale),
+                            [summary_line(old) + " (up to date; --force redoes it)"],
+                            _stale_notes(stale, work), True)
     cache = {} if opts.force else _read_cache(work.filter_cache_json)
     outcome = filter_faces(loaded.faces, source_root, cfg, opts.workers, opts.quiet, loaded.bad,
                            cache)
     apply_overrides(outcome.verdicts, overrides)
-    outcome.overrides = overrides
+    outcome.overrides, outcome.stale_overrides = overrides, stale
     summary = write_outputs(work, outcome, cfg, digest, source_root)
     from ..infra.files import atomic_write_json
     atomic_write_json(work.filter_cache_json, {"version": CACHE_VERSION, "images": outcome.cache},
                       indent=None)
-    notes = []
+    notes = _stale_notes(stale, work)
     if outcome.image_problems:
         notes.append(f"{len(outcome.image_problems)} source image(s) unusable; their faces are "
                      f"in rejected.jsonl")
@@ -882,9 +889,19 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
                                     f"{n_images - outcome.measured} from {work.filter_cache_json.name}"
                                     if outcome.measured < n_images else "")
     out = _summary(summary, outputs, time.monotonic() - t0,
-                   len(outcome.image_problems) + len(outcome.bad_records), [line], notes, False)
+                   len(outcome.image_problems) + len(outcome.bad_records) + bool(stale), [line],
+                   notes, False)
     out.measured, out.from_cache = outcome.measured, n_images - outcome.measured
     return out
+
+
+def _stale_notes(stale: list, work) -> list:
+    if not stale:
+        return []
+    shown = ", ".join(stale[:10]) + (" ..." if len(stale) > 10 else "")
+    return [f"{len(stale)} decision(s) in {work.overrides_json} name faces that faces.json no "
+            f"longer has ({shown}): not applied, kept in the file; review the new faces and "
+            f"save overrides again, or delete those ids"]
 
 
 def _read_cache(path: Path) -> dict:
