@@ -121,8 +121,8 @@ def test_pad_and_blur_numpy_blends_without_numba(monkeypatch):
     qsize, pad = np.float32(200.0), np.array([60, 5, 60, 80])
     expected = _reference_pad(rgb, pad, qsize)
     assert np.array_equal(exactblur.pad_and_blur(rgb, pad, qsize), expected)
-    monkeypatch.setattr(exactblur, "_BLEND", [None])
-    monkeypatch.setattr(exactblur, "_MEDIAN", [None])
+    monkeypatch.setattr(exactblur, "_blend_kernels", lambda: None)
+    monkeypatch.setattr(exactblur, "_median_kernel", lambda: None)
     assert np.array_equal(exactblur.pad_and_blur(rgb, pad, qsize), expected)
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .jit import compiled
+
 LANES = 128  # lines filtered side by side in the numba kernel (fits L2 with the window)
 
 
@@ -148,19 +150,9 @@ def _bin_kernel(v, c, j, counts, out):  # pragma: no cover - compiled by numba
     return True
 
 
-_MEDIAN: list = []
-
-
 def _median_kernel():
     """The compiled binning kernel, or None without numba."""
-    if not _MEDIAN:
-        try:
-            import numba
-        except ImportError:
-            _MEDIAN.append(None)
-        else:
-            _MEDIAN.append(numba.njit(cache=True, nogil=True)(_bin_kernel))
-    return _MEDIAN[0]
+    return compiled(_bin_kernel)
 
 
 def interior_region(rows_on: np.ndarray, cols_on: np.ndarray):
@@ -263,20 +255,10 @@ def _correlate_lines(kernel, ext: np.ndarray, w0: float, taps: np.ndarray) -> np
     return out.transpose(1, 0, 2).reshape(n, nb * LANES)[:, :length]
 
 
-_BLEND: list = []
-
-
 def _blend_kernels():
     """(blend, fade-and-round) numba kernels, or None without numba."""
-    if not _BLEND:
-        try:
-            import numba
-        except ImportError:
-            _BLEND.append(None)
-        else:
-            jit = numba.njit(cache=True, nogil=True)
-            _BLEND.append((jit(_blend_band), jit(_fade_and_round)))
-    return _BLEND[0]
+    blend = compiled(_blend_band)
+    return None if blend is None else (blend, compiled(_fade_and_round))
 
 
 def _blend_band(src, g, wx, wy, v):  # pragma: no cover - compiled by numba
@@ -307,20 +289,9 @@ def _fade_and_round(v, kx, ky, med, dst):  # pragma: no cover - compiled by numb
                 dst[i, j, c] = np.uint8(0.0 if r < 0 else (255.0 if r > 255 else r))
 
 
-_KERNEL = []
-
-
 def _kernel():
-    """The compiled numba kernel, or None when numba is not installed (compiled once per
-    process, cached on disk by numba)."""
-    if not _KERNEL:
-        try:
-            import numba
-        except ImportError:
-            _KERNEL.append(None)
-        else:
-            _KERNEL.append(numba.njit(cache=True, nogil=True)(_correlate_blocks))
-    return _KERNEL[0]
+    """The compiled Gaussian kernel, or None when numba is not installed."""
+    return compiled(_correlate_blocks)
 
 
 def _correlate_blocks(blocks, w0, taps, out):  # pragma: no cover - compiled by numba

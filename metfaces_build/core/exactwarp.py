@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from .jit import compiled
+
 
 
 def quad_warp(rgb: np.ndarray, quad_data, transform_size: int) -> np.ndarray:
@@ -46,19 +48,9 @@ def quad_coefficients(data, w: int, h: int) -> tuple:
         y0, (ne[1] - y0) * As, (sw[1] - y0) * At, (se[1] - sw[1] - ne[1] + y0) * As * At))
 
 
-_KERNEL: list = []
-
-
 def _kernel():
-    """The compiled numba kernel, or None without numba (cached on disk by numba)."""
-    if not _KERNEL:
-        try:
-            import numba
-        except ImportError:
-            _KERNEL.append(None)
-        else:
-            _KERNEL.append(numba.njit(cache=True, nogil=True)(_warp))
-    return _KERNEL[0]
+    """The compiled QUAD warp, or None without numba."""
+    return compiled(_warp)
 
 
 def backend() -> str:
