@@ -249,6 +249,7 @@ def test_demo_end_to_end(cli, tmp_path):
     assert "expected   4 no_image, 4 not_public_domain, 1 too_large" in out
     assert f"report: {work / 'report' / 'report.md'}" in out
     assert f"review page: {work / 'report' / 'review.html'}" in out
+    assert out.count("review page:") == 1  # run's own review step is off (no_review)
     truth = json.loads((work / "truth.json").read_text())
     cmp_ = json.loads((work / "compare.json").read_text())
     assert cmp_["matched"] + cmp_["missed"] == len(truth)

@@ -95,7 +95,7 @@ def main(args) -> int:
         atomic_write_json(layout.truth_json, emu.truth())
         # min_face=0: every painted face is compared with the truth, even small ones
         opts = RunOptions(api=emu.api_root, departments=DEPARTMENTS, workers=args.workers,
-                          min_face=0,
+                          min_face=0, no_review=True,  # review: written after compare
                           force=args.force, quiet=args.quiet, **FETCH_OPTIONS)
         if print_run(run(layout, opts, echo=print_summary)) == 2:
             return 2

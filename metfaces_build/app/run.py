@@ -83,6 +83,7 @@ class RunOptions(FetchOptions):
     scheduler: Optional[str] = None
     filter_config: Optional[str] = None
     overrides: Optional[str] = None   # a person's decisions, handed to filter
+    no_review: bool = False           # skip report/review.html (e.g. written later)
 
     def fetch_options(self) -> FetchOptions:
         return options_from_args(FetchOptions, self, workers=self.fetch_workers)
@@ -203,6 +204,8 @@ def run(work, opts: RunOptions = RunOptions(),
              ("align", lambda: align(opts.align_options(work))),
              ("report", lambda: report(work, ReportOptions(source_images=str(work.path)))),
              ("review", lambda: review(work, ReviewOptions(workers=opts.workers, quiet=opts.quiet)))]
+    if opts.no_review:
+        steps.pop()
     for name, step in steps:
         try:
             s = step()
@@ -328,6 +331,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overrides", metavar="JSON", default=None,
                    help="a person's keep/reject decisions (the review page's overrides.json) "
                         "handed to filter, which keeps them in DIR/overrides.json for later runs")
+    g = p.add_argument_group("review")
+    g.add_argument("--no-review", action="store_true",
+                   help="do not write report/review.html and its thumbnails (`metfaces-build "
+                        "review --work DIR` writes them later)")
 
 
 def main(args) -> int:
