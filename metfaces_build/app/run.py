@@ -287,8 +287,8 @@ def summary_lines(work: Work, s: RunSummary) -> list:
 def _counts(c, unit: str) -> str:
     if not c:
         return ""
-    items = sorted(c.items(), key=lambda kv: (kv[0] != "ok", -kv[1], kv[0]))
-    return f"{sum(c.values())} {unit}: " + ", ".join(f"{v} {k}" for k, v in items)
+    from ..infra.executors import count_items
+    return f"{sum(c.values())} {unit}: {count_items(c)}"
 
 
 # ---- CLI ------------------------------------------------------------------------------------

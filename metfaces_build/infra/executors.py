@@ -99,8 +99,12 @@ def library_versions() -> dict:
             "scipy": scipy.__version__, "Pillow": PIL.__version__}
 
 
+def count_items(counts: dict) -> str:
+    """`10 ok, 2 missing_source`: ok first, then by count (empty string for no counts)."""
+    items = sorted(counts.items(), key=lambda kv: (kv[0] != "ok", -kv[1], kv[0]))
+    return ", ".join(f"{v} {k}" for k, v in items)
+
+
 def summarize(counts: dict, title: str) -> str:
     """One line: `title: 10 ok, 2 missing_source` (ok first, then by count)."""
-    items = sorted(counts.items(), key=lambda kv: (kv[0] != "ok", -kv[1], kv[0]))
-    body = ", ".join(f"{v} {k}" for k, v in items) or "nothing to do"
-    return f"{title}: {body}"
+    return f"{title}: {count_items(counts) or 'nothing to do'}"

@@ -49,6 +49,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from ..core.errors import UsageError
 from ..infra.images import DEFAULT_MAX_PIXELS
 from ..infra.stage import StageSummary
+from ..infra.workdir import API_DIR, ORIGINALS_DIR
 from ..infra.workdir import FETCH_FAILED as FAILED
 from ..infra.workdir import FETCH_STATUSES as STATUSES  # noqa: F401 - the statuses fetch records
 from ..infra.workdir import (UPDATE_KINDS, UPDATE_LABELS, JournalIndex, Work, carry_history,
@@ -296,7 +297,7 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
         answer = client.get_object(oid)
     except FetchFailure as f:
         return MetObject(oid, f.status, f.reason, attempts=f.attempts)
-    atomic_write_bytes(work / "api" / f"{oid}.json", answer.raw)
+    atomic_write_bytes(work / API_DIR / f"{oid}.json", answer.raw)
     rec = answer.data
     obj = MetObject(oid, "ok", department=_s(rec.get("department")), title=_s(rec.get("title")),
                     artist=_s(rec.get("artistDisplayName")), date=_s(rec.get("objectDate")),
@@ -321,7 +322,7 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
     else:
         return _download_into(client, work, obj, url)
     if old and old.get("path"):  # withdrawn: its original must not feed detect any more
-        _remove_other_extensions(work / "originals", oid, "")
+        _remove_other_extensions(work / ORIGINALS_DIR, oid, "")
     return obj
 
 
@@ -338,7 +339,7 @@ def _refresh_image(client, work: Path, obj, url: str, old: dict):
     rewrite), else rename the new one into place."""
     from ..infra.files import TMP_PREFIX
     from ..met.client import FetchFailure
-    folder = work / "originals"
+    folder = work / ORIGINALS_DIR
     try:
         d = client.download(url, folder, f"{TMP_PREFIX}new-{obj.id}")
     except FetchFailure as f:
@@ -362,12 +363,12 @@ def _refresh_image(client, work: Path, obj, url: str, old: dict):
 def _download_into(client, work: Path, obj, url: str):
     from ..met.client import FetchFailure
     try:
-        d = client.download(url, work / "originals", str(obj.id))
+        d = client.download(url, work / ORIGINALS_DIR, str(obj.id))
     except FetchFailure as f:
         obj.status, obj.reason, obj.attempts = f.status, f.reason, obj.attempts + f.attempts
         obj.width, obj.height = f.width, f.height
         return obj
-    _remove_other_extensions(work / "originals", obj.id, d.ext)
+    _remove_other_extensions(work / ORIGINALS_DIR, obj.id, d.ext)
     obj.status, obj.reason = "ok", ""
     obj.path = f"originals/{d.path.name}"
     obj.attempts += d.attempts
@@ -723,13 +724,14 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
             msg = f"could not list objects: {getattr(f, 'reason', f)}"
             return FetchSummary("fetch", {}, {}, time.monotonic() - t0, 1, [], [msg])
         return FetchSummary("fetch", {}, {}, time.monotonic() - t0, 0, plan.lines(), [], plan=plan)
+    folders = (work, layout.api_dir, layout.originals_dir)
     try:
-        for sub in ("", "api", "originals"):
-            (work / sub).mkdir(parents=True, exist_ok=True)
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot use work directory {work}: {e}") from None
-    for sub in ("", "api", "originals"):
-        remove_stale_temps(work / sub)
+    for folder in folders:
+        remove_stale_temps(folder)
 
     client = MetClient(client_config(args))
     journal_path = layout.objects_jsonl

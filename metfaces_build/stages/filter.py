@@ -77,7 +77,7 @@ from ..core.records import FaceRecord, Rejection, faces_to_json
 from ..infra.faces import load_faces
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import OVERRIDES as OVERRIDES_FILE  # the decisions in force
-from ..infra.workdir import as_work
+from ..infra.workdir import FACES, as_work
 
 # ---- configuration: every default lives here -------------------------------------------
 
@@ -725,7 +725,7 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
     write_jsonl(work.rejected_jsonl, rows)
     decided = [v for v in outcome.verdicts if v.override is not None]
     summary = {
-        "input": "faces.json", "input_sha256": input_digest,
+        "input": FACES, "input_sha256": input_digest,
         "source_images": str((source_root or work.path).resolve()),
         "faces": len(outcome.verdicts) + len(outcome.bad_records),
         "kept": len(kept), "rejected": len(rows),

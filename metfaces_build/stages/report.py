@@ -483,7 +483,8 @@ def pipeline_section(work: Path) -> Optional[Section]:
     outcomes = layout.outcomes()
     if not outcomes:
         return None
-    files = {"fetch": "objects.jsonl", "detect": f"detect.jsonl ({layout.face_count()} faces)",
+    files = {"fetch": layout.rel(layout.objects_jsonl),
+             "detect": f"{layout.rel(layout.detect_journal)} ({layout.face_count()} faces)",
              "align": layout.rel(layout.aligned_manifest)}
     stats = {stage: dict(c) for stage, c in outcomes.items()}
     table = [[stage, files[stage], sum(c.values()),
