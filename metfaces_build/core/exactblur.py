@@ -9,18 +9,16 @@ Two facts make this cheaper without changing a single output bit:
    band along the edges changes (`band_regions`); a 1-D Gaussian output depends only on
    inputs within `radius = int(4 * sigma + 0.5)`, so filtering each band region grown by
    the radius gives the bits of filtering everything (`gaussian_region`).
-2. scipy's correlation is a scalar loop bound by the latency of one running sum. The same
-   sums, term for term in the same order (outermost tap inwards, float64, float32 between
-   passes), computed for 128 lines side by side (`_correlate_lines`, numba, optional) give
-   identical bits 3-4x faster. Without numba, scipy itself runs.
+2. Each pass's float32 outputs are scipy's bits from a float64 FFT correlation, certified
+   against float32's rounding boundaries, with the few uncertain values summed scipy's
+   way (core/exactgauss.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .exactgauss import backend as gauss_backend, filter_lines, kernel_taps
 from .jit import compiled
-
-LANES = 128  # lines filtered side by side in the numba kernel (fits L2 with the window)
 
 
 def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
@@ -187,72 +185,42 @@ def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
     """`gaussian_filter(float32(img), [blur, blur, 0])[region]`, bit for bit (img float32
     or uint8), doing only the work the region needs: the rows pass (axis 0, scipy's first)
     for the region's rows over its columns grown by the radius, then the columns pass for
-    the region alone."""
+    the region alone (core/exactgauss.py does each pass)."""
     r0, r1, c0, c1 = region
     h, w, _ = img.shape
     f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
-    kernel = _kernel()
-    if kernel is None or radius >= min(h, w):
+    if radius >= min(h, w):  # reflections of reflections: scipy itself
         from scipy.ndimage import gaussian_filter1d
         e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
         g = gaussian_filter1d(np.float32(img[e0:e1, f0:f1]), blur, axis=0)[r0 - e0:r1 - e0]
         return gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0]
     w0, taps = kernel_taps(blur, radius)
-    # rows pass: lines are columns (x channel); the window reflects at the image's edges
+    # rows pass: a line per (column, channel), down the rows, extended by reflection
     rows = _reflect(np.arange(r0 - radius, r1 + radius), h)
-    ext = img[rows, f0:f1].reshape(rows.size, -1)
-    g = _correlate_lines(kernel, ext, w0, taps).reshape(r1 - r0, f1 - f0, -1)
-    # columns pass: transpose so lines run down axis 0 again
+    g = filter_lines(img[:, f0:f1].transpose(1, 2, 0), rows, w0, taps, transposed=True)
+    # columns pass: a line per (row, channel), along the columns (g is (y, c, x))
     cols = _reflect(np.arange(c0 - radius, c1 + radius), w) - f0
-    ext = np.ascontiguousarray(g[:, cols].transpose(1, 0, 2)).reshape(cols.size, -1)
-    out = _correlate_lines(kernel, ext, w0, taps).reshape(c1 - c0, r1 - r0, -1)
-    return out.transpose(1, 0, 2)
+    out = filter_lines(g, cols, w0, taps)  # (y, c, x)
+    return out.transpose(0, 2, 1)
 
 
 def gaussian_1d(a: np.ndarray, blur, radius: int, axis: int) -> np.ndarray:
-    """scipy's `gaussian_filter1d(a, blur, axis)` (mode 'reflect') for float32 `a`, bit for
-    bit; the numba kernel when numba is installed and the lines are long enough."""
-    kernel = _kernel()
+    """scipy's `gaussian_filter1d(a, blur, axis)` (mode 'reflect') for float32 `a` with
+    three axes, bit for bit."""
     n = a.shape[axis]
-    if kernel is None or radius >= n:
+    if radius >= n:
         from scipy.ndimage import gaussian_filter1d
         return gaussian_filter1d(a, blur, axis=axis)
-    moved = np.moveaxis(a, axis, 0)
-    ext = moved[_reflect(np.arange(-radius, n + radius), n)].reshape(n + 2 * radius, -1)
-    out = _correlate_lines(kernel, ext, *kernel_taps(blur, radius))
-    return np.moveaxis(out.reshape(moved.shape), 0, axis)
+    moved = np.moveaxis(a, axis, 2)
+    out = filter_lines(moved, _reflect(np.arange(-radius, n + radius), n),
+                       *kernel_taps(blur, radius))
+    return np.moveaxis(out, 2, axis)
 
 
 def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
     """scipy's 'reflect' boundary (d c b a | a b c d), for indices within n of the ends."""
     idx = np.where(idx < 0, -idx - 1, idx)
     return np.where(idx >= n, 2 * n - idx - 1, idx)
-
-
-def kernel_taps(blur, radius: int) -> tuple:
-    """(w0, taps w[-1..-radius]) exactly as scipy's symmetric correlate loop uses them,
-    read off its impulse response (so no private scipy API is needed)."""
-    from scipy.ndimage import gaussian_filter1d
-    delta = np.zeros(2 * radius + 1)
-    delta[radius] = 1.0
-    resp = gaussian_filter1d(delta, blur, mode="constant")
-    return float(resp[radius]), np.ascontiguousarray(resp[radius + 1:])
-
-
-def _correlate_lines(kernel, ext: np.ndarray, w0: float, taps: np.ndarray) -> np.ndarray:
-    """Filter each column of `ext` ((n + 2 radius) x L float32, already extended by the
-    radius at both ends) along axis 0; returns n x L float32."""
-    radius = taps.size
-    n, length = ext.shape[0] - 2 * radius, ext.shape[1]
-    nb = -(-length // LANES)
-    # float64 lanes: the kernel's float32 -> float64 conversions, done once (exact)
-    blocks = np.zeros((nb, n + 2 * radius, LANES), dtype=np.float64)
-    for b in range(nb):  # lane blocks, each contiguous so the tap window stays in cache
-        part = ext[:, b * LANES:(b + 1) * LANES]
-        blocks[b, :, :part.shape[1]] = part
-    out = np.empty((nb, n, LANES), dtype=np.float32)
-    kernel(blocks, w0, taps, out)
-    return out.transpose(1, 0, 2).reshape(n, nb * LANES)[:, :length]
 
 
 def _blend_kernels():
@@ -289,31 +257,13 @@ def _fade_and_round(v, kx, ky, med, dst):  # pragma: no cover - compiled by numb
                 dst[i, j, c] = np.uint8(0.0 if r < 0 else (255.0 if r > 255 else r))
 
 
-def _kernel():
-    """The compiled Gaussian kernel, or None when numba is not installed."""
-    return compiled(_correlate_blocks)
-
-
-def _correlate_blocks(blocks, w0, taps, out):  # pragma: no cover - compiled by numba
-    """out[b, i, l] = scipy's symmetric correlation of blocks[b, :, l] at i + radius:
-    acc = x[i]*w0; for m = radius..1: acc += (x[i-m] + x[i+m]) * w[-m] (float64)."""
-    nb, n, lanes = out.shape
-    radius = taps.shape[0]
-    acc = np.empty(lanes)
-    for b in range(nb):
-        blk = blocks[b]
-        for i in range(n):
-            c = i + radius
-            for k in range(lanes):
-                acc[k] = blk[c, k] * w0
-            for m in range(radius, 0, -1):
-                wm = taps[m - 1]
-                for k in range(lanes):
-                    acc[k] += (blk[c - m, k] + blk[c + m, k]) * wm
-            for k in range(lanes):
-                out[b, i, k] = np.float32(acc[k])
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel of step 7 in this process, so
+    forked workers share them."""
+    pad_and_blur(np.zeros((24, 24, 3), np.uint8), (8, 8, 8, 8), np.float32(30.0))
+    filter_lines(np.ones((2, 3, 12), np.float32), None, 0.5, np.full(2, 0.125), use_fft=True)
 
 
 def backend() -> str:
-    """Which Gaussian implementation runs: 'numba' or 'scipy' (recorded in manifests)."""
-    return "numba" if _kernel() is not None else "scipy"
+    """Which Gaussian implementation runs (recorded in manifests; the bits are the same)."""
+    return gauss_backend()

@@ -570,9 +570,9 @@ def _estimated_cost(task: "AlignTask", sizes: dict, faces: list) -> float:
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the Gaussian and warp kernels in this process."""
-    from ..core.exactblur import gaussian_1d
+    from ..core.exactblur import warm_up as warm_up_blur
     from ..core.exactwarp import quad_warp
-    gaussian_1d(np.zeros((8, 4, 3), np.float32), np.float32(1.0), 4, axis=0)
+    warm_up_blur()
     quad_warp(np.zeros((4, 4, 3), np.uint8), np.arange(8.0), 2)
 
 
