@@ -43,21 +43,25 @@ def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
 
     rows_on, cols_on = wy[:, 0, 0] > 0, wx[0, :, 0] > 0
     band = band_regions(rows_on, cols_on)
-    blurred = [gaussian_region(out, r, blur, radius) for r in band]  # all before any blend
+    # all blurs before any blend; planar (y, channel, x), as the passes leave them
+    blurred = [gaussian_planar(out, r, blur, radius) for r in band]
     kx = np.clip(mx, 0.0, 1.0)
     ky = np.clip(my, 0.0, 1.0)
     fused = _blend_kernels()
     values = []
+    band_hist = np.zeros((3, 256), np.int64) if fused is not None else None
     for (r0, r1, c0, c1), g in zip(band, blurred):
-        if fused is not None:  # the same float32 operations, one pass instead of four
+        if fused is not None:  # the same float32 operations, one pass, binned as it goes
             sub = np.empty_like(g)
-            fused[0](out[r0:r1, c0:c1], g, wx[0, c0:c1, 0], wy[r0:r1, 0, 0], sub)
+            if not fused[0](out[r0:r1, c0:c1], g, wx[0, c0:c1, 0], wy[r0:r1, 0, 0], sub,
+                            band_hist):
+                raise ArithmeticError("negative value in the blended band")  # cannot happen
         else:
-            sub = np.float32(out[r0:r1, c0:c1])
-            sub += (g - sub) * np.maximum(wx[:, c0:c1], wy[r0:r1])
+            sub = np.float32(out[r0:r1, c0:c1]).transpose(0, 2, 1)
+            sub += (g - sub) * np.maximum(wx[0, c0:c1, 0], wy[r0:r1])
         values.append(sub)
     del blurred
-    med = band_median(out, interior_region(rows_on, cols_on), values)
+    med = band_median(out, interior_region(rows_on, cols_on), values, band_hist)
 
     fade = band_regions(ky[:, 0, 0] > 0, kx[0, :, 0] > 0)  # where the median weight is > 0
     for (r0, r1, c0, c1), sub in zip(band, values):
@@ -67,16 +71,18 @@ def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
         for f0, f1, e0, e1 in fade:  # the fade regions lie inside the band
             a0, a1, b0, b1 = max(r0, f0), min(r1, f1), max(c0, e0), min(c1, e1)
             if a0 < a1 and b0 < b1:
-                part = sub[a0 - r0:a1 - r0, b0 - c0:b1 - c0]
-                part += (med - part) * np.maximum(kx[:, b0:b1], ky[a0:a1])
-        out[r0:r1, c0:c1] = np.uint8(np.clip(np.rint(sub), 0, 255))
+                part = sub[a0 - r0:a1 - r0, :, b0 - c0:b1 - c0]
+                part += (med[:, None] - part) * np.maximum(kx[0, b0:b1, 0], ky[a0:a1])
+        out[r0:r1, c0:c1] = np.uint8(np.clip(np.rint(sub), 0, 255)).transpose(0, 2, 1)
     return out
 
 
-def band_median(img: np.ndarray, interior, band_values: list) -> np.ndarray:
+def band_median(img: np.ndarray, interior, band_values: list,
+                band_hist: np.ndarray = None) -> np.ndarray:
     """np.median(blended, axis=(0, 1)) of the reference's float32 image, exactly, where the
     blended image is `img` (uint8) inside `interior` (r0, r1, c0, c1, or None) and
-    `band_values` (float32 arrays) everywhere else.
+    `band_values` (planar float32 arrays, (y, channel, x)) everywhere else; `band_hist`
+    (channels x 256), when given, already counts the band's values by integer part.
 
     The interior is counted with a 256-bin histogram; the band's values are binned by their
     integer part; the one or two middle ranks then fall in a bin whose few values are sorted.
@@ -85,17 +91,26 @@ def band_median(img: np.ndarray, interior, band_values: list) -> np.ndarray:
     n = h * w
     ks = [n // 2] if n % 2 else [n // 2 - 1, n // 2]
     med = np.empty(channels, dtype=np.float32)
+    inner = np.zeros((channels, 256), dtype=np.int64)
+    if interior is not None:
+        r0, r1, c0, c1 = interior
+        counter = compiled(_count_uint8)
+        if counter is not None:
+            counter(img[r0:r1, c0:c1], inner)
+        else:
+            for c in range(channels):
+                inner[c] = np.bincount(img[r0:r1, c0:c1, c].ravel(), minlength=256)
     for c in range(channels):
-        hist = np.zeros(256, dtype=np.int64)
-        if interior is not None:
-            r0, r1, c0, c1 = interior
-            hist += np.bincount(img[r0:r1, c0:c1, c].ravel(), minlength=256)
+        hist = inner[c]
         # the band's values by integer part (>= 0; anything above 255 joins the last bin)
-        band_hist = np.zeros(256, dtype=np.int64)
-        for v in band_values:
-            if not _bin_values(v, c, -1, band_hist, np.empty(0, np.float32)):
-                raise ArithmeticError("negative value in the blended band")  # cannot happen
-        total = np.cumsum(hist + band_hist)
+        if band_hist is not None:
+            bh = band_hist[c]
+        else:
+            bh = np.zeros(256, dtype=np.int64)
+            for v in band_values:
+                if not _bin_values(v, c, -1, bh, np.empty(0, np.float32)):
+                    raise ArithmeticError("negative value in the blended band")  # cannot happen
+        total = np.cumsum(hist + bh)
         picked = []
         for k in ks:
             j = int(np.searchsorted(total, k, side="right"))
@@ -103,7 +118,7 @@ def band_median(img: np.ndarray, interior, band_values: list) -> np.ndarray:
             if rank < hist[j]:
                 picked.append(np.float32(j))  # an interior value, exactly j
             else:  # among the band's values in [j, j + 1): gather them and select
-                inside = np.empty(int(band_hist[j]), np.float32)
+                inside = np.empty(int(bh[j]), np.float32)
                 filled = np.zeros(1, dtype=np.int64)
                 for v in band_values:
                     _bin_values(v, c, j, filled, inside)
@@ -119,7 +134,7 @@ def _bin_values(v: np.ndarray, c: int, j: int, counts: np.ndarray, out: np.ndarr
     kernel = _median_kernel()
     if kernel is not None:
         return kernel(v, c, j, counts, out)
-    vals = v[:, :, c].ravel()
+    vals = v[:, c].ravel()
     if vals.size and vals.min() < 0:
         return False
     bins = np.minimum(vals.astype(np.int32), 255)
@@ -133,10 +148,10 @@ def _bin_values(v: np.ndarray, c: int, j: int, counts: np.ndarray, out: np.ndarr
 
 
 def _bin_kernel(v, c, j, counts, out):  # pragma: no cover - compiled by numba
-    h, w = v.shape[0], v.shape[1]
+    h, w = v.shape[0], v.shape[2]
     for i in range(h):
         for x in range(w):
-            val = v[i, x, c]
+            val = v[i, c, x]
             if val < 0:
                 return False
             b = 255 if val >= 255 else int(val)
@@ -146,6 +161,15 @@ def _bin_kernel(v, c, j, counts, out):  # pragma: no cover - compiled by numba
                 out[counts[0]] = val
                 counts[0] += 1
     return True
+
+
+def _count_uint8(img, hist):  # pragma: no cover - compiled by numba
+    """hist[c, v] += how many pixels of img (y, x, c uint8) have value v in channel c."""
+    h, w, channels = img.shape
+    for i in range(h):
+        for j in range(w):
+            for c in range(channels):
+                hist[c, img[i, j, c]] += 1
 
 
 def _median_kernel():
@@ -183,9 +207,15 @@ def _prefix(on: np.ndarray) -> int:
 
 def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
     """`gaussian_filter(float32(img), [blur, blur, 0])[region]`, bit for bit (img float32
-    or uint8), doing only the work the region needs: the rows pass (axis 0, scipy's first)
-    for the region's rows over its columns grown by the radius, then the columns pass for
-    the region alone (core/exactgauss.py does each pass)."""
+    or uint8, H x W x channels)."""
+    return gaussian_planar(img, region, blur, radius).transpose(0, 2, 1)
+
+
+def gaussian_planar(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
+    """`gaussian_region` as a planar (y, channel, x) array, doing only the work the region
+    needs: the rows pass (axis 0, scipy's first) for the region's rows over its columns
+    grown by the radius, then the columns pass for the region alone (core/exactgauss.py
+    does each pass)."""
     r0, r1, c0, c1 = region
     h, w, _ = img.shape
     f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
@@ -193,15 +223,14 @@ def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
         from scipy.ndimage import gaussian_filter1d
         e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
         g = gaussian_filter1d(np.float32(img[e0:e1, f0:f1]), blur, axis=0)[r0 - e0:r1 - e0]
-        return gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0]
+        return gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0].transpose(0, 2, 1)
     w0, taps = kernel_taps(blur, radius)
     # rows pass: a line per (column, channel), down the rows, extended by reflection
     rows = _reflect(np.arange(r0 - radius, r1 + radius), h)
     g = filter_lines(img[:, f0:f1].transpose(1, 2, 0), rows, w0, taps, transposed=True)
     # columns pass: a line per (row, channel), along the columns (g is (y, c, x))
     cols = _reflect(np.arange(c0 - radius, c1 + radius), w) - f0
-    out = filter_lines(g, cols, w0, taps)  # (y, c, x)
-    return out.transpose(0, 2, 1)
+    return filter_lines(g, cols, w0, taps)  # (y, c, x)
 
 
 def gaussian_1d(a: np.ndarray, blur, radius: int, axis: int) -> np.ndarray:
@@ -229,31 +258,45 @@ def _blend_kernels():
     return None if blend is None else (blend, compiled(_fade_and_round))
 
 
-def _blend_band(src, g, wx, wy, v):  # pragma: no cover - compiled by numba
+def _blend_band(src, g, wx, wy, v, hist):  # pragma: no cover - compiled by numba
     """v = x + (g - x) * max(wx, wy), x = float32(src): the reference's first blend,
-    operation for operation (in float64 when the weights are, stored as float32)."""
-    h, w, channels = g.shape
+    operation for operation (in float64 when the weights are, stored as float32), planar
+    (y, channel, x) like g; each value is also counted in hist[channel, integer part]
+    (above 255 in the last bin). False if a value is negative (cannot happen)."""
+    h, channels, w = g.shape
     for i in range(h):
         yi = wy[i]
-        for j in range(w):
-            wgt = wx[j] if wx[j] > yi else yi
-            for c in range(channels):
+        for c in range(channels):
+            row = v[i, c]
+            grow = g[i, c]
+            for j in range(w):
+                wgt = wx[j] if wx[j] > yi else yi
                 x = np.float32(src[i, j, c])
-                v[i, j, c] = x + (g[i, j, c] - x) * wgt
+                row[j] = x + (grow[j] - x) * wgt
+            counts = hist[c]
+            for j in range(w):
+                val = row[j]
+                if val < 0:
+                    return False
+                counts[255 if val >= 255 else int(val)] += 1
+    return True
 
 
 def _fade_and_round(v, kx, ky, med, dst):  # pragma: no cover - compiled by numba
-    """dst = uint8(clip(rint(v + (med - v) * max(kx, ky)), 0, 255)), as numpy computes it."""
-    h, w, channels = v.shape
+    """dst = uint8(clip(rint(v + (med - v) * max(kx, ky)), 0, 255)), as numpy computes it
+    (v planar, dst the padded image's (y, x, channel))."""
+    h, channels, w = v.shape
     for i in range(h):
         yi = ky[i]
-        for j in range(w):
-            k = kx[j] if kx[j] > yi else yi
-            for c in range(channels):
-                u = v[i, j, c]
+        for c in range(channels):
+            m = med[c]
+            row = v[i, c]
+            for j in range(w):
+                k = kx[j] if kx[j] > yi else yi
+                u = row[j]
                 # rounded to float32 before rint, as numpy's in-place += stores it (the
                 # weights are float64 when the pads are numpy integers)
-                r = np.rint(np.float32(u + (med[c] - u) * k))
+                r = np.rint(np.float32(u + (m - u) * k))
                 dst[i, j, c] = np.uint8(0.0 if r < 0 else (255.0 if r > 255 else r))
 
 
