@@ -46,17 +46,22 @@ def resize_lanczos(rgb: np.ndarray, size) -> np.ndarray:
                                                              Image.Resampling.LANCZOS))
     if (width, height) == (w, h):
         return rgb.copy()  # Pillow copies too
-    horizontal, vertical = kernels
     if width == w:
-        return _vertical_pass(vertical, rgb, height)
+        return _vertical_pass(kernels, rgb, height)
     if height == h:
-        return _horizontal_pass(horizontal, rgb, width, 0, h)
+        return _horizontal_pass(kernels, rgb, width, 0, h)
     if vertical_first(w, h, width, height):
-        return _horizontal_pass(horizontal, _vertical_pass(vertical, rgb, height), width, 0, height)
-    start, count, _ = lanczos_coeffs(h, height)
-    first, last = int(start[0]), int(start[-1] + count[-1])  # the rows the vertical pass reads
-    return _vertical_pass(vertical, _horizontal_pass(horizontal, rgb, width, first, last),
+        return _horizontal_pass(kernels, _vertical_pass(kernels, rgb, height), width, 0, height)
+    first, last = rows_read(h, height)
+    return _vertical_pass(kernels, _horizontal_pass(kernels, rgb, width, first, last),
                           height, h, first)
+
+
+def rows_read(in_size: int, out_size: int) -> tuple:
+    """[first, last): the input rows Pillow's vertical pass reads, the only rows its
+    horizontal pass computes."""
+    start, count, _ = lanczos_coeffs(in_size, out_size)
+    return int(start[0]), int(start[-1] + count[-1])
 
 
 def vertical_first(w: int, h: int, width: int, height: int) -> bool:
@@ -67,19 +72,25 @@ def vertical_first(w: int, h: int, width: int, height: int) -> bool:
     return height < h and 2 * (w - width) < h - height
 
 
-def _horizontal_pass(kernel, rgb, width, first, last):
+def _horizontal_pass(kernels, rgb, width, first, last):
+    """Pillow's horizontal pass over rows [first, last) of `rgb`, ROWS rows at a time."""
+    to_block, block_taps, _ = kernels
     start, count, taps = lanczos_coeffs(rgb.shape[1], width)
     out = np.empty((last - first, width, 3), np.uint8)
-    kernel(rgb[first:last], start, count, taps, out)
+    block = np.empty(rgb.shape[1] * 3 * ROWS, np.uint8)
+    for y0 in range(first, last, ROWS):
+        n = min(ROWS, last - y0)
+        to_block(rgb, y0, n, block)
+        block_taps(block, n, start, count, taps, out, y0 - first)
     return out
 
 
-def _vertical_pass(kernel, rgb, height, in_height=None, first=0):
+def _vertical_pass(kernels, rgb, height, in_height=None, first=0):
     """Pillow's vertical pass to `height` rows of an image `in_height` rows tall, of which
     `rgb` holds the rows from `first` on (the band the horizontal pass produced)."""
     start, count, taps = lanczos_coeffs(in_height or rgb.shape[0], height)
     out = np.empty((height, rgb.shape[1], 3), np.uint8)
-    kernel(rgb, start - first, count, taps, out, 0, height)
+    kernels[2](rgb, start - first, count, taps, out, 0, height)
     return out
 
 
@@ -130,9 +141,9 @@ def _sinc(x: float) -> float:
 
 
 def _kernels():
-    """(horizontal, vertical) compiled passes, or None without numba."""
-    h, v = compiled(_horizontal), compiled(_vertical)
-    return None if h is None or v is None else (h, v)
+    """(rows_to_block, block_taps, vertical) compiled, or None without numba."""
+    kernels = tuple(compiled(k) for k in (_rows_to_block, _block_taps, _vertical))
+    return None if None in kernels else kernels
 
 
 def backend() -> str:
@@ -141,34 +152,42 @@ def backend() -> str:
 
 
 # ---- kernels (numba; the loops are ordered so the innermost runs over contiguous bytes) --
+#
+# A *block* holds `n <= ROWS` image rows column-major: byte `x * 3n + r * 3 + c` is channel
+# c of pixel x in the block's row r. One tap of the horizontal filter then multiplies 3n
+# contiguous bytes. The QUAD warp writes its rows straight into this layout
+# (core/exactwarp.py), so the warped image never exists row-major.
 
-def _horizontal(src, start, count, taps, out):  # pragma: no cover - compiled by numba
-    """out[y, i] = Pillow's horizontal Lanczos sum of src[y] for output column i."""
-    h, w = src.shape[0], src.shape[1]
-    block = np.empty(w * 3 * ROWS, np.uint8)
-    acc = np.empty(3 * ROWS, np.int32)
+def _rows_to_block(src, y0, n, block):  # pragma: no cover - compiled by numba
+    """block <- rows y0 .. y0 + n of the HxWx3 `src`, column-major."""
+    w = src.shape[1]
+    lanes = 3 * n
+    for r in range(n):
+        row = src[y0 + r].reshape(w * 3)
+        for x in range(w):
+            for c in range(3):
+                block[x * lanes + r * 3 + c] = row[x * 3 + c]
+
+
+def _block_taps(block, n, start, count, taps, out, row0):  # pragma: no cover - numba
+    """out[row0 + r, i] = Pillow's horizontal Lanczos sum for output column i of the
+    block's row r (int32, rounding half up, clipped to 0..255)."""
+    lanes = 3 * n
+    acc = np.empty(lanes, np.int32)
     half = np.int32(1 << (PRECISION_BITS - 1))
-    for y0 in range(0, h, ROWS):
-        n = min(ROWS, h - y0)
-        lanes = 3 * n
-        for r in range(n):  # column-major copy: block[x, r, c] = src[y0 + r, x, c]
-            row = src[y0 + r].reshape(w * 3)
-            for x in range(w):
-                for c in range(3):
-                    block[x * lanes + r * 3 + c] = row[x * 3 + c]
-        for i in range(out.shape[1]):
+    for i in range(out.shape[1]):
+        for j in range(lanes):
+            acc[j] = half
+        base = start[i] * lanes
+        for t in range(count[i]):
+            k = taps[i, t]
+            col = block[base + t * lanes: base + t * lanes + lanes]
             for j in range(lanes):
-                acc[j] = half
-            base = start[i] * lanes
-            for t in range(count[i]):
-                k = taps[i, t]
-                col = block[base + t * lanes: base + t * lanes + lanes]
-                for j in range(lanes):
-                    acc[j] += np.int32(col[j]) * k
-            for r in range(n):
-                for c in range(3):
-                    v = acc[r * 3 + c] >> PRECISION_BITS
-                    out[y0 + r, i, c] = 0 if v < 0 else (255 if v > 255 else v)
+                acc[j] += np.int32(col[j]) * k
+        for r in range(n):
+            for c in range(3):
+                v = acc[r * 3 + c] >> PRECISION_BITS
+                out[row0 + r, i, c] = 0 if v < 0 else (255 if v > 255 else v)
 
 
 def _vertical(src, start, count, taps, out, y_from, y_to):  # pragma: no cover - numba
