@@ -4,7 +4,8 @@ Given stored landmarks (NVIDIA's metfaces.json) and the original images, the cro
 identical, pixel for pixel, to those of NVIDIA's metfaces.py (with the same numpy, scipy and
 Pillow). The arithmetic is the reference's; the speed comes from filtering only the band
 of the padded image whose pixels change (the rest stays uint8; the median comes from a
-histogram), the QUAD warp in one numba loop with Pillow's arithmetic (core/exactwarp.py),
+histogram), the QUAD warp and the Lanczos downscale in numba with Pillow's arithmetic,
+fused so the 4096-pixel warp is never stored (core/exactwarp.py, core/exactresize.py),
 decoding each source once for all its faces, and a process pool. Random shifts are
 pre-drawn in JSON order, so any --workers gives the same output.
 
@@ -43,7 +44,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.exactblur import pad_and_blur
-from ..core.exactwarp import quad_warp
+from ..core.exactwarp import quad_warp, warp_and_downscale
 from ..core.geometry import crop_box, face_square, landmarks_full
 from ..core.records import FaceSpec
 from ..infra.images import DEFAULT_MAX_PIXELS
@@ -128,12 +129,12 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
         pixels = pad_and_blur(pixels, pad, qsize)
         quad += pad[:2]
 
-    # Step 8: warp (Pillow's arithmetic, see core/exactwarp.py), Lanczos downscale
+    # Step 8: warp, Lanczos downscale (Pillow's arithmetic, fused: core/exactwarp.py)
     t = params.transform_size
-    img = Image.fromarray(quad_warp(pixels, (quad + 0.5).flatten(), t), "RGB")
     if params.size < t:
-        img = img.resize((params.size, params.size), Image.Resampling.LANCZOS)
-    return img
+        return Image.fromarray(warp_and_downscale(pixels, (quad + 0.5).flatten(), t,
+                                                  params.size), "RGB")
+    return Image.fromarray(quad_warp(pixels, (quad + 0.5).flatten(), t), "RGB")
 
 
 # ---- random shifts: pre-drawn in JSON order ------------------------------------------
@@ -569,11 +570,13 @@ def _estimated_cost(task: "AlignTask", sizes: dict, faces: list) -> float:
 
 
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the Gaussian and warp kernels in this process."""
+    """Compile (or load from numba's cache) the Gaussian, warp and resize kernels in this
+    process."""
     from ..core.exactblur import warm_up as warm_up_blur
-    from ..core.exactwarp import quad_warp
+    from ..core.exactresize import resize_lanczos
     warm_up_blur()
-    quad_warp(np.zeros((4, 4, 3), np.uint8), np.arange(8.0), 2)
+    warp_and_downscale(np.zeros((4, 4, 3), np.uint8), np.arange(8.0), 8, 2)
+    resize_lanczos(np.zeros((4, 4, 3), np.uint8), (2, 2))
 
 
 def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:
