@@ -150,6 +150,110 @@ def test_quad_warp_is_pillow_bit_for_bit(seed):
     assert np.array_equal(quad_warp(src, data, t), np.asarray(expected))
 
 
+def _warp_case(seed):
+    """A random source and QUAD data as align_face makes them: rotated, float32 or float64,
+    sometimes partly outside the source, sometimes a tiny source (clamped edges)."""
+    rng = np.random.RandomState(seed)
+    h, w = rng.randint(1, 6, size=2) if seed % 5 == 3 else rng.randint(40, 300, size=2)
+    src = rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+    centre = np.array([w, h]) / 2 + rng.normal(0, 0.3, 2) * np.array([w, h])
+    angle, side = rng.uniform(-0.9, 0.9), rng.uniform(0.3, 1.2) * min(h, w)
+    x = np.array([np.cos(angle), np.sin(angle)]) * side
+    y = np.array([-x[1], x[0]])
+    quad = np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y])
+    return src, (quad.astype(np.float32 if seed % 2 else np.float64) + 0.5).flatten(), rng
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_warp_and_downscale_is_pillow_bit_for_bit(seed):
+    """Step 8 fused (warp rows straight into the Lanczos passes) against Pillow's
+    transform + resize, for downscales of any ratio, the identity and upscales."""
+    pytest.importorskip("numba")
+    from metfaces_build.core.exactwarp import backend, warp_and_downscale
+    assert backend() == "numba"
+    src, data, rng = _warp_case(seed)
+    t = int(rng.randint(20, 400))
+    size = [t // 4, int(rng.randint(1, t)), t, t + 7][seed % 4]
+    warped = Image.fromarray(src).transform((t, t), Image.Transform.QUAD, data,
+                                            Image.Resampling.BILINEAR)
+    expected = np.asarray(warped.resize((size, size), Image.Resampling.LANCZOS))
+    assert np.array_equal(warp_and_downscale(src, data, t, size), expected)
+
+
+def test_step8_at_full_size_is_pillow_bit_for_bit():
+    """The sizes align_face uses: a ~1500 px source warped to 4096 and brought to 1024."""
+    pytest.importorskip("numba")
+    from metfaces_build.core.exactwarp import warp_and_downscale
+    rng = np.random.RandomState(5)
+    noise = rng.randint(0, 256, size=(200, 190, 3)).astype(np.uint8)
+    src = np.asarray(Image.fromarray(noise).resize((1500, 1600), Image.Resampling.BILINEAR))
+    c, x = np.array([760.0, 790.0]), np.array([0.98, 0.2]) * 700
+    y = np.array([-x[1], x[0]])
+    data = (np.stack([c - x - y, c - x + y, c + x + y, c + x - y]).astype(np.float32) + 0.5).flatten()
+    expected = Image.fromarray(src).transform((4096, 4096), Image.Transform.QUAD, data,
+                                              Image.Resampling.BILINEAR)
+    expected = np.asarray(expected.resize((1024, 1024), Image.Resampling.LANCZOS))
+    assert np.array_equal(warp_and_downscale(src, data, 4096, 1024), expected)
+
+
+# (w, h) -> (width, height): both passes, each order, one axis only, up, down, to 1 pixel
+RESIZES = [((50, 40), (20, 10)), ((37, 91), (13, 50)), ((100, 100), (33, 100)),
+           ((100, 100), (100, 31)), ((20, 30), (47, 71)), ((7, 5), (3, 2)), ((1, 1), (3, 3)),
+           ((300, 200), (299, 201)), ((64, 64), (1, 1)), ((2, 9), (1, 4)),
+           ((12, 111), (4, 48)), ((100, 22), (134, 19)), ((106, 91), (29, 22)),
+           ((513, 260), (128, 65))]
+
+
+def test_resize_lanczos_is_pillow_bit_for_bit():
+    """Pillow 13's LANCZOS resize: its fixed-point taps, rounding, clipping, and its order
+    of passes (vertical first when the height shrinks by more than twice the width's
+    pixels), on fixed and random size pairs."""
+    pytest.importorskip("numba")
+    from metfaces_build.core.exactresize import backend, resize_lanczos
+    assert backend() == "numba"
+    rng = np.random.RandomState(7)
+    pairs = RESIZES + [(tuple(rng.randint(1, 150, 2)), tuple(rng.randint(1, 300, 2)))
+                       for _ in range(150)]
+    for (w, h), size in pairs:
+        src = rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+        expected = np.asarray(Image.fromarray(src).resize(size, Image.Resampling.LANCZOS))
+        assert np.array_equal(resize_lanczos(src, size), expected), ((w, h), size)
+
+
+def test_resize_pass_order_decides_pixels():
+    """Where Pillow 13 filters vertically first, the other order gives other pixels, so
+    the order rule is really exercised above."""
+    pytest.importorskip("numba")
+    from metfaces_build.core.exactresize import resize_lanczos, vertical_first
+    rng = np.random.RandomState(0)
+    for (w, h), (width, height) in [((2, 9), (1, 4)), ((12, 111), (4, 48))]:
+        assert vertical_first(w, h, width, height)
+        src = rng.randint(0, 256, size=(h, w, 3)).astype(np.uint8)
+        ours = resize_lanczos(src, (width, height))
+        horizontal_first = resize_lanczos(resize_lanczos(src, (width, h)), (width, height))
+        vertical_then = resize_lanczos(resize_lanczos(src, (w, height)), (width, height))
+        assert np.array_equal(ours, vertical_then) and not np.array_equal(ours, horizontal_first)
+    assert not vertical_first(4096, 4096, 1024, 1024)  # step 8: horizontal first
+
+
+def test_step8_falls_back_to_pillow_without_numba(monkeypatch):
+    """Without numba (the compiled-kernel accessors give None) every entry point is
+    Pillow's own call, with the same pixels as the kernels."""
+    from metfaces_build.core import exactresize, exactwarp
+    src, data, _ = _warp_case(4)
+    ours = exactwarp.warp_and_downscale(src, data, 160, 40), exactwarp.quad_warp(src, data, 160), \
+        exactresize.resize_lanczos(src, (33, 71))
+    for accessors in ([exactwarp], [exactresize], [exactwarp, exactresize]):
+        with monkeypatch.context() as m:
+            for module in accessors:
+                m.setattr(module, "_kernels", lambda: None)
+            fallback = exactwarp.warp_and_downscale(src, data, 160, 40), \
+                exactwarp.quad_warp(src, data, 160), exactresize.resize_lanczos(src, (33, 71))
+            assert all(np.array_equal(a, b) for a, b in zip(ours, fallback))
+            assert (exactwarp.backend(), exactresize.backend()) == tuple(
+                "pillow" if mod in accessors else "numba" for mod in (exactwarp, exactresize))
+
+
 def _gaussian_cases():
     rng = np.random.RandomState(3)
     noise = (rng.rand(157, 301, 3) * 255).astype(np.float32)
