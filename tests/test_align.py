@@ -189,7 +189,8 @@ def test_step8_at_full_size_is_pillow_bit_for_bit():
     src = np.asarray(Image.fromarray(noise).resize((1500, 1600), Image.Resampling.BILINEAR))
     c, x = np.array([760.0, 790.0]), np.array([0.98, 0.2]) * 700
     y = np.array([-x[1], x[0]])
-    data = (np.stack([c - x - y, c - x + y, c + x + y, c + x - y]).astype(np.float32) + 0.5).flatten()
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y]).astype(np.float32)
+    data = (quad + 0.5).flatten()
     expected = Image.fromarray(src).transform((4096, 4096), Image.Transform.QUAD, data,
                                               Image.Resampling.BILINEAR)
     expected = np.asarray(expected.resize((1024, 1024), Image.Resampling.LANCZOS))
