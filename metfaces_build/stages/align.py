@@ -428,7 +428,7 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
     tasks.sort(key=lambda t: -_estimated_cost(t, sizes, faces))
     n_todo = sum(len(t.jobs) for t in tasks)
     if tasks:
-        warm_up()  # compile the kernels once, before the pool forks
+        warm_up(params)  # compile the kernels once, before the pool forks
     with Progress(n_todo, "align", quiet=opts.quiet or not n_todo, unit="face") as prog, \
             open(journal, "a", encoding="utf-8") as jf:
         for batch in executor.imap(process_image, tasks, ordered=False):
@@ -569,14 +569,17 @@ def _estimated_cost(task: "AlignTask", sizes: dict, faces: list) -> float:
     return total
 
 
-def warm_up() -> None:
+def warm_up(params: Optional[AlignParams] = None) -> None:
     """Compile (or load from numba's cache) the Gaussian, warp and resize kernels in this
-    process."""
+    process, and with `params` the step-8 Lanczos taps (~60 ms of Python), so that
+    workers forked afterwards inherit them."""
     from ..core.exactblur import warm_up as warm_up_blur
-    from ..core.exactresize import resize_lanczos
+    from ..core.exactresize import lanczos_coeffs, resize_lanczos
     warm_up_blur()
     warp_and_downscale(np.zeros((4, 4, 3), np.uint8), np.arange(8.0), 8, 2)
     resize_lanczos(np.zeros((4, 4, 3), np.uint8), (2, 2))
+    if params is not None and params.size < params.transform_size:
+        lanczos_coeffs(params.transform_size, params.size)
 
 
 def _still_valid(prev: dict, rec: dict, params: dict, out_dir: Path) -> bool:
