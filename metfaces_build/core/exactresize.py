@@ -9,16 +9,18 @@ The downscale after the QUAD warp (4096 -> 1024) is Pillow's two-pass convolutio
   (`sinc(x) * sinc(x / 3)` on [-3, 3)), normalised by their sum, then converted to fixed
   point with 22 fractional bits (`PRECISION_BITS = 32 - 8 - 2`), rounding half away from 0;
 - a horizontal pass (only when the width changes) over just the rows the vertical pass
-  reads, then a vertical pass (only when the height changes); each output is
-  `clip((2**21 + sum(pixel * coeff)) >> 22, 0, 255)` in int32 and stored as uint8.
+  reads, then a vertical pass (only when the height changes), or the vertical pass first
+  when the height shrinks by more than twice as many pixels as the width
+  (`vertical_first`, new in Pillow 13); each pass rounds and clips to uint8:
+  `clip((2**21 + sum(pixel * coeff)) >> 22, 0, 255)`, summed in int32.
 
 The coefficients are computed in Python floats (libm's `sin`, the same doubles as C) and
 cached per (in, out) size. Since the sums are integers, any order of summation gives the
 same bits; the kernels are therefore free to run the loops in whatever order vectorises:
 the vertical pass accumulates whole contiguous rows, and the horizontal pass first lays a
 block of `ROWS` rows out column-major (`[x][row][channel]`), so each tap multiplies
-`3 * ROWS` contiguous bytes. Pillow's scalar loops take ~0.35 s for 4096 -> 1024; this
-takes a small fraction of that. Without numba, Pillow runs.
+`3 * ROWS` contiguous bytes. 4096 -> 1024 takes ~0.08 s against Pillow's ~0.23 s
+(tools/bench_step8.py). Without numba, Pillow runs.
 """
 from __future__ import annotations
 
@@ -65,10 +67,11 @@ def rows_read(in_size: int, out_size: int) -> tuple:
 
 
 def vertical_first(w: int, h: int, width: int, height: int) -> bool:
-    """Pillow 13's choice of pass order when both axes change: the vertical pass first when
-    the height shrinks by more than twice as many pixels as the width (found to agree with
-    Pillow 13.0.0 on thousands of random size pairs; earlier Pillows always went
-    horizontal first)."""
+    """Pillow 13's order of passes when both axes change: vertical first when the height
+    shrinks by more than twice as many pixels as the width (Pillow PR #9549; earlier
+    Pillows always went horizontal first). Inferred from Pillow 13.0.0's pixels, as its C
+    source was not at hand: this rule matches it on every one of ~2,600 random size
+    pairs, sizes 1-2500, up and down; the tests check more against Pillow itself."""
     return height < h and 2 * (w - width) < h - height
 
 
