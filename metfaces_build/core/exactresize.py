@@ -49,14 +49,42 @@ def resize_lanczos(rgb: np.ndarray, size) -> np.ndarray:
     if (width, height) == (w, h):
         return rgb.copy()  # Pillow copies too
     if width == w:
-        return _vertical_pass(kernels, rgb, height)
-    if height == h:
-        return _horizontal_pass(kernels, rgb, width, 0, h)
+        return _vertical_pass(kernels[2], rgb, height)
     if vertical_first(w, h, width, height):
-        return _horizontal_pass(kernels, _vertical_pass(kernels, rgb, height), width, 0, height)
-    first, last = rows_read(h, height)
-    return _vertical_pass(kernels, _horizontal_pass(kernels, rgb, width, first, last),
-                          height, h, first)
+        return resize_lanczos(_vertical_pass(kernels[2], rgb, height), (width, height))
+    to_block = kernels[0]
+    return resize_generated(lambda y0, n, block: to_block(rgb, y0, n, block), w, h,
+                            (width, height))
+
+
+def resize_generated(fill_block, w: int, h: int, size) -> np.ndarray:
+    """Pillow's LANCZOS resize of a w x h image to `size` = (width, height), horizontal
+    pass first, for an image whose rows are made on demand: `fill_block(y0, n, block)`
+    puts rows y0 .. y0 + n (n <= ROWS) in `block` column-major (byte x * 3n + r * 3 + c).
+    Output rows are filtered vertically as soon as the rows they read exist, so neither
+    the image nor the whole intermediate is ever needed at once in cache. Needs numba
+    (`backend() == 'numba'`), a width change and not `vertical_first`."""
+    _, block_taps, vertical = _kernels()
+    width, height = int(size[0]), int(size[1])
+    hstart, hcount, htaps = lanczos_coeffs(w, width)
+    first, last = rows_read(h, height) if height != h else (0, h)
+    rows = np.empty((last - first, width, 3), np.uint8)  # horizontally resampled
+    out = np.empty((height, width, 3), np.uint8) if height != h else rows
+    if height != h:
+        vstart, vcount, vtaps = lanczos_coeffs(h, height)
+        vstart = vstart - first
+        ready = vstart + vcount  # output row y can be filtered once this many rows exist
+    block = np.empty(w * 3 * ROWS, np.uint8)
+    done = 0
+    for y0 in range(first, last, ROWS):
+        n = min(ROWS, last - y0)
+        fill_block(y0, n, block)
+        block_taps(block, n, hstart, hcount, htaps, rows, y0 - first)
+        if height != h:
+            upto = int(np.searchsorted(ready, y0 + n - first, side="right"))
+            vertical(rows, vstart, vcount, vtaps, out, done, upto)
+            done = upto
+    return out
 
 
 def rows_read(in_size: int, out_size: int) -> tuple:
@@ -75,25 +103,11 @@ def vertical_first(w: int, h: int, width: int, height: int) -> bool:
     return height < h and 2 * (w - width) < h - height
 
 
-def _horizontal_pass(kernels, rgb, width, first, last):
-    """Pillow's horizontal pass over rows [first, last) of `rgb`, ROWS rows at a time."""
-    to_block, block_taps, _ = kernels
-    start, count, taps = lanczos_coeffs(rgb.shape[1], width)
-    out = np.empty((last - first, width, 3), np.uint8)
-    block = np.empty(rgb.shape[1] * 3 * ROWS, np.uint8)
-    for y0 in range(first, last, ROWS):
-        n = min(ROWS, last - y0)
-        to_block(rgb, y0, n, block)
-        block_taps(block, n, start, count, taps, out, y0 - first)
-    return out
-
-
-def _vertical_pass(kernels, rgb, height, in_height=None, first=0):
-    """Pillow's vertical pass to `height` rows of an image `in_height` rows tall, of which
-    `rgb` holds the rows from `first` on (the band the horizontal pass produced)."""
-    start, count, taps = lanczos_coeffs(in_height or rgb.shape[0], height)
+def _vertical_pass(kernel, rgb, height):
+    """Pillow's vertical pass alone, to `height` rows."""
+    start, count, taps = lanczos_coeffs(rgb.shape[0], height)
     out = np.empty((height, rgb.shape[1], 3), np.uint8)
-    kernels[2](rgb, start - first, count, taps, out, 0, height)
+    kernel(rgb, start, count, taps, out, 0, height)
     return out
 
 

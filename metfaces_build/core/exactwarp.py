@@ -48,35 +48,22 @@ def warp_and_downscale(rgb: np.ndarray, quad_data, transform_size: int, size: in
     """`fromarray(rgb).transform((t, t), QUAD, quad_data, BILINEAR).resize((size, size),
     LANCZOS)` as a size x size x 3 uint8 array (step 8 with supersampling)."""
     t = transform_size
-    kernels, resize_kernels = _kernels(), exactresize._kernels()
-    if kernels is None or resize_kernels is None:
+    kernels = _kernels()
+    if kernels is None or exactresize.backend() != "numba":
         from PIL import Image
         img = Image.fromarray(_pillow_warp(rgb, quad_data, t), "RGB")
         return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS))
     if size >= t or exactresize.vertical_first(t, t, size, size):  # never for a downscale
         return exactresize.resize_lanczos(quad_warp(rgb, quad_data, t), (size, size))
     to_rgbx, warp_rows = kernels
-    _, block_taps, vertical = resize_kernels
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     px, w, h = to_rgbx(rgb), rgb.shape[1], rgb.shape[0]
     coefficients = _coefficients(quad_data, t)
-    hstart, hcount, htaps = exactresize.lanczos_coeffs(t, size)
-    vstart, vcount, vtaps = exactresize.lanczos_coeffs(t, size)
-    first, last = exactresize.rows_read(t, size)  # warped rows the vertical pass reads
-    vstart = vstart - first
-    ready = vstart + vcount  # output row y can be filtered once this many rows exist
-    rows = np.empty((last - first, size, 3), np.uint8)  # warped, horizontally resampled
-    out = np.empty((size, size, 3), np.uint8)
-    block = np.empty(t * 3 * exactresize.ROWS, np.uint8)
-    done = 0
-    for y0 in range(first, last, exactresize.ROWS):
-        n = min(exactresize.ROWS, last - y0)
+
+    def warp_block(y0, n, block):  # warped rows straight into the horizontal pass's layout
         warp_rows(px, w, h, coefficients, y0, n, t, block, 3 * n, 3)
-        block_taps(block, n, hstart, hcount, htaps, rows, y0 - first)
-        upto = int(np.searchsorted(ready, y0 + n - first, side="right"))
-        vertical(rows, vstart, vcount, vtaps, out, done, upto)
-        done = upto
-    return out
+
+    return exactresize.resize_generated(warp_block, t, t, (size, size))
 
 
 def _pillow_warp(rgb, quad_data, t):
