@@ -19,8 +19,10 @@ cached per (in, out) size. Since the sums are integers, any order of summation g
 same bits; the kernels are therefore free to run the loops in whatever order vectorises:
 the vertical pass accumulates whole contiguous rows, and the horizontal pass first lays a
 block of `ROWS` rows out column-major (`[x][row][channel]`), so each tap multiplies
-`3 * ROWS` contiguous bytes. 4096 -> 1024 takes ~0.08 s against Pillow's ~0.23 s
-(tools/bench_step8.py). Without numba, Pillow runs.
+`3 * ROWS` contiguous bytes; each output row is filtered vertically as soon as the rows it
+reads exist (`resize_generated`, which also takes rows made on demand: the QUAD warp's).
+4096 -> 1024 takes ~0.08 s against Pillow's ~0.2-0.3 s (tools/bench_step8.py). Without
+numba, Pillow runs.
 """
 from __future__ import annotations
 
@@ -64,7 +66,10 @@ def resize_generated(fill_block, w: int, h: int, size) -> np.ndarray:
     Output rows are filtered vertically as soon as the rows they read exist, so neither
     the image nor the whole intermediate is ever needed at once in cache. Needs numba
     (`backend() == 'numba'`), a width change and not `vertical_first`."""
-    _, block_taps, vertical = _kernels()
+    kernels = _kernels()
+    if kernels is None:
+        raise RuntimeError("resize_generated needs numba; use Pillow's resize instead")
+    _, block_taps, vertical = kernels
     width, height = int(size[0]), int(size[1])
     hstart, hcount, htaps = lanczos_coeffs(w, width)
     first, last = rows_read(h, height) if height != h else (0, h)

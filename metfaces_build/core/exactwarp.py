@@ -16,8 +16,10 @@ vectorised. Only the fetch is scalar.
 `warp_and_downscale` then fuses the warp with Pillow's LANCZOS resize to T
 (core/exactresize.py): the warp writes ROWS rows at a time straight into the column-major
 block the horizontal pass reads, and output rows are filtered vertically as soon as their
-rows exist, so the T*S x T*S x 3 warped image (50 MB) is never stored. Without numba,
-Pillow runs.
+rows exist, so the T*S x T*S x 3 warped image (50 MB) is never stored. On a ~2000 px
+source, 4096 -> 1024: warp ~0.15-0.18 s against Pillow's ~0.5-0.7 s, warp + downscale
+~0.2 s against ~0.7-0.95 s (tools/bench_step8.py, single thread). Without numba, Pillow
+runs.
 """
 from __future__ import annotations
 
