@@ -432,6 +432,38 @@ def test_rerun_skips_and_redoes_what_changed(cli, tmp_path):
     assert sorted(os.listdir(out)) == ["1-00.png", "1-01.png", "aligned.json"]
 
 
+def test_png_level_changes_bytes_not_pixels(cli, tmp_path):
+    """--png-level re-encodes (the manifest says why), with the same pixel md5s; entries
+    written before the option existed count as level 6."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _texture(300, 300).save(src / "a.png")
+    j = tmp_path / "m.json"
+    j.write_text(json.dumps([_record("1", 0, "a.png")]))
+    out = tmp_path / "out"
+    args = ("align", "--json", j, "--source-images", src, "--output-dir", out, "--quiet",
+            "--size", 128, "--supersampling", 2)
+    assert cli(*args)[0] == 0
+    fast = json.loads((out / "aligned.json").read_text())[0]
+    assert fast["params"]["png_level"] == 4
+    rc, stdout, _ = cli(*args, "--png-level", 9)
+    assert rc == 0 and "already done" not in stdout
+    small = json.loads((out / "aligned.json").read_text())[0]
+    assert small["pixel_md5"] == fast["pixel_md5"] and small["file_md5"] != fast["file_md5"]
+    assert small["supersedes"]["reason"] == "PNG level changed (same pixels)"
+    with Image.open(out / "1-00.png") as im:
+        assert hashlib.md5(im.convert("RGB").tobytes()).hexdigest() == fast["pixel_md5"]
+    # an entry from before --png-level (no png_level recorded) was written at level 6
+    rc, stdout, _ = cli(*args, "--png-level", 6)
+    manifest = json.loads((out / "aligned.json").read_text())
+    del manifest[0]["params"]["png_level"]
+    (out / "aligned.json").write_text(json.dumps(manifest))
+    rc, stdout, _ = cli(*args, "--png-level", 6)
+    assert rc == 0 and "1 already done" in stdout
+    rc, stdout, _ = cli(*args)
+    assert rc == 0 and "already done" not in stdout
+
+
 def test_killed_run_resumes_from_its_journal(tmp_path):
     """A run killed midway leaves a journal; the rerun reuses its crops and ends clean."""
     src = tmp_path / "src"

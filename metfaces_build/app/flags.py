@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 
 def add_work_dir(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -37,20 +38,22 @@ def add_executor(p: argparse.ArgumentParser) -> None:
                         "same absolute paths (docs/dask.md)")
 
 
-def _int_at_least(lo: int):
+def _int_at_least(lo: int, hi: Optional[int] = None):
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected a number >= {lo}, got {v}")
+        if v < lo or (hi is not None and v > hi):
+            bounds = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+            raise argparse.ArgumentTypeError(f"expected a number {bounds}, got {v}")
         return v
     return parse
 
 
 positive_int = _int_at_least(1)
 nonneg_int = _int_at_least(0)
+zlib_level = _int_at_least(0, 9)
 
 
 def nonneg_float(s: str) -> float:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ...infra.stage import default_of, options_from_args
-from ..flags import add_common, add_executor, nonneg_float, positive_int, print_summary
+from ..flags import add_common, add_executor, nonneg_float, positive_int, print_summary, zlib_level
 
 from ...stages import align as stage
 
@@ -34,6 +34,11 @@ def configure_parser(p) -> None:
     g.add_argument("--size", type=positive_int, default=default_of(A, "size"), help="output side (default 1024)")
     g.add_argument("--supersampling", type=positive_int, default=default_of(A, "supersampling"), metavar="S",
                    help="warp at size x S, then downscale with Lanczos (default 4)")
+    g = p.add_argument_group("output")
+    g.add_argument("--png-level", type=zlib_level, default=default_of(A, "png_level"), metavar="N",
+                   help="zlib level of the PNG crops, 0-9 (default %(default)s: about 2.5x "
+                        "faster to write than Pillow's default 6, files about 5%% larger; the "
+                        "pixels are the same at every level)")
     g = p.add_argument_group("robustness")
     g.add_argument("--max-pixels", type=positive_int, default=default_of(A, "max_pixels"), metavar="N",
                    help="refuse sources with more pixels (decompression bombs; default "
