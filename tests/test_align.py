@@ -266,6 +266,18 @@ def _gaussian_cases():
     return [noise, eight_bit, steps, dark]
 
 
+def test_kernel_taps_are_scipys():
+    """The taps computed without scipy are the ones scipy's correlation uses, for the
+    aligner's float32 blurs and for float64 ones."""
+    from metfaces_build.core.exactgauss import kernel_taps, scipy_kernel_taps
+    rng = np.random.RandomState(9)
+    for blur in list(rng.uniform(0.3, 120, 60).astype(np.float32)) + [2.5, 17.77, 80.0]:
+        radius = int(4.0 * float(blur) + 0.5)
+        w0, taps = kernel_taps(blur, radius)
+        s0, staps = scipy_kernel_taps(blur, radius)
+        assert w0 == s0 and np.array_equal(taps, staps)
+
+
 @pytest.mark.parametrize("numba_on", [True, False])
 @pytest.mark.parametrize("path", ["fft", "direct"])
 def test_gaussian_passes_are_scipy_bit_for_bit(monkeypatch, numba_on, path):

@@ -56,12 +56,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, just that subcommand's flags are configured (the
+    others keep their one-line help), so a run imports one command module, not eleven."""
     parser = _Parser(prog="metfaces-build", description=DESCRIPTION,
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"metfaces-build {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, modname, summary in COMMANDS:
+        if only is not None and name != only:
+            sub.add_parser(name, help=summary)
+            continue
         mod = importlib.import_module(modname)
         doc = (getattr(mod, "DESCRIPTION", None) or mod.__doc__ or summary).strip()
         p = sub.add_parser(name, help=summary, description=doc,
@@ -74,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
+        # the command is the first word not starting with '-' (no top-level flag takes
+        # a value); "" (none, or not a command) configures no subcommand at all
+        first = next((a for a in argv if not a.startswith("-")), "")
+        parser = build_parser(first if first in {c[0] for c in COMMANDS} else "")
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help / --version

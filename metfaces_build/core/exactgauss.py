@@ -5,7 +5,7 @@ running sum in a fixed order -- `acc = x[i] * w0`, then `acc += (x[i-m] + x[i+m]
 for m = radius..1 -- and stores it as float32. Only that float32 is kept, and the float64
 sum lies within a provable distance of the exact sum of the same products. So:
 
-1. A float64 FFT correlation gives each output within `delta` of the exact sum (a bound
+1. A float64 FFT correlation (numpy's pocketfft) gives each output within `delta` of the exact sum (a bound
    from the line's norm and the transform length, about 1e-9 for 8-bit data, while the
    FFT's actual error is about 1e-13), in O(log n) per value instead of O(radius).
 2. Where both ends of y +- (delta + the bound on scipy's own rounding) round to the same
@@ -33,8 +33,20 @@ FFT_SAFETY = 64.0    # times Higham's ~13 u log2(N) ||x||_2 bound for an FFT con
 
 
 def kernel_taps(blur, radius: int) -> tuple:
-    """(w0, taps w[1..radius]) exactly as scipy's symmetric correlate loop uses them,
-    read off its impulse response (so no private scipy API is needed)."""
+    """(w0, taps w[1..radius]) exactly as scipy's symmetric correlate loop uses them: the
+    kernel of scipy.ndimage's `_gaussian_kernel1d(blur, 0, radius)`, expression for
+    expression with `blur` in its own dtype (the aligner's is float32), which is symmetric,
+    so reversing it for the correlation changes nothing. Computed here, so aligning never
+    imports scipy (0.4 s); tests compare it with scipy's impulse response."""
+    sigma2 = blur * blur
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / sigma2 * x ** 2)
+    phi = phi / phi.sum()
+    return float(phi[radius]), np.ascontiguousarray(phi[radius + 1:])
+
+
+def scipy_kernel_taps(blur, radius: int) -> tuple:
+    """`kernel_taps` read off scipy's own impulse response (for tests and checks)."""
     from scipy.ndimage import gaussian_filter1d
     delta = np.zeros(2 * radius + 1)
     delta[radius] = 1.0
@@ -123,16 +135,31 @@ def _store_kernel():
     return compiled(_store)
 
 
+def fast_length(n: int) -> int:
+    """The smallest even 2^a 3^b 5^c >= n (pocketfft's quick sizes)."""
+    best = 1 << max(1, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n or m % 2:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 class _FFTPlan:
     """The kernel's spectrum for one extended line length, and the certified filter."""
 
     def __init__(self, ext: int, w0: float, taps: np.ndarray):
-        from scipy.fft import next_fast_len, rfft
         self.radius = taps.size
         self.ext = ext
-        self.size = next_fast_len(ext, real=True)  # >= ext: no wrap-around in the outputs
+        self.size = fast_length(ext)  # >= ext: no wrap-around in the outputs
         kern = np.concatenate([taps[::-1], [w0], taps])
-        self.spectrum = rfft(kern, self.size)
+        self.spectrum = np.fft.rfft(kern, self.size)
         self.w0, self.taps = w0, taps
         self.log2n = math.log2(self.size)
 
@@ -140,13 +167,12 @@ class _FFTPlan:
         """buf: L x size float64 (C order), each line's ext samples then zeros; returns
         (L x n float32, scipy's bits; how many values were summed directly because the
         FFT's could not be certified)."""
-        from scipy.fft import irfft, rfft
         r = self.radius
         n = self.ext - 2 * r
         x = buf[:, :self.ext]
-        spec = rfft(buf, axis=1)
+        spec = np.fft.rfft(buf, axis=1)
         spec *= self.spectrum
-        y = irfft(spec, self.size, axis=1, overwrite_x=True)[:, 2 * r:2 * r + n]  # y[2r+i] = sum w|m| x[r+i+m]
+        y = np.fft.irfft(spec, self.size, axis=1)[:, 2 * r:2 * r + n]  # y[2r+i] = sum w|m| x[r+i+m]
         # per line: |FFT - exact| <= fft_scale * ||x||_2, |scipy - exact| <= ref_scale * max|x|
         fft_scale = FFT_SAFETY * _U * self.log2n
         ref_scale = 4.0 * (r + 3) * _U

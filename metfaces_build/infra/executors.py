@@ -91,12 +91,17 @@ class Progress:
 def library_versions() -> dict:
     """Versions that decide pixels (resampling, filters): recorded with every output."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     import numpy
     import PIL
-    import scipy
+    try:  # without importing scipy (0.4 s) where a stage does not use it
+        scipy_version = version("scipy")
+    except PackageNotFoundError:
+        import scipy
+        scipy_version = scipy.__version__
     return {"python": platform.python_version(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "Pillow": PIL.__version__}
+            "scipy": scipy_version, "Pillow": PIL.__version__}
 
 
 def count_items(counts: dict) -> str:
