@@ -174,22 +174,21 @@ class _FFTPlan:
         spec *= self.spectrum
         y = np.fft.irfft(spec, self.size, axis=1)[:, 2 * r:2 * r + n]  # y[2r+i] = sum w|m| x[r+i+m]
         # per line: |FFT - exact| <= fft_scale * ||x||_2, |scipy - exact| <= ref_scale * max|x|
-        fft_scale = FFT_SAFETY * _U * self.log2n
-        ref_scale = 4.0 * (r + 3) * _U
+        delta = (FFT_SAFETY * _U * self.log2n * np.sqrt(np.einsum("ij,ij->i", x, x))
+                 + 4.0 * (r + 3) * _U * np.abs(x).max(axis=1))
         out = np.empty(y.shape, np.float32)
         kernel = _certify_kernel()
         if kernel is not None:
-            summed = kernel(y, x, fft_scale, ref_scale, self.w0, self.taps, out)
+            summed = kernel(y, x, delta, self.w0, self.taps, out)
         else:
-            summed = _certify_numpy(y, x, fft_scale, ref_scale, self.w0, self.taps, out)
+            summed = _certify_numpy(y, x, delta, self.w0, self.taps, out)
         return out, summed
 
 
-def _certify_numpy(y, x, fft_scale, ref_scale, w0, taps, out) -> int:
+def _certify_numpy(y, x, delta, w0, taps, out) -> int:
     """numpy form of `_certify`, same bits; returns how many values were summed."""
     r = taps.size
-    d = (fft_scale * np.sqrt(np.einsum("ij,ij->i", x, x))
-         + ref_scale * np.abs(x).max(axis=1))[:, None]
+    d = delta[:, None]
     lo = (y - d).astype(np.float32)
     sure = lo == (y + d).astype(np.float32)
     out[...] = lo
@@ -208,41 +207,45 @@ def _certify_numpy(y, x, fft_scale, ref_scale, w0, taps, out) -> int:
     return int(li.size)
 
 
-def _certify(y, x, fft_scale, ref_scale, w0, taps, out):  # pragma: no cover - numba
+def _certify(y, x, delta, w0, taps, out):  # pragma: no cover - compiled by numba
     """out = float32(y) where both ends of y +- delta round to the same float32 (rounding
     is monotone, so scipy's sum, inside that interval, rounds there too); 0 where the
     window holds only zeros; else scipy's sum for that output, term for term. Returns how
-    many values were summed."""
+    many values were summed. A line is first rounded in one branch-free (vectorised)
+    sweep that counts the doubtful values; only lines with some are swept again."""
     lines, n = y.shape
     r = taps.shape[0]
     ext = x.shape[1]
     nz = np.empty(ext + 1, np.int64)
     summed = 0
     for li in range(lines):
-        nz[0] = 0
-        sq = 0.0
-        big = 0.0
-        for j in range(ext):
-            v = x[li, j]
-            sq += v * v
-            a = abs(v)
-            big = a if a > big else big
-            nz[j + 1] = nz[j] + (1 if v != 0.0 else 0)
-        d = fft_scale * np.sqrt(sq) + ref_scale * big
+        d = delta[li]
+        yl = y[li]
+        ol = out[li]
+        doubtful = 0
         for i in range(n):
-            v = y[li, i]
+            v = yl[i]
             lo = np.float32(v - d)
-            if lo == np.float32(v + d):
-                out[li, i] = lo
-            elif nz[i + 2 * r + 1] - nz[i] == 0:
-                out[li, i] = 0.0
-            else:
-                c = i + r
-                acc = x[li, c] * w0
-                for m in range(r, 0, -1):
-                    acc += (x[li, c - m] + x[li, c + m]) * taps[m - 1]
-                out[li, i] = np.float32(acc)
-                summed += 1
+            ol[i] = lo
+            doubtful += lo != np.float32(v + d)
+        if doubtful == 0:
+            continue
+        nz[0] = 0
+        for j in range(ext):
+            nz[j + 1] = nz[j] + (1 if x[li, j] != 0.0 else 0)
+        for i in range(n):
+            v = yl[i]
+            if np.float32(v - d) == np.float32(v + d):
+                continue
+            if nz[i + 2 * r + 1] - nz[i] == 0:
+                ol[i] = 0.0
+                continue
+            c = i + r
+            acc = x[li, c] * w0
+            for m in range(r, 0, -1):
+                acc += (x[li, c - m] + x[li, c + m]) * taps[m - 1]
+            ol[i] = np.float32(acc)
+            summed += 1
     return summed
 
 
