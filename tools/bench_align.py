@@ -2,7 +2,7 @@
 """Benchmark `metfaces-build align` against the literal reference, side by side.
 
 usage: bench_align.py [--cases DIR] [--workers 2] [--modes default,norot,metfacesu]
-                      [--repeat N]
+                      [--repeat N] [--png-level N]
 
 For each mode: the reference (tools/reference_align.py: serial, decodes per face, blurs the
 whole padded image) and ours (`metfaces-build align --workers N`) run on the same cases as
@@ -54,6 +54,7 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--modes", default="default,norot,metfacesu")
     p.add_argument("--repeat", type=int, default=1, help="interleaved rounds (default 1)")
+    p.add_argument("--png-level", type=int, help="passed to ours (default: align's own)")
     a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-align-"))
     cases = Path(a.cases) if a.cases else tmp / "cases"
@@ -63,6 +64,7 @@ def main(argv=None):
     print(f"{n_faces} faces from {cases}; ours with --workers {a.workers}; {a.repeat} rounds")
     print(f"{'mode':<10} {'reference s/face':>17} {'ours s/face':>12} {'speed-up':>9}  identical"
           "  per round")
+    png = [] if a.png_level is None else ["--png-level", str(a.png_level)]
     for mode in a.modes.split(","):
         flags = MODES[mode]
         common = ["--json", str(cases / "metfaces.json"), "--source-images", str(cases)]
@@ -75,7 +77,7 @@ def main(argv=None):
                                 "--output-dir", str(ref_out), *flags]))
             t_ours.append(timed([sys.executable, "-m", "metfaces_build", "align", *common,
                                  "--output-dir", str(our_out), "--workers", str(a.workers),
-                                 "--quiet", *flags]))
+                                 "--quiet", *flags, *png]))
         same = pixel_md5s(ref_out) == pixel_md5s(our_out)
         rounds = " ".join(f"{r / o:.2f}" for r, o in zip(t_ref, t_ours))
         print(f"{mode:<10} {min(t_ref) / n_faces:>17.2f} {min(t_ours) / n_faces:>12.2f} "
