@@ -3,13 +3,15 @@
 scipy's `gaussian_filter1d` (mode 'reflect', truncate 4) computes each output as a float64
 running sum in a fixed order -- `acc = x[i] * w0`, then `acc += (x[i-m] + x[i+m]) * w[m]`
 for m = radius..1 -- and stores it as float32. Only that float32 is kept, and the float64
-sum lies within a provable distance of the exact sum of the same products. So:
+sum lies within (radius + 3) u max|x| of the exact sum of the same products. So:
 
-1. A float64 FFT correlation (numpy's pocketfft) gives each output within `delta` of the exact sum (a bound
-   from the line's norm and the transform length, about 1e-9 for 8-bit data, while the
-   FFT's actual error is about 1e-13), in O(log n) per value instead of O(radius).
-2. Where both ends of y +- (delta + the bound on scipy's own rounding) round to the same
-   float32, scipy's sum (inside that interval) rounds there too: the value is certified.
+1. A float64 FFT correlation (numpy's pocketfft) gives each output in O(log n) instead of
+   O(radius), within `delta` of the exact sum: 64 times the classical bound for an FFT
+   convolution (about 13 u log2(N) ||x||_2, Higham, Accuracy and Stability, ch. 24), some
+   3e-10 for 8-bit lines; the largest error measured on image and noise lines is 1/2000 of
+   it (~2e-13).
+2. Where both ends of y +- (delta + 4 times the bound on scipy's own rounding) round to
+   the same float32, scipy's sum (inside that interval) rounds there too: certified.
 3. The rest (a value in 10^3..10^4 for 8-bit images; all-zero windows are exactly 0) is
    summed scipy's way, term for term.
 
