@@ -6,7 +6,8 @@ usage: profile_align.py CASES [--png-level N] [--repeat N]
 CASES is a folder with metfaces.json and its sources (e.g. the design docs'
 `align_cases.py 1 CASES`). Every face is aligned in this process, warm (kernels compiled
 first), and timed by step: decode (open + convert to RGB), steps 5-6 (shrink, crop), step 7
-(pad and blur: the two Gaussian passes, then blend + median + fade), step 8 (QUAD warp and
+(pad and blur: the two Gaussian passes with the first blend applied to each chunk of
+rows as it leaves them, then the median and the fade), step 8 (QUAD warp and
 Lanczos downscale, fused), the PNG encode. With --repeat N the best of N runs per face is
 kept. Figures are CPU time of one worker; `bench_align.py` measures whole runs.
 """
@@ -25,7 +26,7 @@ from metfaces_build.core import exactblur  # noqa: E402
 from metfaces_build.core.records import FaceSpec  # noqa: E402
 from metfaces_build.stages import align as stage  # noqa: E402
 
-STEPS = ["decode", "gaussian", "blend+median+fade", "warp+downscale", "other", "png", "total"]
+STEPS = ["decode", "blur+blend", "median+fade", "warp+downscale", "other", "png", "total"]
 
 
 def _timed(owner, name, key, clock):
@@ -53,7 +54,7 @@ def profile_face(cases: Path, rec: dict, png_level: int, clock: dict) -> dict:
     gauss = clock.get("gaussian", 0.0)
     step7 = clock.get("step7", 0.0)
     step8 = clock.get("step8", 0.0)
-    return {"decode": t1 - t0, "gaussian": gauss, "blend+median+fade": step7 - gauss,
+    return {"decode": t1 - t0, "blur+blend": gauss, "median+fade": step7 - gauss,
             "warp+downscale": step8, "other": (t2 - t1) - step7 - step8, "png": t3 - t2,
             "total": t3 - t0}
 

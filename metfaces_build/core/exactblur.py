@@ -43,24 +43,19 @@ def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
 
     rows_on, cols_on = wy[:, 0, 0] > 0, wx[0, :, 0] > 0
     band = band_regions(rows_on, cols_on)
-    # all blurs before any blend; planar (y, channel, x), as the passes leave them
-    blurred = [gaussian_planar(out, r, blur, radius) for r in band]
     kx = np.clip(mx, 0.0, 1.0)
     ky = np.clip(my, 0.0, 1.0)
     fused = _blend_kernels()
-    values = []
+    values = []  # the blended band, planar (y, channel, x), as the passes leave rows
     band_hist = np.zeros((3, 256), np.int64) if fused is not None else None
-    for (r0, r1, c0, c1), g in zip(band, blurred):
-        if fused is not None:  # the same float32 operations, one pass, binned as it goes
-            sub = np.empty_like(g)
-            if not fused[0](out[r0:r1, c0:c1], g, wx[0, c0:c1, 0], wy[r0:r1, 0, 0], sub,
-                            band_hist):
-                raise ArithmeticError("negative value in the blended band")  # cannot happen
-        else:
-            sub = np.float32(out[r0:r1, c0:c1]).transpose(0, 2, 1)
-            sub += (g - sub) * np.maximum(wx[0, c0:c1, 0], wy[r0:r1])
+    for r0, r1, c0, c1 in band:
+        # each chunk of blurred rows is blended as it leaves the second pass, while in
+        # cache; `out` is only read until the fade, so every blur sees the padded image
+        sub = np.empty((r1 - r0, 3, c1 - c0), np.float32)
+        gaussian_planar(out, (r0, r1, c0, c1), blur, radius,
+                        sink=_Blend(out[r0:r1, c0:c1], wx[0, c0:c1, 0], wy[r0:r1, 0, 0],
+                                    sub, band_hist, fused))
         values.append(sub)
-    del blurred
     med = band_median(out, interior_region(rows_on, cols_on), values, band_hist)
 
     fade = band_regions(ky[:, 0, 0] > 0, kx[0, :, 0] > 0)  # where the median weight is > 0
@@ -75,6 +70,25 @@ def pad_and_blur(rgb: np.ndarray, pad, qsize) -> np.ndarray:
                 part += (med[:, None] - part) * np.maximum(kx[0, b0:b1, 0], ky[a0:a1])
         out[r0:r1, c0:c1] = np.uint8(np.clip(np.rint(sub), 0, 255)).transpose(0, 2, 1)
     return out
+
+
+class _Blend:
+    """Sink for blurred rows [a0, a1) of a band region (planar): the reference's first
+    blend, v = x + (g - x) * max(wx, wy), into `sub`, counted in `hist` (numba), or
+    numpy's same operations."""
+
+    def __init__(self, src, wx, wy, sub, hist, fused):
+        self.src, self.wx, self.wy, self.sub, self.hist, self.fused = src, wx, wy, sub, hist, fused
+
+    def __call__(self, a0: int, a1: int, g: np.ndarray) -> None:
+        if self.fused is not None:  # the same float32 operations, one pass, binned
+            if not self.fused[0](self.src[a0:a1], g, self.wx, self.wy[a0:a1],
+                                 self.sub[a0:a1], self.hist):
+                raise ArithmeticError("negative value in the blended band")  # cannot happen
+            return
+        part = np.float32(self.src[a0:a1]).transpose(0, 2, 1)
+        part += (g - part) * np.maximum(self.wx, self.wy[a0:a1, None, None])
+        self.sub[a0:a1] = part
 
 
 def band_median(img: np.ndarray, interior, band_values: list,
@@ -211,11 +225,12 @@ def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
     return gaussian_planar(img, region, blur, radius).transpose(0, 2, 1)
 
 
-def gaussian_planar(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
+def gaussian_planar(img: np.ndarray, region, blur, radius: int, sink=None):
     """`gaussian_region` as a planar (y, channel, x) array, doing only the work the region
     needs: the rows pass (axis 0, scipy's first) for the region's rows over its columns
     grown by the radius, then the columns pass for the region alone (core/exactgauss.py
-    does each pass)."""
+    does each pass). With `sink`, rows are handed to sink(a0, a1, rows) as they are made
+    instead (and None is returned)."""
     r0, r1, c0, c1 = region
     h, w, _ = img.shape
     f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
@@ -223,14 +238,18 @@ def gaussian_planar(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
         from scipy.ndimage import gaussian_filter1d
         e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
         g = gaussian_filter1d(np.float32(img[e0:e1, f0:f1]), blur, axis=0)[r0 - e0:r1 - e0]
-        return gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0].transpose(0, 2, 1)
+        g = gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0].transpose(0, 2, 1)
+        if sink is None:
+            return g
+        sink(0, r1 - r0, g)
+        return None
     w0, taps = kernel_taps(blur, radius)
     # rows pass: a line per (column, channel), down the rows, extended by reflection
     rows = _reflect(np.arange(r0 - radius, r1 + radius), h)
     g = filter_lines(img[:, f0:f1].transpose(1, 2, 0), rows, w0, taps, transposed=True)
     # columns pass: a line per (row, channel), along the columns (g is (y, c, x))
     cols = _reflect(np.arange(c0 - radius, c1 + radius), w) - f0
-    return filter_lines(g, cols, w0, taps)  # (y, c, x)
+    return filter_lines(g, cols, w0, taps, sink=sink)  # (y, c, x)
 
 
 def gaussian_1d(a: np.ndarray, blur, radius: int, axis: int) -> np.ndarray:

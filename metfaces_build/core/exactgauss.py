@@ -57,12 +57,13 @@ def scipy_kernel_taps(blur, radius: int) -> tuple:
 
 
 def filter_lines(lines: np.ndarray, index, w0: float, taps: np.ndarray,
-                 use_fft=None, transposed: bool = False) -> np.ndarray:
+                 use_fft=None, transposed: bool = False, sink=None):
     """Filter every line of `lines` (A x B x M, any strides; the lines are
     `lines[a, b, index]`, `index` selecting the n + 2 radius samples of the line extended
     at both ends, or None for all M) and return A x B x n float32 (n x B x A with
     `transposed`, the layout whose lines a second pass reads in memory order): scipy's
-    correlation with (w0, taps), bit for bit."""
+    correlation with (w0, taps), bit for bit. With `sink`, each chunk of results is
+    handed to sink(a0, a1, a1 - a0 x B x n array) while in cache, and None returned."""
     radius = taps.size
     a_n, b_n = lines.shape[:2]
     if index is None:
@@ -70,7 +71,8 @@ def filter_lines(lines: np.ndarray, index, w0: float, taps: np.ndarray,
     index = np.ascontiguousarray(index, dtype=np.int64)
     ext = index.size
     n = ext - 2 * radius
-    out = np.empty((n, b_n, a_n) if transposed else (a_n, b_n, n), np.float32)
+    out = None if sink is not None else \
+        np.empty((n, b_n, a_n) if transposed else (a_n, b_n, n), np.float32)
     if use_fft is None:
         use_fft = radius >= FFT_MIN_RADIUS or _direct_kernel() is None
     plan = _FFTPlan(ext, w0, taps) if use_fft else None
@@ -86,7 +88,9 @@ def filter_lines(lines: np.ndarray, index, w0: float, taps: np.ndarray,
         else:
             x[:, :ext] = part[:, :, index].reshape(-1, ext)
         res = plan.filter(x)[0] if use_fft else _direct(x, w0, taps)
-        if not transposed:
+        if sink is not None:
+            sink(a0, a0 + part.shape[0], res.reshape(-1, b_n, n))
+        elif not transposed:
             out[a0:a0 + step] = res.reshape(-1, b_n, n)
         elif store is not None:
             store(res, a0, out)
