@@ -255,6 +255,26 @@ def test_step8_falls_back_to_pillow_without_numba(monkeypatch):
                 "pillow" if mod in accessors else "numba" for mod in (exactwarp, exactresize))
 
 
+def test_shrinking_a_large_original_is_pillows(monkeypatch):
+    """Step 5 (a face over twice the output size: the whole original shrunk first) gives
+    the same crop with the compiled Lanczos as with Pillow's own resize."""
+    from metfaces_build.core import exactresize
+    from metfaces_build.core.records import FaceSpec
+    from metfaces_build.stages.align import AlignParams, align_face
+    big = _texture(700, 620)
+    lm = [[150 + (i % 17) * 25, 120 + (i // 17) * 90] for i in range(68)]
+    lm[36:42] = [[260, 250]] * 6
+    lm[42:48] = [[470, 250]] * 6
+    lm[48], lm[54] = [290, 470], [440, 470]
+    spec = FaceSpec.from_json({"rect": [100, 100, 600, 600], "landmarks": lm, "shrink": 1})
+    params = AlignParams(size=64, supersampling=2)
+    cache: dict = {}
+    ours = np.asarray(align_face(big, spec, params, _shrunk_cache=cache))
+    assert cache, "this face must take the shrink step"
+    monkeypatch.setattr(exactresize, "_kernels", lambda: None)
+    assert np.array_equal(ours, np.asarray(align_face(big, spec, params)))
+
+
 def _gaussian_cases():
     rng = np.random.RandomState(3)
     noise = (rng.rand(157, 301, 3) * 255).astype(np.float32)

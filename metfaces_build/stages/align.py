@@ -44,6 +44,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.exactblur import pad_and_blur
+from ..core.exactresize import resize_lanczos
 from ..core.exactwarp import quad_warp, warp_and_downscale
 from ..core.geometry import crop_box, face_square, landmarks_full
 from ..core.records import FaceSpec
@@ -111,8 +112,8 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
     if shrink > 1:
         rsize = (int(np.rint(float(img.size[0]) / shrink)), int(np.rint(float(img.size[1]) / shrink)))
         cache = _shrunk_cache if _shrunk_cache is not None else {}
-        if rsize not in cache:
-            cache[rsize] = img.resize(rsize, Image.Resampling.LANCZOS)
+        if rsize not in cache:  # Pillow's LANCZOS, bit for bit (core/exactresize.py)
+            cache[rsize] = Image.fromarray(resize_lanczos(np.asarray(img), rsize), "RGB")
         img = cache[rsize]
         quad /= shrink
         qsize /= shrink
