@@ -137,6 +137,14 @@ def fetch(cli, work, srv, *argv):
     return rc, out, err
 
 
+def fetch_object(cli, tmp_path, srv, url):
+    """Object 15 with image `url`, fetched alone: (exit code, its journal row, work dir)."""
+    srv.obj(15, url)
+    work = tmp_path / "w"
+    rc, _, _ = fetch(cli, work, srv, "--ids", "15")
+    return rc, journal(work)[15], work
+
+
 def files_under(root: Path) -> set:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
@@ -146,10 +154,7 @@ def files_under(root: Path) -> set:
 def test_backslash_authority_never_reaches_the_other_port(cli, tmp_path, srv, srv2):
     serve_image(srv)
     serve_image(srv2)
-    srv.obj(15, f"http://127.0.0.1:{srv2.port}\\@127.0.0.1:{srv.port}/img/ok.jpg")
-    work = tmp_path / "w"
-    rc, out, err = fetch(cli, work, srv, "--ids", "15")
-    row = journal(work)[15]
+    rc, row, work = fetch_object(cli, tmp_path, srv, f"http://127.0.0.1:{srv2.port}\\@127.0.0.1:{srv.port}/img/ok.jpg")
     assert rc == 1 and row["status"] == "refused" and "\\" in row["reason"]
     assert srv2.log == [] and "/img/ok.jpg" not in srv.paths()
     assert list((work / "originals").iterdir()) == []
@@ -158,10 +163,7 @@ def test_backslash_authority_never_reaches_the_other_port(cli, tmp_path, srv, sr
 def test_backslash_authority_in_a_redirect_is_refused(cli, tmp_path, srv, srv2):
     serve_image(srv2)
     srv.routes["/img/r.jpg"] = (302, {"Location": f"http://127.0.0.1:{srv2.port}\\@127.0.0.1:{srv.port}/img/ok.jpg"}, b"")
-    srv.obj(15, f"{srv.base}/img/r.jpg")
-    work = tmp_path / "w"
-    rc, out, err = fetch(cli, work, srv, "--ids", "15")
-    row = journal(work)[15]
+    rc, row, work = fetch_object(cli, tmp_path, srv, f"{srv.base}/img/r.jpg")
     assert rc == 1 and row["status"] == "refused" and row["reason"].startswith("redirected to a refused URL")
     assert srv2.log == []
 
@@ -192,10 +194,7 @@ def test_url_check_agrees_with_requests(url):
 
 def test_userinfo_is_refused_and_never_sent_as_basic_auth(cli, tmp_path, srv):
     serve_image(srv)
-    srv.obj(15, f"http://alice:secret@127.0.0.1:{srv.port}/img/ok.jpg")
-    work = tmp_path / "w"
-    rc, out, err = fetch(cli, work, srv, "--ids", "15")
-    row = journal(work)[15]
+    rc, row, work = fetch_object(cli, tmp_path, srv, f"http://alice:secret@127.0.0.1:{srv.port}/img/ok.jpg")
     assert rc == 1 and row["status"] == "refused" and "credentials" in row["reason"]
     assert "secret" not in row["reason"]  # the reason does not repeat the password
     assert not any("Authorization" in h for _, h in srv.log)
@@ -207,10 +206,7 @@ def test_redirect_chain_limit_is_exactly_five(cli, tmp_path, srv, hops, status):
     for i in range(hops):
         nxt = f"/img/r{i + 1}.jpg" if i + 1 < hops else "/img/ok.jpg"
         srv.routes[f"/img/r{i}.jpg"] = (302, {"Location": nxt}, b"")
-    srv.obj(15, f"{srv.base}/img/r0.jpg")
-    work = tmp_path / "w"
-    rc, out, err = fetch(cli, work, srv, "--ids", "15")
-    row = journal(work)[15]
+    rc, row, work = fetch_object(cli, tmp_path, srv, f"{srv.base}/img/r0.jpg")
     assert row["status"] == status, row
     if status != "ok":
         assert row["reason"].startswith("more than 5 redirects")
