@@ -8,7 +8,7 @@ Two facts make this cheaper without changing a single output bit:
 1. The blend weight is exactly 0 more than 4/3 of a pad width inside the image, so only a
    band along the edges changes (`band_regions`); a 1-D Gaussian output depends only on
    inputs within `radius = int(4 * sigma + 0.5)`, so filtering each band region grown by
-   the radius gives the bits of filtering everything (`gaussian_region`).
+   the radius gives the bits of filtering everything (`gaussian_planar`).
 2. Each pass's float32 outputs are scipy's bits from a float64 FFT correlation, certified
    against float32's rounding boundaries, with the few uncertain values summed scipy's
    way (core/exactgauss.py).
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .exactgauss import backend as gauss_backend, filter_lines, kernel_taps
+from .exactgauss import filter_lines, kernel_taps
 from .jit import compiled
 
 
@@ -219,15 +219,10 @@ def _prefix(on: np.ndarray) -> int:
     return int(off[0]) if off.size else int(on.size)
 
 
-def gaussian_region(img: np.ndarray, region, blur, radius: int) -> np.ndarray:
-    """`gaussian_filter(float32(img), [blur, blur, 0])[region]`, bit for bit (img float32
-    or uint8, H x W x channels)."""
-    return gaussian_planar(img, region, blur, radius).transpose(0, 2, 1)
-
-
 def gaussian_planar(img: np.ndarray, region, blur, radius: int, sink=None):
-    """`gaussian_region` as a planar (y, channel, x) array, doing only the work the region
-    needs: the rows pass (axis 0, scipy's first) for the region's rows over its columns
+    """`gaussian_filter(float32(img), [blur, blur, 0])[region]`, bit for bit (img float32
+    or uint8, H x W x channels), as a planar (y, channel, x) array, doing only the work
+    the region needs: the rows pass (axis 0, scipy's first) for the region's rows over its columns
     grown by the radius, then the columns pass for the region alone (core/exactgauss.py
     does each pass). With `sink`, rows are handed to sink(a0, a1, rows) as they are made
     instead (and None is returned)."""
@@ -250,19 +245,6 @@ def gaussian_planar(img: np.ndarray, region, blur, radius: int, sink=None):
     # columns pass: a line per (row, channel), along the columns (g is (y, c, x))
     cols = _reflect(np.arange(c0 - radius, c1 + radius), w) - f0
     return filter_lines(g, cols, w0, taps, sink=sink)  # (y, c, x)
-
-
-def gaussian_1d(a: np.ndarray, blur, radius: int, axis: int) -> np.ndarray:
-    """scipy's `gaussian_filter1d(a, blur, axis)` (mode 'reflect') for float32 `a` with
-    three axes, bit for bit."""
-    n = a.shape[axis]
-    if radius >= n:
-        from scipy.ndimage import gaussian_filter1d
-        return gaussian_filter1d(a, blur, axis=axis)
-    moved = np.moveaxis(a, axis, 2)
-    out = filter_lines(moved, _reflect(np.arange(-radius, n + radius), n),
-                       *kernel_taps(blur, radius))
-    return np.moveaxis(out, 2, axis)
 
 
 def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
@@ -324,8 +306,3 @@ def warm_up() -> None:
     forked workers share them."""
     pad_and_blur(np.zeros((24, 24, 3), np.uint8), (8, 8, 8, 8), np.float32(30.0))
     filter_lines(np.ones((2, 3, 12), np.float32), None, 0.5, np.full(2, 0.125), use_fft=True)
-
-
-def backend() -> str:
-    """Which Gaussian implementation runs (recorded in manifests; the bits are the same)."""
-    return gauss_backend()

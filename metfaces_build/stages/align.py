@@ -139,10 +139,10 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
 
     # Step 8: warp, Lanczos downscale (Pillow's arithmetic, fused: core/exactwarp.py)
     t = params.transform_size
+    data = (quad + 0.5).flatten()
     if params.size < t:
-        return Image.fromarray(warp_and_downscale(pixels, (quad + 0.5).flatten(), t,
-                                                  params.size), "RGB")
-    return Image.fromarray(quad_warp(pixels, (quad + 0.5).flatten(), t), "RGB")
+        return Image.fromarray(warp_and_downscale(pixels, data, t, params.size), "RGB")
+    return Image.fromarray(quad_warp(pixels, data, t), "RGB")
 
 
 # ---- random shifts: pre-drawn in JSON order ------------------------------------------
@@ -225,7 +225,7 @@ def process_image(task: AlignTask) -> list:
     from ..infra.images import ImageProblem, open_image
     from ..infra.files import atomic_write_bytes
     from ..infra.executors import library_versions
-    from ..core.exactblur import backend
+    from ..core.exactgauss import backend
     versions = dict(library_versions(), gaussian=backend())
     params = asdict(task.params)
 
@@ -514,8 +514,9 @@ def _superseded_because(prev: Optional[dict], rec: dict, params: dict) -> str:
         return "source image changed"
     if old["face_spec"] != new["face_spec"]:
         return "face_spec changed (detected again)"
-    if _recorded_params(prev) != params:
-        if {**_recorded_params(prev), "png_level": params.get("png_level")} == params:
+    recorded = _recorded_params(prev)
+    if recorded != params:
+        if {**recorded, "png_level": params.get("png_level")} == params:
             return "PNG level changed (same pixels)"
         return "align parameters changed"
     return ""  # the same crop made again (it was missing or altered): nothing superseded
