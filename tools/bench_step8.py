@@ -71,10 +71,11 @@ def main(argv=None) -> int:
     for _ in range(a.repeat):
         warped = timed("pillow warp", lambda: img.transform(
             (t, t), Image.Transform.QUAD, data, Image.Resampling.BILINEAR))
-        outputs["pillow"] = np.asarray(timed("pillow resize", lambda: warped.resize(
+        outputs["pillow"] = np.asarray(timed("pillow resize", lambda w=warped: w.resize(
             (size, size), Image.Resampling.LANCZOS)))
         ours = timed("our warp", lambda: quad_warp(src, data, t))
-        outputs["ours, two calls"] = timed("our resize", lambda: resize_lanczos(ours, (size, size)))
+        outputs["ours, two calls"] = timed("our resize",
+                                           lambda o=ours: resize_lanczos(o, (size, size)))
         outputs["ours, fused"] = timed("our fused", lambda: warp_and_downscale(src, data, t, size))
         del warped, ours
 

@@ -6,7 +6,6 @@ in the order received gives identical output for any `--workers N`.
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 

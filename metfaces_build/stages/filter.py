@@ -833,7 +833,6 @@ def filter(work, opts: FilterOptions = FilterOptions()) -> FilterSummary:  # noq
     (unless `opts.force`). With `opts.explain`, prints one object's tests, writes nothing."""
     import time
 
-    from ..infra.files import file_digest, read_json
     t0 = time.monotonic()
     work = as_work(work)
     faces_path = Path(opts.faces) if opts.faces else work.faces_json

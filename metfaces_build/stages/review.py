@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 from urllib.parse import quote
 
 from ..core.errors import UsageError
@@ -90,7 +90,7 @@ def _read_faces(path: Path) -> dict:
 def object_info(work: Path, obj_ids) -> dict:
     """Title, artist, department, date and Met URL per object: from the stored API record
     (DIR/api/{id}.json), else from fetch's objects.jsonl."""
-    from ..infra.files import read_json_or_none, read_jsonl
+    from ..infra.files import read_json_or_none
     layout = as_work(work)
     rows = {str(k): r for k, r in layout.objects().items()}
     out = {}
