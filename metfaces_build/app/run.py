@@ -216,7 +216,7 @@ def run(work, opts: RunOptions = RunOptions(),
              ("detect", lambda: detect_work(work, opts.detect_options(), explicit)),
              ("filter", lambda: filter_work(work, opts.filter_options(), filter_given)),
              ("align", lambda: align_work(work, opts.align_options(work), explicit)),
-             ("report", lambda: report(work, ReportOptions(source_images=str(work.path)))),
+             ("report", lambda: report(work, ReportOptions())),
              ("review", lambda: review(work, ReviewOptions(workers=opts.workers, quiet=opts.quiet)))]
     if opts.no_review:
         steps.pop()

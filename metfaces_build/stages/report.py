@@ -604,7 +604,9 @@ def report(work, opts: ReportOptions = ReportOptions()) -> ReportSummary:
         raise UsageError(f"work directory not found: {work.path}")
     own = opts.out_dir is None
     stamp = {"inputs": inputs_stamp(work.path, REPORT_INPUTS),
-             "options": {k: v for k, v in asdict(opts).items() if k != "force"}}
+             "options": {k: v for k, v in asdict(opts).items() if k != "force"
+                         and not (k == "source_images" and v is not None
+                                  and Path(v).resolve() == work.path.resolve())}}
     out_dir = Path(opts.out_dir) if opts.out_dir else work.report_dir
     paths = ReportPaths(out_dir, out_dir / "report.md", out_dir / "report.html",
                         out_dir / "stats.json", {})
