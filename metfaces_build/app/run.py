@@ -167,6 +167,7 @@ class RunSummary(StageSummary):
     stopped_at: Optional[str] = None
     error: Optional[str] = None
     updates: Optional[UpdatesReport] = None
+    unreachable: Optional[str] = None  # why fetch was skipped (the API root did not answer)
 
     @property
     def exit_code(self) -> int:
@@ -224,6 +225,7 @@ def run(work, opts: RunOptions = RunOptions(),
         try:
             s = step()
         except ApiGone as e:  # the rest of the pipeline still runs from what is on disk
+            out.unreachable = str(e)
             s = StageSummary("fetch", failed=1, notes=[f"fetch: skipped: {e}"],
                              lines=["fetch: skipped (API not reachable); the other stages run "
                                     "from what is on disk"])
@@ -304,10 +306,16 @@ def summary_lines(work: Work, s: RunSummary) -> list:
     for st in s.rows:
         state = {None: "not run", 0: "ok", 1: "items failed", 2: "usage error"}.get(
             st.exit_code, f"exit {st.exit_code}")
+        if st.name == "fetch" and s.unreachable:
+            state = "API gone"
         body = f"{st.counts}  " if st.counts else ""
         lines.append(f"  {st.name:<7} {state:<13} {body}-> {st.where}")
-    if s.failed_stages:
-        lines.append(f"some items failed in {', '.join(s.failed_stages)} (exit status 1): each "
+    failed = [n for n in s.failed_stages if not (n == "fetch" and s.unreachable)]
+    if s.unreachable:
+        lines.append("fetch was skipped: the API root did not answer (exit status 1); the "
+                     "other stages ran from what is on disk. Rerun when it answers")
+    if failed:
+        lines.append(f"some items failed in {', '.join(failed)} (exit status 1): each "
                      "is recorded with its reason in that stage's files; rerunning retries "
                      "what can be retried")
     return lines
