@@ -50,7 +50,12 @@ example (the whole pipeline on the built-in emulator):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so main() owns the exit code."""
+    """argparse that raises UsageError instead of exiting, so main() owns the exit code,
+    and never expands a flag's prefix (`--work` must not become `--workers`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401
         raise UsageError(f"{self.prog}: {message}")
@@ -76,13 +81,25 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
+def unknown_command(word: str, names: Sequence[str]) -> str:
+    """The message for a mistyped subcommand, with the closest ones (difflib)."""
+    import difflib
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return (f"metfaces-build: unknown command {word!r}{hint} "
+            f"(commands: {', '.join(names)}; see metfaces-build --help)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # the command is the first word not starting with '-' (no top-level flag takes
         # a value); "" (none, or not a command) configures no subcommand at all
         first = next((a for a in argv if not a.startswith("-")), "")
-        parser = build_parser(first if first in {c[0] for c in COMMANDS} else "")
+        names = [c[0] for c in COMMANDS]
+        if first and first not in names:
+            raise UsageError(unknown_command(first, names))
+        parser = build_parser(first)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help / --version
