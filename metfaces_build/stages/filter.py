@@ -815,6 +815,15 @@ class FilterOptions:
     force: bool = False
     quiet: bool = False
 
+    @staticmethod
+    def validate_values(values: dict, where: str) -> None:
+        """min_score: DETECTOR=NUMBER strings (infra.stage.check_values calls this)."""
+        for s in values.get("min_score") or ():
+            if not isinstance(s, str):
+                raise UsageError(f"{where}: min_score takes DETECTOR=NUMBER strings (the "
+                                 f"API also a dict such as {{'cnn': 0.8}}), got {s!r}")
+            _parse_score(s)
+
 
 @dataclass
 class FilterSummary(StageSummary):
