@@ -77,3 +77,44 @@ def test_mistyped_command_suggests_the_closest(cli):
     assert rc == 2 and "did you mean align?" in err and "Traceback" not in err
     rc, _, err = cli("zzz")
     assert rc == 2 and "unknown command 'zzz'" in err and "did you mean" not in err
+
+
+def test_help_starts_with_what_and_examples(cli):
+    """Each command's --help: the summary and examples before the flags, the details
+    after them (nothing of the manual is dropped: it is all in docs/commands.md too)."""
+    from metfaces_build.app.cli import COMMANDS
+    for name, _, _ in COMMANDS:
+        rc, out, _ = cli(name, "--help")
+        assert rc == 0
+        lines = out.splitlines()
+        options = next(i for i, line in enumerate(lines) if line == "options:")
+        example = next(i for i, line in enumerate(lines) if line.startswith("example"))
+        assert example < options, name
+        assert options < 45, (name, options)   # the flags start on the first screens
+    rc, out, _ = cli("--help")
+    assert rc == 0 and "examples:" in out and "metfaces-build align --work W" in out
+
+
+def test_version_license_and_changelog_agree():
+    import metfaces_build
+    from conftest import REPO
+    v = metfaces_build.__version__
+    assert v == "0.2.0"
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject
+    assert 'version = {attr = "metfaces_build.__version__"}' in pyproject
+    assert f"## {v}" in (REPO / "CHANGELOG.md").read_text()
+    assert 'license = {text = "Apache-2.0"}' in pyproject
+    lic = (REPO / "LICENSE").read_text()
+    assert "Apache License" in lic and "Version 2.0, January 2004" in lic
+    assert "END OF TERMS AND CONDITIONS" in lic
+
+
+def test_version_says_which_copy_runs(capsys):
+    from metfaces_build.app.cli import main
+    import metfaces_build
+    import os
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"metfaces-build {metfaces_build.__version__} (Python ")
+    assert os.path.dirname(metfaces_build.__file__) in out

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..core.errors import UsageError
+from .helptext import split_manual
 
 # (subcommand, module, one-line summary)
 COMMANDS = [
@@ -44,9 +45,22 @@ Every stage reads and writes plain files in a work directory, skips work already
 (--force redoes it), writes atomically, and prints a summary. Run
 `metfaces-build COMMAND --help` for a command's manual.
 
-example (the whole pipeline on the built-in emulator):
-  metfaces-build demo --work ./demo-work
+examples:
+  metfaces-build demo --work ./demo-work      # the whole pipeline on the built-in emulator
+  metfaces-build run --work W --departments "European Paintings" --limit 200
+  metfaces-build align --work W               # W/filtered.json -> W/images/
+  metfaces-build verify --json metfaces.json --images W/images --reference nvidia/images
+
+The manuals of all commands: docs/commands.md.
 """
+
+
+def version_line() -> str:
+    """`metfaces-build 0.2.0 (Python 3.11.7, /path/to/metfaces_build)`: which copy runs."""
+    import os
+    import platform
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return f"metfaces-build {__version__} (Python {platform.python_version()}, {here})"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +80,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     others keep their one-line help), so a run imports one command module, not eleven."""
     parser = _Parser(prog="metfaces-build", description=DESCRIPTION,
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"metfaces-build {__version__}")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, modname, summary in COMMANDS:
         if only is not None and name != only:
@@ -74,7 +88,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
             continue
         mod = importlib.import_module(modname)
         doc = (getattr(mod, "DESCRIPTION", None) or mod.__doc__ or summary).strip()
-        p = sub.add_parser(name, help=summary, description=doc,
+        description, epilog = split_manual(doc, name)  # usage and examples first
+        p = sub.add_parser(name, help=summary, description=description, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.configure_parser(p)
         p.set_defaults(_run=mod.main)

@@ -28,9 +28,8 @@ examples:
   # MetFaces-U (unaligned): random shifts, retried until inside the image, no rotation
   metfaces-build align --json metfaces.json --source-images . --output-dir images-u \\
       --random-shift 0.2 --retry-crops --no-rotation
-  # our own detections (detect stage output) from a work directory
-  metfaces-build align --json metfaces-work/filtered.json \\
-      --source-images metfaces-work --output-dir metfaces-work/images
+  # our own detections, in a work directory: its filtered.json -> its images/
+  metfaces-build align --work metfaces-work
 """
 from __future__ import annotations
 
