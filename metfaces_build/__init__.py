@@ -16,7 +16,7 @@ The public API is small and imports nothing heavy until used (see metfaces_build
     faces = detect_image("painting.jpg")    # FaceRecords, face_spec in the shrunk frame
     crop = align_face("painting.jpg", faces[0].face_spec, size=256)
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # pyproject.toml reads it (one place); see CHANGELOG.md
 PROJECT_URL = "https://github.com/metfaces-build/metfaces-build"
 
 # public name -> module that defines it (imported on first use: `import metfaces_build`

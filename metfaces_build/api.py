@@ -15,11 +15,18 @@ names the valid ones; a user mistake (a missing file, a bad combination) a Usage
     filter(work)
     align(work)
 
+Values are checked as the CLI checks them (`infra.stage.check_values`): `detector="CNN"`
+is a UsageError naming the valid detectors. `inspect.signature(detect)` (and help(),
+IPython's call tips) list every keyword option with its type and default, read from the
+stage's options dataclass.
+
 Heavy libraries (numpy, dlib, scipy) load inside the functions that need them.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
@@ -27,6 +34,58 @@ from typing import Any, Iterator, Optional, Union
 from .infra.workdir import Work
 
 PathLike = Union[str, os.PathLike]
+
+
+class _StageFunction:
+    """A stage function whose signature lists its options dataclass's fields as
+    keyword-only parameters (type, default), computed when first asked for, so that
+    importing the API stays cheap; calling it calls the function."""
+
+    def __init__(self, fn, options: str, consumed: tuple = ()):
+        functools.update_wrapper(self, fn)
+        self._fn, self._options, self._consumed = fn, options, consumed
+        self._signature = None
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<function metfaces_build.{self.__name__}>"
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        if self._signature is None:
+            import dataclasses
+            import importlib
+            import typing
+            modname, _, clsname = self._options.rpartition(".")
+            cls = getattr(importlib.import_module(modname), clsname)
+            hints = typing.get_type_hints(cls)
+            own = inspect.signature(self._fn)
+            params = [p for p in own.parameters.values() if p.kind != p.VAR_KEYWORD]
+            named = {p.name for p in params} | set(self._consumed)
+            for f in dataclasses.fields(cls):
+                if f.name in named:
+                    continue
+                if f.default is not dataclasses.MISSING:
+                    default = f.default
+                elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                    default = f.default_factory()  # type: ignore[misc]
+                else:  # given by the positional argument (e.g. align's Work)
+                    default = None
+                annotation = hints.get(f.name, Any)
+                if default is None and typing.get_origin(annotation) is not typing.Union:
+                    annotation = Optional[annotation]
+                params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                                default=default, annotation=annotation))
+            self._signature = own.replace(parameters=params)
+        return self._signature
+
+
+def _options_signature(options: str, consumed: tuple = ()):
+    """Decorator: give the stage function the keyword options of `options` (a dotted
+    path to its options dataclass) in its signature."""
+    return lambda fn: _StageFunction(fn, options, consumed)
 
 
 def _work(work) -> Work:
@@ -44,6 +103,7 @@ def _id_list(value) -> Optional[str]:
 
 # ---- stages -------------------------------------------------------------------------------
 
+@_options_signature("metfaces_build.stages.fetch.FetchOptions")
 def fetch(work, **options) -> Any:
     """Download Met object records and original images into `work` (see `metfaces-build
     fetch --help`). Say what to fetch with departments= ("11,9", "European Paintings" or
@@ -62,6 +122,7 @@ def fetch(work, **options) -> Any:
                       set(options))
 
 
+@_options_signature("metfaces_build.stages.detect.DetectOptions")
 def detect(work=None, **options) -> Any:
     """Find faces and 68 landmarks in every fetched original of `work` -> faces.json (or,
     with images= and out=, in every image of a folder). detector="hog" | "cnn" | "cascade",
@@ -75,13 +136,19 @@ def detect(work=None, **options) -> Any:
     return detect_work(_work(work), opts, set(options))
 
 
+@_options_signature("metfaces_build.stages.filter.FilterOptions")
 def filter(work, **options) -> Any:  # noqa: A001 - the stage's name
     """Prune faces.json of `work` with the explicit tests -> filtered.json, rejected.jsonl
     (thresholds as keywords, e.g. min_size=512, min_score={"cnn": 0.8}; config= a TOML
     file). Returns FilterSummary."""
     from .infra.stage import options_from_kwargs
     from .stages.filter import FilterOptions, filter as stage
+    from .core.errors import UsageError
     score = options.get("min_score")
+    if isinstance(score, (int, float)) and not isinstance(score, bool):
+        raise UsageError(f"filter: min_score is a threshold per detector (HOG's and the CNN's "
+                         f"scores have different scales): min_score={{'cnn': {score}}} or "
+                         f"'cnn={score}', not a bare {score}")
     if isinstance(score, dict):
         options["min_score"] = tuple(f"{k}={v}" for k, v in score.items())
     elif isinstance(score, str):
@@ -93,6 +160,7 @@ def filter(work, **options) -> Any:  # noqa: A001 - the stage's name
     return filter_work(_work(work), opts, set(options))
 
 
+@_options_signature("metfaces_build.stages.align.AlignOptions")
 def align(work_or_json, **options) -> Any:
     """Crop aligned faces with MetFaces' exact arithmetic. Given a Work (or a work
     directory): its filtered.json, sources under it, crops into its images/. Given a
@@ -101,6 +169,9 @@ def align(work_or_json, **options) -> Any:
     from .infra.stage import options_from_kwargs
     from .stages.align import AlignOptions, align as stage
     target = work_or_json
+    for k in ("json", "source_images", "output_dir"):
+        if options.get(k, "") is None:  # the signature's None: from the Work
+            del options[k]
     if isinstance(target, Work) or Path(target).is_dir():
         from .stages.recipe import align_work
         given = set(options)
@@ -117,6 +188,7 @@ def align(work_or_json, **options) -> Any:
     return stage(options_from_kwargs(AlignOptions, options, "align"))
 
 
+@_options_signature("metfaces_build.stages.compare.CompareOptions")
 def compare(stored=None, regenerated=None, **options) -> Any:
     """Regenerated vs stored landmarks (two face lists), or crops=(folder_a, folder_b);
     with out=, writes compare.json and (landmarks) a report there. Returns
@@ -133,6 +205,7 @@ def compare(stored=None, regenerated=None, **options) -> Any:
     return compare_with_report(options_from_kwargs(CompareOptions, options, "compare"))
 
 
+@_options_signature("metfaces_build.stages.report.ReportOptions")
 def report(work, **options) -> Any:
     """Write report/report.md, report.html and stats.json for whatever `work` holds.
     Returns ReportSummary (`.outputs["markdown"]`)."""
@@ -141,6 +214,7 @@ def report(work, **options) -> Any:
     return stage(_work(work), options_from_kwargs(ReportOptions, options, "report"))
 
 
+@_options_signature("metfaces_build.stages.review.ReviewOptions")
 def review(work, **options) -> Any:
     """Write report/review.html (every face, its decision and reasons, to sort and
     overrule) and its thumbnails. Returns ReviewSummary (`.page`, `.faces`)."""
@@ -149,6 +223,7 @@ def review(work, **options) -> Any:
     return stage(_work(work), options_from_kwargs(ReviewOptions, options, "review"))
 
 
+@_options_signature("metfaces_build.stages.export.ExportOptions", consumed=('out',))
 def export(work, out, **options) -> Any:
     """Pack the ok crops of `work`/images (or images=) into a StyleGAN dataset at `out`
     (a .zip, or a folder). Returns ExportSummary."""
@@ -159,6 +234,7 @@ def export(work, out, **options) -> Any:
                  options_from_kwargs(ExportOptions, options, "export"))
 
 
+@_options_signature("metfaces_build.stages.verify.VerifyOptions")
 def verify(json, images, **options) -> Any:
     """Check the crops in `images` against the image_md5 of each record of `json`.
     Returns VerifySummary."""
@@ -168,6 +244,7 @@ def verify(json, images, **options) -> Any:
     return stage(options_from_kwargs(VerifyOptions, options, "verify"))
 
 
+@_options_signature("metfaces_build.app.run.RunOptions")
 def run(work, **options) -> Any:
     """fetch -> detect -> filter -> align -> report in `work`, resumable (every fetch and
     detect keyword, fetch_workers=, filter_config=). Returns RunSummary; a usage error in
@@ -214,14 +291,17 @@ def detect_image(image, detector: str = "hog", max_side: int = 1024, *,
     landmarks in the shrunk frame, shrink) feeds `align_face` directly. As in the stage, a
     face whose aligned crop would be under `min_face` original pixels is not searched for
     (0: every face the scan can find)."""
+    from .core.errors import UsageError
     from .infra.models import load_models, resolve_models
+    from .infra.stage import options_from_kwargs
     from .stages import detect as D
-    if detector not in D.DETECTORS:
-        raise ValueError(f"unknown detector {detector!r} (choose {', '.join(D.DETECTORS)})")
-    opts = D.DetectOptions(detector=detector, max_side=max_side, workers=1, min_face=min_face,
-                           **({} if upsample is None else {"upsample": upsample}))
+    opts = options_from_kwargs(D.DetectOptions, dict(
+        detector=detector, max_side=max_side, workers=1, min_face=min_face,
+        **({} if upsample is None else {"upsample": upsample})), "detect_image")
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        if not path.is_file():
+            raise UsageError(f"detect_image: no such image file: {path}")
         shrunk = D.load_shrunk(path, max_side)
         obj_id, source_path = path.stem, path.name
         from .infra.files import file_digest
@@ -258,19 +338,32 @@ def _shrink_in_memory(image, max_side: int):
 def align_face(image, face_spec, size: int = 1024, rotate: bool = True, *,
                padding: bool = True, supersampling: int = 4):
     """One aligned crop (a PIL image) of the face `face_spec` (a FaceSpec, a FaceRecord or
-    a face_spec dict) in `image` (a path or a full-resolution PIL image), with
-    MetFaces' exact arithmetic."""
+    a face_spec dict) in `image` (a path, a full-resolution PIL image or an HxWx3 uint8
+    array), with MetFaces' exact arithmetic. The crop keeps the source's colour profile
+    where NVIDIA's script keeps it (`crop.info["icc_profile"]`, written by `crop.save`).
+    size and supersampling are checked as align's --size and --supersampling."""
+    import numpy as np
     from PIL import Image
 
+    from .core.errors import UsageError
     from .core.records import FaceSpec
-    from .stages.align import AlignParams, align_face as crop
+    from .infra.stage import check_values
+    from .stages.align import AlignOptions, AlignParams, align_face as crop
+    check_values(AlignOptions, {"size": size, "supersampling": supersampling}, "align_face")
     spec = getattr(face_spec, "face_spec", face_spec)
     if isinstance(spec, dict):
         spec = FaceSpec.from_json(spec)
+    if not isinstance(spec, FaceSpec):
+        raise UsageError(f"align_face: face_spec must be a FaceSpec, a FaceRecord or a "
+                         f"face_spec dict, got {type(face_spec).__name__}")
     params = AlignParams(size=size, supersampling=supersampling, rotate=rotate, padding=padding)
     if isinstance(image, (str, os.PathLike)):
+        if not Path(image).is_file():
+            raise UsageError(f"align_face: no such image file: {image}")
         with Image.open(image) as im:
             return crop(im.convert("RGB"), spec, params)
+    if not hasattr(image, "mode"):  # an array, as detect_image takes
+        image = Image.fromarray(np.asarray(image))
     return crop(image.convert("RGB") if image.mode != "RGB" else image, spec, params)
 
 

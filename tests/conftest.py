@@ -56,3 +56,27 @@ def run_cli_subprocess(*argv, timeout=600, **kw) -> subprocess.CompletedProcess:
     """Run `python -m metfaces_build ...` as a separate process (kill tests, real exit codes)."""
     return subprocess.run([sys.executable, "-m", "metfaces_build", *map(str, argv)],
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _reads_shared(item) -> bool:
+    """Whether a test can behave differently without ../shared: it takes the `shared`
+    fixture, or its module names SHARED / shared_path (fallback photos, skips)."""
+    if "shared" in getattr(item, "fixturenames", ()):
+        return True
+    module = getattr(item, "module", None)
+    try:
+        source = Path(module.__file__).read_text() if module is not None else ""
+    except OSError:
+        return False
+    return "SHARED" in source or "shared_path" in source
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "reads_shared: can behave differently without ../shared "
+                            "(marked automatically; CI's run without ../shared selects these)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _reads_shared(item):
+            item.add_marker(pytest.mark.reads_shared)

@@ -70,7 +70,8 @@ def test_write_report_from_a_work_dir(tmp_path, cli):
     assert "4 kept, 1 rejected" in md and "| resolution | 1 |" in md
     assert "median NME" in md and "(kept.png)" in md and "(mismatch.png)" in md
     page = paths.html.read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert len(re.findall(r"data:image/(?:png|jpeg);base64,", page)) == 3
+    assert "review.html" in md and "| min_size | 150 | smallest qsize" in md  # no raw JSON
     assert not re.search(r"src=['\"](?!data:)", page)  # self-contained: no external files
     stats = json.loads(paths.stats.read_text())
     assert stats["filter"]["kept"] == 4 and stats["compare"]["matched"] == 5

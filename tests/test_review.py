@@ -116,7 +116,7 @@ def test_apply_overrides_decides_over_the_tests_and_keeps_the_measures():
     assert vs[1].reasons == [] and vs[1].failed == ["resolution"]
     assert vs[2].reasons == ["resolution"] and vs[2].override is None
     assert vs[1].values()["override"] == {"decision": "keep", "tests_failed": ["resolution"],
-                                          "limits": {"resolution": ">= 150 px"}}
+                                          "limits": {"resolution": "needs >= 150 px"}}
     assert vs[0].rejection().to_json()["reasons"] == ["override"]
     # a decision that agrees with the tests moves nothing but is still recorded
     assert flt.apply_overrides(vs, {"1-00": "keep"}) == 0 and vs[0].values()["override"]["decision"] == "keep"
@@ -128,7 +128,7 @@ def test_filter_overrides_move_exactly_those_faces_and_persist(work, cli, tmp_pa
     before = decisions(work)
     assert before["101-00"] == ("rejected", ["resolution"]) and before["100-00"] == ("kept", [])
     rows = [json.loads(line) for line in (work / "rejected.jsonl").read_text().splitlines()]
-    assert next(r for r in rows if r["obj_id"] == "101")["limits"] == {"resolution": ">= 150 px"}
+    assert next(r for r in rows if r["obj_id"] == "101")["limits"] == {"resolution": "needs >= 150 px"}
 
     ov = tmp_path / "overrides.json"
     ov.write_text(json.dumps({"faces": {"101-00": "keep", "100-00": "reject"}}))
@@ -201,8 +201,8 @@ def test_review_page_data_thumbnails_and_provenance(work, cli):
     # every failed test with its measured value and limit
     small = faces["101-00"]["failed"]
     assert [t["test"] for t in small] == ["resolution"]
-    assert small[0]["value"] < 150 and small[0]["limit"] == ">= 150 px"
-    assert faces["102-00"]["failed"] == [{"test": "score", "value": 0.1, "limit": ">= 0.3 (cnn)"}]
+    assert small[0]["value"] < 150 and small[0]["limit"] == "needs >= 150 px"
+    assert faces["102-00"]["failed"] == [{"test": "score", "value": 0.1, "limit": "needs >= 0.3 (cnn)"}]
     assert faces["100-00"]["failed"] == [] and faces["100-00"]["detector"] == "cnn"
     # provenance: the stored API record, else objects.jsonl
     o = data["objects"]

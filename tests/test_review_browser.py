@@ -66,7 +66,7 @@ def test_one_card_per_face_with_the_right_decision(page, work):
     assert page.eval("document.getElementById('count').textContent").startswith("6 of 6 faces shown")
     # reasons with measured value and limit are on the card
     text = page.eval("document.querySelector('[data-face=\"102-00\"] .fails').textContent")
-    assert text == "score: 0.1 >= 0.3 (cnn)"
+    assert text == "score: 0.1 needs >= 0.3 (cnn)"
     # thumbnails load (no broken image) and the escaped title shows as text
     page.eval("window.scrollTo(0, document.body.scrollHeight)")
     deadline = time.monotonic() + 10

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..core.errors import UsageError
+from .helptext import split_manual
 
 # (subcommand, module, one-line summary)
 COMMANDS = [
@@ -46,13 +47,31 @@ Every stage reads and writes plain files in a work directory, skips work already
 (--force redoes it), writes atomically, and prints a summary. Run
 `metfaces-build COMMAND --help` for a command's manual.
 
-example (the whole pipeline on the built-in emulator):
-  metfaces-build demo --work ./demo-work
+examples:
+  metfaces-build demo --work ./demo-work      # the whole pipeline on the built-in emulator
+  metfaces-build run --work W --departments "European Paintings" --limit 200
+  metfaces-build align --work W               # W/filtered.json -> W/images/
+  metfaces-build verify --json metfaces.json --images W/images --reference nvidia/images
+
+The manuals of all commands: docs/commands.md.
 """
 
 
+def version_line() -> str:
+    """`metfaces-build 0.2.0 (Python 3.11.7, /path/to/metfaces_build)`: which copy runs."""
+    import os
+    import platform
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return f"metfaces-build {__version__} (Python {platform.python_version()}, {here})"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so main() owns the exit code."""
+    """argparse that raises UsageError instead of exiting, so main() owns the exit code,
+    and never expands a flag's prefix (`--work` must not become `--workers`)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401
         raise UsageError(f"{self.prog}: {message}")
@@ -63,7 +82,7 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     others keep their one-line help), so a run imports one command module, not eleven."""
     parser = _Parser(prog="metfaces-build", description=DESCRIPTION,
                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"metfaces-build {__version__}")
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, modname, summary in COMMANDS:
         if only is not None and name != only:
@@ -71,7 +90,8 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
             continue
         mod = importlib.import_module(modname)
         doc = (getattr(mod, "DESCRIPTION", None) or mod.__doc__ or summary).strip()
-        p = sub.add_parser(name, help=summary, description=doc,
+        description, epilog = split_manual(doc, name)  # usage and examples first
+        p = sub.add_parser(name, help=summary, description=description, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.configure_parser(p)
         p.set_defaults(_run=mod.main, _parser=p)
@@ -86,13 +106,25 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
             if a.option_strings and any(s in typed for s in a.option_strings)}
 
 
+def unknown_command(word: str, names: Sequence[str]) -> str:
+    """The message for a mistyped subcommand, with the closest ones (difflib)."""
+    import difflib
+    close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return (f"metfaces-build: unknown command {word!r}{hint} "
+            f"(commands: {', '.join(names)}; see metfaces-build --help)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         # the command is the first word not starting with '-' (no top-level flag takes
         # a value); "" (none, or not a command) configures no subcommand at all
         first = next((a for a in argv if not a.startswith("-")), "")
-        parser = build_parser(first if first in {c[0] for c in COMMANDS} else "")
+        names = [c[0] for c in COMMANDS]
+        if first and first not in names:
+            raise UsageError(unknown_command(first, names))
+        parser = build_parser(first)
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # --help / --version

@@ -97,7 +97,12 @@ def main(args) -> int:
         opts = RunOptions(api=emu.api_root, departments=DEPARTMENTS, workers=args.workers,
                           min_face=0, no_review=True,  # review: written after compare
                           force=args.force, quiet=args.quiet, **FETCH_OPTIONS)
-        if print_run(run(layout, opts, echo=print_summary)) == 2:
+        summary = run(layout, opts, echo=print_summary)
+        # the sample collection fails some items on purpose (assess() below tells expected
+        # from unexpected, and only the latter make the demo exit 1): say so here
+        summary.lines = [EXPECTED_FAILURES_NOTE if line.startswith("some items failed in ")
+                         else line for line in summary.lines]
+        if print_run(summary) == 2:
             return 2
         try:
             compare_rc = print_summary(compare_with_report(CompareOptions(
@@ -120,6 +125,12 @@ def main(args) -> int:
     if review is not None:
         print(f"review page: {review} (open it in a browser: every face, keep/reject overrides)")
     return 1 if outcome.errors else 0
+
+
+EXPECTED_FAILURES_NOTE = (
+    "some items failed on purpose (the sample collection holds a refused 300-Mpx image, "
+    "objects without an image, ...): the check at the end says whether any failure was "
+    "unexpected; only those make the demo exit 1")
 
 
 class Outcome:
@@ -183,10 +194,11 @@ def print_headline(work: Path, o: Outcome, stats: dict, seconds: float) -> None:
                                                        key=lambda kv: -kv[1]))
     cmp_ = n["compare"]
     print(f"\ndemo finished in {seconds:.0f} s")
+    injected = sum(faults.values())
     print(f"  emulator   {stats.get('requests', 0)} requests, "
-          f"{sum(faults.values())} faults injected"
-          + (f" ({', '.join(f'{v} {k}' for k, v in sorted(faults.items()))})" if faults else "")
-          + ("" if any(e.startswith("fetch") for e in o.errors) else ", all retried"))
+          + (f"{injected} faults injected ({', '.join(f'{v} {k}' for k, v in sorted(faults.items()))})"
+             + ("" if any(e.startswith("fetch") for e in o.errors) else ", all retried")
+             if injected else "no faults injected"))
     print(f"  fetched    {n['fetched']} originals of {n['objects']} objects")
     if o.expected:
         print(f"  expected   {', '.join(f'{v} {k}' for k, v in sorted(o.expected.items()))}: "

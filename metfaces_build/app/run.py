@@ -86,6 +86,9 @@ class RunOptions(FetchOptions):
     overrides: Optional[str] = None   # a person's decisions, handed to filter
     no_review: bool = False           # skip report/review.html (e.g. written later)
 
+    CHOICES = DetectOptions.CHOICES   # checked before fetch starts (infra.stage.check_values)
+    LIMITS = DetectOptions.LIMITS
+
     def fetch_options(self) -> FetchOptions:
         return options_from_args(FetchOptions, self, workers=self.fetch_workers)
 

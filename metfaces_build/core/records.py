@@ -83,6 +83,22 @@ class FaceSpec:
         return {"rect": list(self.rect), "landmarks": [list(p) for p in self.landmarks],
                 "shrink": self.shrink}
 
+    def box_full(self) -> tuple:
+        """The detection box in the full-resolution image as edges (x0, y0, x1, y1),
+        floats, as torchvision's boxes (face_recognition's (top, right, bottom, left) is
+        (y0, x1, y1, x0)): shrunk pixel l spans [l, l + 1), i.e. [l * shrink, (l + 1) *
+        shrink) at full resolution. The same mapping as geometry.rect_full."""
+        l, t, r, b = self.rect
+        s = self.shrink
+        return (float(l * s), float(t * s), float((r + 1) * s), float((b + 1) * s))
+
+    def landmarks_full(self) -> tuple:
+        """The 68 landmarks in full-resolution continuous coordinates, ((p + 0.5) *
+        shrink) per axis: the points align crops around (geometry.landmarks_full). The
+        full-resolution pixel index is this minus 0.5."""
+        s = self.shrink
+        return tuple(((x + 0.5) * s, (y + 0.5) * s) for x, y in self.landmarks)
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)

@@ -53,32 +53,78 @@ def make_executor(kind: str = "local", workers: int = 1, scheduler: Optional[str
 
 
 class Progress:
-    """Count, rate and ETA on stderr (tqdm); silent with quiet=True."""
+    """Count, rate and ETA on stderr; silent with quiet=True. On a terminal a tqdm bar;
+    otherwise (a log file, a pipe, CI) a plain line every `LOG_INTERVAL` seconds and one
+    at the end, no carriage returns. Nothing at all until the first item is done, so a
+    rerun with nothing to do prints no empty bar."""
 
-    def __init__(self, total: Optional[int], desc: str, quiet: bool = False, unit: str = "it"):
+    LOG_INTERVAL = 30.0
+
+    def __init__(self, total: Optional[int], desc: str, quiet: bool = False, unit: str = "it",
+                 stream=None, clock: Callable[[], float] = None):
+        import time
         self.quiet = quiet
+        self.total, self.desc, self.unit = total, desc, unit
+        self._stream = stream
+        self._clock = clock or time.monotonic
         self._bar = None
-        if not quiet:
-            from tqdm import tqdm
-            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
-                             mininterval=0.5, dynamic_ncols=True, leave=True)
+        self._done = 0
+        self._postfix: dict = {}
+        self._t0 = self._last = None
+
+    @property
+    def stream(self):
+        return self._stream if self._stream is not None else sys.stderr
+
+    def _tty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
 
     def update(self, n: int = 1, **postfix) -> None:
+        if self.quiet:
+            return
+        now = self._clock()
+        if self._t0 is None:
+            self._t0 = self._last = now
+            if self._tty():
+                from tqdm import tqdm
+                self._bar = tqdm(total=self.total, desc=self.desc, unit=self.unit,
+                                 file=self.stream, mininterval=0.5, dynamic_ncols=True,
+                                 leave=True)
+        self._done += n
+        self._postfix.update(postfix)
         if self._bar is not None:
             if postfix:
                 self._bar.set_postfix(postfix, refresh=False)
             self._bar.update(n)
+        elif now - self._last >= self.LOG_INTERVAL:
+            self._last = now
+            self._line()
+
+    def _line(self) -> None:
+        elapsed = self._clock() - self._t0
+        of = f"/{self.total}" if self.total else ""
+        pct = f" ({100 * self._done / self.total:.0f}%)" if self.total else ""
+        rate = f", {self._done / elapsed:.1f} {self.unit}/s" if elapsed > 0 else ""
+        extra = "".join(f", {k}={v}" for k, v in self._postfix.items())
+        print(f"{self.desc}: {self._done}{of} {self.unit}{pct} in {elapsed:.0f} s{rate}{extra}",
+              file=self.stream, flush=True)
 
     def write(self, msg: str) -> None:
         if self._bar is not None:
-            self._bar.write(msg, file=sys.stderr)
+            self._bar.write(msg, file=self.stream)
         elif not self.quiet:
-            print(msg, file=sys.stderr)
+            print(msg, file=self.stream)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        elif self._t0 is not None and not self.quiet:
+            self._line()
+            self._t0 = None
 
     def __enter__(self) -> "Progress":
         return self

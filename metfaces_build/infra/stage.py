@@ -10,9 +10,14 @@ CLI prints, so run, demo and a notebook treat every stage alike.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, Optional
+
+from ..core.errors import UsageError
 
 
 def default_workers() -> int:
@@ -76,18 +81,107 @@ def option_names(cls) -> list:
 
 def options_from_args(cls, args, **overrides):
     """`cls` from an argparse namespace: every field is read by name (a field the parser
-    does not define is an AttributeError, never silently dropped); `overrides` win."""
+    does not define is an AttributeError, never silently dropped); `overrides` win. The
+    values pass `check_values`, as the API's do."""
     values = {}
     for name in option_names(cls):
         values[name] = overrides[name] if name in overrides else getattr(args, name)
-    return cls(**values)
+    return cls(**check_values(cls, values, stage_name(cls)))
 
 
 def options_from_kwargs(cls, kwargs: dict, where: str):
-    """`cls` from keyword arguments; an unknown name is a TypeError naming the valid ones."""
+    """`cls` from keyword arguments; an unknown name is a TypeError naming the valid ones,
+    a bad value a UsageError (`check_values`, the CLI's check too)."""
     names = option_names(cls)
     unknown = sorted(set(kwargs) - set(names))
     if unknown:
         raise TypeError(f"{where}() got unexpected keyword argument(s) {', '.join(unknown)}; "
                         f"valid: {', '.join(names)}")
-    return cls(**kwargs)
+    return cls(**check_values(cls, kwargs, where))
+
+
+# ---- one validation of option values, for the CLI and the API --------------------------------
+
+# bounds every options class shares (a class's own LIMITS add to and override these)
+COMMON_LIMITS = {"workers": (1, None), "fetch_workers": (1, None), "max_pixels": (1, None)}
+
+
+def stage_name(cls) -> str:
+    """'detect' for DetectOptions: the name messages start with."""
+    return cls.__name__[:-len("Options")].lower() if cls.__name__.endswith("Options") else cls.__name__
+
+
+@lru_cache(maxsize=None)
+def option_types(cls) -> dict:
+    """{field: (type, optional)} from the dataclass's annotations (str, int, float, bool,
+    tuple, or Optional of one)."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        t, optional = hints.get(f.name, Any), False
+        if typing.get_origin(t) is typing.Union:
+            args = [a for a in typing.get_args(t) if a is not type(None)]
+            optional, t = True, (args[0] if len(args) == 1 else Any)
+        out[f.name] = (t, optional)
+    return out
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def check_values(cls, values: dict, where: Optional[str] = None) -> dict:
+    """`values` (some or all fields of options class `cls`) checked and normalised: each
+    has its field's type (a path may be any os.PathLike, kept as str; a list where a tuple
+    is declared becomes a tuple; an int where a float is), a value among the class's
+    `CHOICES` {field: allowed} and within its `LIMITS` {field: (lo, hi)}. The CLI
+    (options_from_args, after argparse's own checks) and the API (options_from_kwargs)
+    both pass here, so both refuse the same values: a UsageError naming the option."""
+    where = where or stage_name(cls)
+    types = option_types(cls)
+    choices = getattr(cls, "CHOICES", {})
+    limits = {**COMMON_LIMITS, **getattr(cls, "LIMITS", {})}
+    out = dict(values)
+    for name, v in values.items():
+        if name not in types:
+            continue
+        t, optional = types[name]
+        if v is None:
+            if optional:
+                continue
+            raise UsageError(f"{where}: {name} needs a value")
+        if t is bool:
+            ok = isinstance(v, bool)
+        elif t is int:
+            ok = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+            v = int(v) if ok else v
+        elif t is float:
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
+            v = float(v) if ok else v
+        elif t is str:
+            if isinstance(v, os.PathLike):
+                v = os.fspath(v)
+            ok = isinstance(v, str)
+        elif t is tuple:
+            ok = isinstance(v, (tuple, list))
+            v = tuple(v) if ok else v
+        else:
+            ok = True
+        if not ok:
+            kind = {bool: "True or False", int: "a whole number", float: "a number",
+                    str: "a string (or a path)", tuple: "a list or tuple"}[t]
+            raise UsageError(f"{where}: {name} must be {kind}, got {_short(v)}")
+        if name in choices and v not in choices[name]:
+            raise UsageError(f"{where}: {name} must be one of {', '.join(map(str, choices[name]))}; "
+                             f"got {_short(v)}")
+        if name in limits and t in (int, float):
+            lo, hi = limits[name]
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                bounds = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+                raise UsageError(f"{where}: {name} must be {bounds}, got {v}")
+        out[name] = v
+    check = getattr(cls, "validate_values", None)
+    if check is not None:
+        check(out, where)
+    return out

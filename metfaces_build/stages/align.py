@@ -28,9 +28,8 @@ examples:
   # MetFaces-U (unaligned): random shifts, retried until inside the image, no rotation
   metfaces-build align --json metfaces.json --source-images . --output-dir images-u \\
       --random-shift 0.2 --retry-crops --no-rotation
-  # our own detections (detect stage output) from a work directory
-  metfaces-build align --json metfaces-work/filtered.json \\
-      --source-images metfaces-work --output-dir metfaces-work/images
+  # our own detections, in a work directory: its filtered.json -> its images/
+  metfaces-build align --work metfaces-work
 """
 from __future__ import annotations
 
@@ -97,8 +96,10 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
 
     `normal` is the accepted random-shift draw for this face (see `draw_shifts`); None
     means no shift. `_shrunk_cache` lets faces of one image share its downscaled copies.
+    The crop carries what the reference's does of `image.info` (`carried_info`).
     """
     from PIL import Image
+    info = carried_info(image)
     lm = landmarks_full(face_spec.landmarks, face_spec.shrink)
     sq = face_square(lm, rotate=params.rotate)
     qsize = sq.qsize
@@ -136,13 +137,32 @@ def align_face(image, face_spec, params: AlignParams = AlignParams(),
         pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
         pixels = pad_and_blur(pixels, pad, qsize)
         quad += pad[:2]
+        info = {}  # the reference's Image.fromarray after the blur starts afresh
 
     # Step 8: warp, Lanczos downscale (Pillow's arithmetic, fused: core/exactwarp.py)
     t = params.transform_size
     data = (quad + 0.5).flatten()
     if params.size < t:
-        return Image.fromarray(warp_and_downscale(pixels, data, t, params.size), "RGB")
-    return Image.fromarray(quad_warp(pixels, data, t), "RGB")
+        out = Image.fromarray(warp_and_downscale(pixels, data, t, params.size), "RGB")
+    else:
+        out = Image.fromarray(quad_warp(pixels, data, t), "RGB")
+    out.info.update(info)
+    return out
+
+
+# what of the source's `info` reaches the reference's PNG: Pillow copies `info` through
+# convert, resize, crop and transform, and its PNG writer reads these two keys from it
+# (the colour profile as an iCCP chunk, an RGB transparency colour as tRNS)
+CARRIED_INFO = ("icc_profile", "transparency")
+
+
+def carried_info(image) -> dict:
+    """The entries of an RGB source's `info` that NVIDIA's script writes into the crop
+    PNG, unless step 7 padded it (its Image.fromarray drops them): the ICC profile
+    (Met JPEGs often carry one; a viewer that honours it shows other colours without
+    it) and an RGB transparency colour."""
+    info = getattr(image, "info", None) or {}
+    return {k: info[k] for k in CARRIED_INFO if info.get(k) is not None}
 
 
 # ---- random shifts: pre-drawn in JSON order ------------------------------------------
@@ -328,6 +348,11 @@ class AlignOptions:
     quiet: bool = False
     executor: str = "local"
     scheduler: Optional[str] = None
+
+    # checked for the CLI and the API alike (infra.stage.check_values)
+    CHOICES = {"executor": ("local", "dask")}
+    LIMITS = {"random_shift": (0, None), "size": (1, None), "supersampling": (1, None),
+              "png_level": (0, 9)}
 
     @property
     def params(self) -> AlignParams:

@@ -126,6 +126,11 @@ class DetectOptions:
     executor: str = "local"
     scheduler: Optional[str] = None
 
+    # checked for the CLI and the API alike (infra.stage.check_values)
+    CHOICES = {"detector": DETECTORS, "executor": ("local", "dask")}
+    LIMITS = {"upsample": (0, None), "cnn_upsample": (0, None), "max_side": (1, None),
+              "min_face": (0, None)}
+
     def signature(self) -> dict:
         """The settings a journal line must match to be reused."""
         d = {k: getattr(self, k) for k in SETTINGS}

@@ -268,14 +268,14 @@ def _fmt(v: Any) -> str:
 # ---- pure per-face tests -----------------------------------------------------------------
 
 def check_resolution(qsize: float, cfg: FilterConfig) -> Check:
-    return Check("resolution", qsize >= cfg.min_size, round(qsize, 2), f">= {cfg.min_size:g} px")
+    return Check("resolution", qsize >= cfg.min_size, round(qsize, 2), f"needs >= {cfg.min_size:g} px")
 
 
 def check_score(rec: FaceRecord, cfg: FilterConfig) -> Check:
     limit = cfg.min_score.get(rec.detector) if rec.detector else None
     if rec.score is None or limit is None:
         return Check("score", True, rec.score, f"no threshold for detector {rec.detector!r}")
-    return Check("score", float(rec.score) >= limit, float(rec.score), f">= {limit:g} ({rec.detector})")
+    return Check("score", float(rec.score) >= limit, float(rec.score), f"needs >= {limit:g} ({rec.detector})")
 
 
 def check_landmarks(lm: np.ndarray, width: int, height: int, cfg: FilterConfig) -> list:
@@ -288,20 +288,20 @@ def check_landmarks(lm: np.ndarray, width: int, height: int, cfg: FilterConfig) 
     outside = (geometry.landmarks_outside(lm, width, height) / inter_ocular
                if inter_ocular > 0 else float("inf"))
     return [
-        Check("roll", abs(roll) <= cfg.max_roll, round(roll, 2), f"|deg| <= {cfg.max_roll:g}"),
+        Check("roll", abs(roll) <= cfg.max_roll, round(roll, 2), f"needs |deg| <= {cfg.max_roll:g}"),
         Check("mouth_below_eyes", drop >= cfg.min_mouth_drop, round(drop, 4),
-              f">= {cfg.min_mouth_drop:g} eye distances"),
+              f"needs >= {cfg.min_mouth_drop:g} eye distances"),
         Check("eye_jaw_ratio", cfg.eye_jaw_min <= ratio <= cfg.eye_jaw_max, round(ratio, 4),
-              f"in [{cfg.eye_jaw_min:g}, {cfg.eye_jaw_max:g}]"),
-        Check("yaw", yaw <= cfg.max_yaw, round(yaw, 4), f"<= {cfg.max_yaw:g}"),
+              f"needs [{cfg.eye_jaw_min:g}, {cfg.eye_jaw_max:g}]"),
+        Check("yaw", yaw <= cfg.max_yaw, round(yaw, 4), f"needs <= {cfg.max_yaw:g}"),
         Check("landmarks_outside", outside <= cfg.max_landmark_outside, round(outside, 4),
-              f"<= {cfg.max_landmark_outside:g} inter-ocular"),
+              f"needs <= {cfg.max_landmark_outside:g} inter-ocular"),
     ]
 
 
 def check_padding(square: geometry.Square, width: int, height: int, cfg: FilterConfig) -> Check:
     share = geometry.outside_fraction(square.quad(), width, height)
-    return Check("padding", share <= cfg.max_padding, round(share, 4), f"<= {cfg.max_padding:g}")
+    return Check("padding", share <= cfg.max_padding, round(share, 4), f"needs <= {cfg.max_padding:g}")
 
 
 def check_crop(m: Optional[CropMeasures], cfg: FilterConfig) -> list:
@@ -309,7 +309,7 @@ def check_crop(m: Optional[CropMeasures], cfg: FilterConfig) -> list:
     if m is None:
         return []
     sharp_ok = cfg.min_sharpness is None or m.sharpness >= cfg.min_sharpness
-    sharp_limit = "tag only" if cfg.min_sharpness is None else f">= {cfg.min_sharpness:g}"
+    sharp_limit = "tag only" if cfg.min_sharpness is None else f"needs >= {cfg.min_sharpness:g}"
     gray = m.chroma < cfg.grayscale_chroma
     return [
         Check("sharpness", sharp_ok, round(m.sharpness, 2), sharp_limit),
@@ -651,7 +651,8 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
                 problems[res.source_path] = res.problem
             elif keys[res.source_path]:
                 new_cache[keys[res.source_path]] = cache_entry(res)
-            bar.update(1, kept=sum(v.keep for v in verdicts))
+            # faces passing the per-image tests so far; duplicates and overrides come after
+            bar.update(1, passed=sum(v.keep for v in verdicts))
     verdicts.sort(key=lambda v: v.index)
     resolve_duplicates(verdicts, cfg)
     return FilterOutcome(verdicts, list(bad_records or []), problems, len(todo), new_cache)
@@ -659,7 +660,7 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
 
 # ---- the per-image cache: results keyed by content ---------------------------------------
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: limits read "needs >= ..."
 _CACHE_FACE_KEYS = ("face_idx", "face_spec", "score", "detector", "image_width", "image_height")
 
 
@@ -814,6 +815,15 @@ class FilterOptions:
     workers: int = field(default_factory=default_workers)
     force: bool = False
     quiet: bool = False
+
+    @staticmethod
+    def validate_values(values: dict, where: str) -> None:
+        """min_score: DETECTOR=NUMBER strings (infra.stage.check_values calls this)."""
+        for s in values.get("min_score") or ():
+            if not isinstance(s, str):
+                raise UsageError(f"{where}: min_score takes DETECTOR=NUMBER strings (the "
+                                 f"API also a dict such as {{'cnn': 0.8}}), got {s!r}")
+            _parse_score(s)
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -288,11 +287,25 @@ def render_html(blocks: list, title: str) -> str:
                 else f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in b.rows)
             body.append(f"<table><tr>{head}</tr>{rows}</table>")
         elif isinstance(b, Figure):
-            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-            body.append(f"<figure><img alt='{html.escape(b.caption)}' src='data:image/png;base64,"
+            kind, raw = inline_image(b.path)
+            data = base64.b64encode(raw).decode("ascii")
+            body.append(f"<figure><img alt='{html.escape(b.caption)}' src='data:{kind};base64,"
                         f"{data}'><figcaption>{html.escape(b.caption)}</figcaption></figure>")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{css}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def inline_image(path: Path, quality: int = 85) -> tuple:
+    """(MIME type, bytes) of a sheet to inline in report.html: a JPEG when that is
+    smaller (contact sheets of paintings are photographs: PNG makes them several times
+    larger, and the one-file report weighed megabytes), else the PNG itself."""
+    from PIL import Image
+    png = path.read_bytes()
+    with Image.open(io.BytesIO(png)) as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=quality, optimize=True)
+    jpeg = buf.getvalue()
+    return ("image/jpeg", jpeg) if len(jpeg) < len(png) else ("image/png", png)
 
 
 def _numeric(v) -> bool:
@@ -368,7 +381,15 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
                            f"10th percentile {np.percentile(sharp, 10):.1f}."))
     cfg = summary.get("config")
     if cfg:
-        blocks.append(Table(["threshold", "value"], [[k, json.dumps(v)] for k, v in cfg.items()]))
+        blocks.append(Para("qsize: the side, in source pixels, of the square a face is cropped "
+                           "from (MetFaces' term); below the output size the crop is upscaled."))
+        blocks.append(Table(["threshold", "value", "meaning"],
+                            [[k, threshold_text(v), THRESHOLD_MEANING.get(k, "")]
+                             for k, v in cfg.items()]))
+    if layout.review_page.parent == out:
+        blocks.append(Para(f"Every face with its decision and reasons, to sort and overrule: "
+                           f"{layout.review_page.name} in this folder (written by run, demo and "
+                           f"`metfaces-build review`; open it in a browser)."))
     sheets = {}
     images_dir = layout.images_dir
     shown = _spread(kept, max_tiles)
@@ -391,6 +412,38 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
     stats = {"faces": total, "kept": len(kept), "rejected": len(rejected), "reasons": counts,
              "grayscale_kept": gray, "config": cfg}
     return Section(blocks, stats, sheets)
+
+
+# what each filter threshold means (FilterConfig's fields), for the report's table
+THRESHOLD_MEANING = {
+    "min_size": "smallest qsize, source pixels",
+    "min_score": "smallest detector score, per detector",
+    "max_roll": "largest head tilt, degrees",
+    "min_mouth_drop": "mouth below the eye line, in eye distances",
+    "eye_jaw_min": "outer-eye distance / jaw width, at least",
+    "eye_jaw_max": "outer-eye distance / jaw width, at most",
+    "max_yaw": "left/right asymmetry (a turned head), at most",
+    "max_landmark_outside": "landmarks outside the image, in inter-ocular distances",
+    "max_padding": "share of the crop square outside the image",
+    "max_overlap": "box overlap (IoU) with another face of the same image",
+    "max_hash_distance": "perceptual-hash bits under which two faces are near-duplicates",
+    "min_sharpness": "smallest variance of the Laplacian",
+    "grayscale_chroma": "colour spread under which a face counts as grayscale",
+    "reject_grayscale": "reject grayscale faces (else tag them)",
+    "crop_tests": "measure sharpness, grayscale and duplicates on a crop",
+    "crop_size": "side of that measurement crop, pixels",
+}
+
+
+def threshold_text(v) -> str:
+    """A threshold as a person reads it: `cnn 0.3, hog 0`, `off`, `yes`."""
+    if v is None:
+        return "off (tag only)"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_cell(x)}" for k, x in sorted(v.items())) or "-"
+    return _cell(v)
 
 
 def _kept_caption(f) -> str:

@@ -10,7 +10,9 @@ reference crop of the same name.
 
 status per face:
   match            file md5 == image_md5
-  same_pixels      md5 differs, pixels equal the reference's (an encoder difference)
+  same_pixels      md5 differs, pixels equal the reference's: an encoder difference, or
+                   only the PNG metadata differs (e.g. the colour profile; `metadata`
+                   says which, and the summary counts them)
   pixels_differ    md5 differs and the pixels differ from the reference (PSNR, max diff)
   md5_differs      md5 differs, no reference crop to compare pixels with
   size_differs     crop and reference have different sizes
@@ -78,6 +80,7 @@ class FaceCheck:
     max_abs_diff: Optional[int] = None
     differing_pixels: Optional[float] = None  # share of pixels with any channel differing
     reason: str = ""
+    metadata: str = ""                   # PNG metadata differing from the reference's, in words
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -145,6 +148,14 @@ def verify_crop(task: VerifyTask) -> FaceCheck:
         res.differing_pixels = float(np.mean(np.any(pixels != ref, axis=2)))
         if res.status == "md5_differs":
             res.status = "same_pixels" if res.pixels_equal else "pixels_differ"
+        if res.status in ("same_pixels", "pixels_differ"):
+            from ..core.pngmeta import metadata_difference
+            with open(task.reference, "rb") as f:
+                res.metadata = metadata_difference(data, f.read())
+            if res.status == "same_pixels":
+                res.reason = (f"same pixels; only the PNG metadata differs: {res.metadata}"
+                              if res.metadata else "same pixels and metadata; the compressed "
+                              "bytes differ (another Pillow/zlib)")
     return res
 
 
@@ -293,6 +304,10 @@ def summary(results: list, counts: dict, vers: dict, made_with: list, out: Optio
     if len(worst) > WORST_SHOWN:
         lines.append(f"  ... and {len(worst) - WORST_SHOWN} more" + (f" (see {out})" if out else
                                                                       " (--out FILE lists all)"))
+    meta = [r for r in results if r.status == "same_pixels" and r.metadata]
+    if meta:
+        lines.append(f"same_pixels: {len(meta)} of {counts.get('same_pixels')} differ from the "
+                     f"reference only in PNG metadata, e.g. {meta[0].file}: {meta[0].metadata}")
     if counts.get("md5_differs"):
         lines.append("note: image_md5 is the md5 of a PNG file; a crop with the same pixels "
                      "saved by another Pillow/zlib differs too. --reference DIR tells them apart.")

@@ -13,6 +13,9 @@ DESCRIPTION = stage.__doc__
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--work", metavar="DIR", default=None,
+                   help="a work directory: --regenerated defaults to its faces.json, --out "
+                        "and --source-images to DIR itself")
     p.add_argument("--stored", metavar="JSON", help="reference face list, e.g. NVIDIA's metfaces.json")
     p.add_argument("--regenerated", metavar="JSON", help="our face list, e.g. WORK/faces.json")
     p.add_argument("--crops", nargs=2, metavar=("A", "B"), help="compare two folders of PNG crops")
@@ -42,6 +45,13 @@ def compare_with_report(opts) -> "stage.CompareSummary":
 
 
 def main(args) -> int:
+    paths = {}
+    if args.work is not None and not args.crops:
+        from ...infra.workdir import Work
+        w = Work(args.work)
+        paths = {"regenerated": args.regenerated or str(w.faces_json),
+                 "out": args.out or str(w.path),
+                 "source_images": args.source_images or str(w.path)}
     opts = options_from_args(stage.CompareOptions, args,
-                             crops=tuple(args.crops) if args.crops else None)
+                             crops=tuple(args.crops) if args.crops else None, **paths)
     return print_summary(compare_with_report(opts))

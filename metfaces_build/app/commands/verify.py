@@ -1,6 +1,7 @@
 """`metfaces-build verify`: argparse -> VerifyOptions -> stages.verify.verify -> exit code."""
 from __future__ import annotations
 
+from ...core.errors import UsageError
 from ...infra.stage import options_from_args
 from ..flags import add_common, print_summary
 
@@ -12,7 +13,9 @@ DESCRIPTION = stage.__doc__
 def configure_parser(p) -> None:
     p.add_argument("--json", required=True, metavar="FILE",
                    help="metfaces.json-compatible face list with image_md5 per face")
-    p.add_argument("--images", required=True, metavar="DIR", help="folder of crops to check")
+    p.add_argument("--work", metavar="DIR", default=None,
+                   help="a work directory: --images defaults to its images/")
+    p.add_argument("--images", metavar="DIR", help="folder of crops to check (or --work)")
     p.add_argument("--reference", metavar="DIR",
                    help="folder of other crops of the same faces (same names) to compare "
                         "pixels with: PSNR and max difference")
@@ -26,4 +29,10 @@ def configure_parser(p) -> None:
 
 
 def main(args) -> int:
-    return print_summary(stage.verify(options_from_args(stage.VerifyOptions, args)))
+    images = args.images
+    if images is None and args.work is not None:
+        from ...infra.workdir import Work
+        images = str(Work(args.work).images_dir)
+    if images is None:
+        raise UsageError("verify needs --images DIR (or --work DIR: its images/)")
+    return print_summary(stage.verify(options_from_args(stage.VerifyOptions, args, images=images)))
