@@ -254,3 +254,30 @@ def test_review_usage_errors(tmp_path, cli):
     (tmp_path / "w").mkdir()
     rc, _, err = cli("review", "--work", tmp_path / "w")
     assert rc == 2 and "run `metfaces-build filter" in err and "Traceback" not in err
+
+
+def test_review_deletes_only_thumbnails_it_made(work, tmp_path, cli):
+    """`review --out DIR` into a folder with the person's own pictures in DIR/thumbs/:
+    those stay; a thumbnail review made that no face uses any more goes."""
+    out = tmp_path / "shared"
+    (out / "thumbs").mkdir(parents=True)
+    mine = {"holiday.jpg": b"\xff\xd8 a person's photo", "100-00-a0123456789.jpg": b"\xff\xd8 not review's"}
+    for name, data in mine.items():
+        (out / "thumbs" / name).write_bytes(data)
+    rc, _, err = cli("review", "--work", work, "--out", out, "--quiet", "--workers", 1)
+    assert rc == 0, err
+    first = page_data(out / "review.html")
+    made = {Path(f["thumb"]).name for f in first["faces"]}
+    assert {p.name for p in (out / "thumbs").glob("*.jpg")} == made | set(mine)
+    # an override makes 101-00 kept: its page shows a new thumbnail; the old one is review's
+    (work / "ov.json").write_text(json.dumps({"faces": {"101-00": "keep"}}))
+    assert cli("filter", "--work", work, "--overrides", work / "ov.json", *FILTER_FLAGS)[0] == 0
+    rc, _, err = cli("align", "--json", work / "filtered.json", "--source-images", work,
+                     "--output-dir", work / "images", "--quiet", "--workers", 1)
+    assert rc == 0, err
+    rc, _, err = cli("review", "--work", work, "--out", out, "--quiet", "--workers", 1)
+    assert rc == 0, err
+    now = {Path(f["thumb"]).name for f in page_data(out / "review.html")["faces"]}
+    assert now != made
+    assert {p.name for p in (out / "thumbs").glob("*.jpg")} == now | set(mine)
+    assert {n: (out / "thumbs" / n).read_bytes() for n in mine} == mine

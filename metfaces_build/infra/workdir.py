@@ -41,6 +41,7 @@ ALIGN_JOURNAL = ".aligned.journal.jsonl"  # align's journal of an unfinished run
 REPORT_DIR = "report"
 REVIEW_PAGE = "review.html"               # in REPORT_DIR, with its thumbnails
 REVIEW_THUMBS = "thumbs"
+REVIEW_THUMBS_MADE = "made-by-review.json"  # in REVIEW_THUMBS: the thumbnails review wrote
 TRUTH = "truth.json"
 COMPARE = "compare.json"
 COMPARE_FACES = "compare_faces.jsonl"
