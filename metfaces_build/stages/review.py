@@ -11,7 +11,9 @@ landmarks, and, where `compare` ran, the stored landmarks next to the regenerate
 A person marks faces keep (k) or reject (r) and presses "Save overrides.json"; then
 `metfaces-build filter --work DIR --overrides overrides.json` applies the decisions (and
 keeps them in DIR/overrides.json for every later run). The page starts from the decisions
-already in force and saves all of them, so the saved file is the complete list.
+already in force and saves all of them, so the saved file is the complete list: decisions
+about faces it does not show (an update withdrew or re-detected them) are carried in the
+page unchanged and saved with the rest, so they apply again when the face comes back.
 
 Thumbnails are the aligned crop (DIR/images/, when align made it) else an approximate crop
 of the source; each file's name carries a digest of what it shows, so a rerun makes only
@@ -238,12 +240,15 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
     stored_ov = read_json_or_none(layout.overrides_json)
     overrides = stored_ov.get("faces") if isinstance(stored_ov, dict) else None
     known = {e["id"] for e in entries}
-    overrides = {k: v for k, v in (overrides or {}).items()
-                 if k in known and v in ("keep", "reject")}
+    overrides = {k: v for k, v in (overrides or {}).items() if v in ("keep", "reject")}
+    # decisions about faces the page does not show (an update withdrew or re-detected
+    # them): carried in the page and saved again with the rest, never dropped
+    absent = {k: v for k, v in overrides.items() if k not in known}
+    overrides = {k: v for k, v in overrides.items() if k in known}
     summary = layout.filter_summary() or {}
     return {"work": str(work.resolve()), "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
             "page_id": uuid.uuid4().hex,  # marks kept in the browser belong to this page only
-            "faces": entries, "objects": objects, "overrides": overrides,
+            "faces": entries, "objects": objects, "overrides": overrides, "absent": absent,
             "not_filtered": skipped, "compare": bool(compared),
             "config": summary.get("config") if isinstance(summary, dict) else None,
             "_thumbs": thumbs}
