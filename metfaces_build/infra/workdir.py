@@ -199,7 +199,7 @@ def update_kind(old: Optional[dict], new: dict) -> str:
     fields), withdrawn (had an image, now not public domain / no image / gone), unchanged,
     or failed (the refetch failed: the old files are kept)."""
     st = new.get("status")
-    if st in ("http_error", "bad_content", "too_large", "refused"):
+    if st in ("http_error", "bad_content", "too_large", "refused") or new.get("refresh_error"):
         return "failed"
     if not old or old.get("status") not in ("ok", "changed"):
         return "new" if st == "ok" else "unchanged"
@@ -222,12 +222,18 @@ class JournalIndex:
         import numpy as np
         ids, codes = [], []
         code_of = {s: i for i, s in enumerate(FETCH_STATUSES)}
+        # ids whose latest line kept its old state after a failed refresh: due again
+        self.refresh_pending: set = set()
         for row in read_jsonl(path):
             oid, st = row.get("id"), row.get("status")
             if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
                     and st in code_of:
                 ids.append(oid)
                 codes.append(code_of[st])
+                if row.get("refresh_error"):
+                    self.refresh_pending.add(oid)
+                else:
+                    self.refresh_pending.discard(oid)
         a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
         # last line per id wins: unique over the reversed arrays keeps the last occurrence
         uniq, first_rev = np.unique(a[::-1], return_index=True)
