@@ -80,3 +80,82 @@ def test_a_failed_refresh_keeps_line_record_original_faces_and_crops(cli, fetche
     # and then it is settled: a plain rerun asks for nothing
     rc, out, err = run(cli, emu, work)
     assert rc == 0 and emu.object_requests() == {}
+
+
+def garble(work: Path, oid: int, keep_id: bool) -> int:
+    """Damage object `oid`'s line in the middle of objects.jsonl (its id still readable at
+    the start, or not at all); returns its 1-based line number."""
+    path = work / "objects.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    n = next(i for i, line in enumerate(lines) if json.loads(line)["id"] == oid)
+    assert 0 < n < len(lines) - 1  # in the middle
+    line = lines[n]
+    cut = line.index(b",") + 1 if keep_id else 3
+    lines[n] = line[:cut] + b'"status":"o\x00k\xff, "ti' + line[cut + 40:]
+    path.write_bytes(b"".join(lines))
+    return n + 1
+
+
+@pytest.mark.parametrize("keep_id", [True, False], ids=["id-readable", "id-garbled"])
+def test_a_damaged_journal_line_is_reported_and_never_read_as_object_gone(cli, fetched, keep_id):
+    emu, work = fetched
+    ids = sorted(objects(work))
+    oid = with_crops(work, 2)[1]
+    before = state_of(work, oid)
+    lineno = garble(work, oid, keep_id)
+    damaged = (work / "objects.jsonl").read_bytes().splitlines(keepends=True)[lineno - 1]
+
+    rc, out, err = cli("detect", "--work", work, "--quiet")
+    assert rc == 1 and f"objects.jsonl:{lineno}: damaged line" in err, out + err
+    assert (f"object {oid}" in err) == keep_id
+    assert faces_by_obj(work)[str(oid)] == before["faces"]
+    for argv in (("filter", "--work", work, "--quiet"),
+                 ("align", "--json", work / "filtered.json", "--source-images", work,
+                  "--output-dir", work / "images", "--quiet")):
+        rc, out, err = cli(*argv)
+        assert rc == 0, out + err
+    assert {p.name: p.read_bytes() for p in (work / "images").glob(f"{oid}-*.png")} == before["crops"]
+    assert manifest(work)[(str(oid), 0)]["status"] == "ok"
+
+    # a fetch that does not select the object compacts the journal: the line stays verbatim
+    other = next(i for i in ids if i != oid)
+    rc, out, err = cli("fetch", "--work", work, "--api", emu.api_root, "--ids", str(other),
+                       "--force", "--quiet", "--rate", "200")
+    assert rc == 0, out + err
+    assert damaged in (work / "objects.jsonl").read_bytes().splitlines(keepends=True)
+    assert faces_by_obj(work)[str(oid)] == before["faces"]
+
+    # a run that selects it fetches it again: the journal is whole again, nothing was lost
+    rc, out, err = cli("run", "--work", work, "--api", emu.api_root, "--departments", DEPT, *FLAGS)
+    assert objects(work)[oid]["status"] == "ok"
+    assert faces_by_obj(work)[str(oid)] == before["faces"]
+    assert {p.name: p.read_bytes() for p in (work / "images").glob(f"{oid}-*.png")} == before["crops"]
+    lines = (work / "objects.jsonl").read_bytes().splitlines(keepends=True)
+    if keep_id:  # superseded by the new line: gone; the run is clean
+        assert rc == 0 and damaged not in lines, out + err
+    else:  # whose line it was is unknown: kept, and still reported
+        assert rc == 1 and damaged in lines and "damaged line" in err
+
+
+def test_compaction_keeps_damaged_lines_unless_superseded(tmp_path):
+    """Unit: scan_objects names each damaged line by number; compaction keeps it verbatim
+    (after the others) until a later readable line of the same object supersedes it."""
+    from metfaces_build.infra.workdir import compact_journal, scan_objects
+    p = tmp_path / "objects.jsonl"
+    p.write_bytes(b'{"id": 5, "status": "ok"}\n'
+                  b'{"id": 7, "status": "o\xff\n'          # damaged, id readable, superseded below
+                  b'{"id": 3, "st\x00atus"\n'              # damaged, id readable, the latest of 3
+                  b'\x00\x01garbage\n'                      # damaged, no id
+                  b'{"id": 7, "status": "not_found"}\n'
+                  b'{"id": 1e999999999999999999999}\n'      # a record of no object: dropped
+                  b'{"id": 9, "sta')                         # cut by a kill
+    rows, damage = scan_objects(p)
+    assert sorted(rows) == [5, 7]
+    assert damage.lines == [(3, 3), (4, None), (7, 9)]
+    assert damage.may_hide(3) and damage.may_hide("9") and damage.may_hide(11)
+    assert not damage.may_hide(5) and not damage.may_hide(7)
+    assert any(f"{p}:4: damaged line" in n for n in damage.notes())
+    assert compact_journal(p) == 2
+    assert p.read_bytes() == (b'{"id": 5, "status": "ok"}\n{"id": 7, "status": "not_found"}\n'
+                              b'{"id": 3, "st\x00atus"\n\x00\x01garbage\n')
+    assert compact_journal(p) == 2 and scan_objects(p)[1].lines == [(3, 3), (4, None)]
