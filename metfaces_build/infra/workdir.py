@@ -344,8 +344,8 @@ def compact_journal(path: Path) -> int:
 
     A damaged line (unreadable) is kept verbatim, after the others, unless a later readable
     line of the same object supersedes it: what it said is unknown, so it is not ours to
-    delete. Only an unterminated last line, the one a kill cut short, is dropped. Two passes over byte offsets, so memory is 16 bytes per line, not one dict
-    per record.
+    delete. Only an unterminated last line, the one a kill cut short, is dropped. Two
+    passes over byte offsets, so memory is 16 bytes per line, not one dict per record.
     """
     import numpy as np
 
