@@ -159,3 +159,34 @@ def test_compaction_keeps_damaged_lines_unless_superseded(tmp_path):
     assert p.read_bytes() == (b'{"id": 5, "status": "ok"}\n{"id": 7, "status": "not_found"}\n'
                               b'{"id": 3, "st\x00atus"\n\x00\x01garbage\n')
     assert compact_journal(p) == 2 and scan_objects(p)[1].lines == [(3, 3), (4, None)]
+
+
+def test_a_forced_refetch_that_fails_keeps_the_object_too(cli, fetched):
+    """`fetch --force` refetches every object; one whose image now answers 404, or whose
+    record request fails, keeps its line, original and record (and so its faces)."""
+    emu, work = fetched
+    img_gone, rec_fails = with_crops(work, 2)
+    before = {i: state_of(work, i) for i in (img_gone, rec_fails)}
+    emu.break_image(img_gone, "404")
+    emu.set_faults(faults=("5xx",), fault_rate=1.0)
+    rc, out, err = cli("fetch", "--work", work, "--api", emu.api_root, "--ids", str(rec_fails),
+                       "--force", "--quiet", "--rate", "200", *FAST)
+    assert rc == 1 and objects(work)[rec_fails]["refresh_error"].startswith("http_error")
+    emu.set_faults(fault_rate=0.0)
+    rc, out, err = cli("fetch", "--work", work, "--api", emu.api_root, "--departments", DEPT,
+                       "--force", "--quiet", "--rate", "200", *FAST)
+    assert rc == 1 and "1 refresh(es) failed" in err, out + err
+    assert objects(work)[img_gone]["refresh_error"].startswith("not_found")
+    assert "refresh_error" not in objects(work)[rec_fails]  # fetched again: whole again
+    for i in (img_gone, rec_fails):
+        assert state_of(work, i) == before[i]
+    rc, out, err = cli("detect", "--work", work, "--quiet")
+    assert rc == 0 and faces_by_obj(work)[str(img_gone)] == before[img_gone]["faces"]
+    # served again: the next plain fetch retries it (and only it) and clears the error
+    emu.mend_image(img_gone)
+    emu.reset_requests()
+    rc, out, err = cli("fetch", "--work", work, "--api", emu.api_root, "--departments", DEPT,
+                       "--quiet", "--rate", "200", *FAST)
+    assert rc == 0 and emu.object_requests() == {img_gone: 1}
+    assert "refresh_error" not in objects(work)[img_gone]
+    assert state_of(work, img_gone) == before[img_gone]

@@ -217,29 +217,61 @@ def update_kind(old: Optional[dict], new: dict) -> str:
 # ---- fetch's journal (objects.jsonl), at the scale of the whole collection -------------
 
 class JournalIndex:
-    """The latest status per id in objects.jsonl, as two numpy arrays (8+1 bytes per id):
-    bounded memory even for a 500k-object journal, and vectorised look-ups per chunk."""
+    """The latest status per id in objects.jsonl, and where its line is, as numpy arrays
+    (8+1+8 bytes per id): bounded memory even for a 500k-object journal, and vectorised
+    look-ups per chunk."""
 
     def __init__(self, path: Path):
         import numpy as np
-        ids, codes = [], []
+
+        from .files import loads
+        self.path = Path(path)
+        ids, codes, offsets = [], [], []
         code_of = {s: i for i, s in enumerate(FETCH_STATUSES)}
         # ids whose latest line kept its old state after a failed refresh: due again
         self.refresh_pending: set = set()
-        for row in read_jsonl(path):
-            oid, st = row.get("id"), row.get("status")
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            f = None
+        off = 0
+        for line in f or ():
+            try:
+                row = loads(line) if line.strip() else None
+            except ValueError:  # truncated, garbled, not UTF-8, too deep
+                row = None
+            oid, st = (row.get("id"), row.get("status")) if isinstance(row, dict) else (None, None)
             if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
                     and st in code_of:
                 ids.append(oid)
                 codes.append(code_of[st])
+                offsets.append(off)
                 if row.get("refresh_error"):
                     self.refresh_pending.add(oid)
                 else:
                     self.refresh_pending.discard(oid)
+            off += len(line)
+        if f is not None:
+            f.close()
         a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
         # last line per id wins: unique over the reversed arrays keeps the last occurrence
         uniq, first_rev = np.unique(a[::-1], return_index=True)
         self.ids, self.codes = uniq, c[::-1][first_rev]
+        self.offsets = np.asarray(offsets, dtype=np.int64)[::-1][first_rev]
+
+    def line_of(self, oid: int) -> Optional[dict]:
+        """The latest line of `oid`, read back from the journal (None when it has none).
+        Safe while the journal is appended to: lines before the end never move."""
+        import numpy as np
+
+        from .files import loads
+        pos = int(np.searchsorted(self.ids, oid))
+        if pos >= len(self.ids) or self.ids[pos] != oid:
+            return None
+        with open(self.path, "rb") as f:
+            f.seek(int(self.offsets[pos]))
+            row = loads(f.readline())
+        return row if isinstance(row, dict) and row.get("id") == oid else None
 
     def statuses(self, ids) -> list:
         """Status (or None) of each id."""

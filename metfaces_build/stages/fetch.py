@@ -24,7 +24,8 @@ removed (detect, filter and align then withdraw its faces and crops). A refetch 
 fails for any reason (the new image URL answers 404, a refused host, a corrupt image, the
 network) keeps the old line, original and api/{id}.json (the new record is written only
 once its image is accepted), so its faces and crops stay; the line says why in
-`refresh_error`, and every later fetch of the selection retries it. The API
+`refresh_error`, and every later fetch of the selection retries it (--force too refreshes:
+an object fetched before keeps its files when its refetch fails). The API
 is paced (--rate, shared by all --workers threads), retried with backoff, and a 403 block
 page pauses all threads together. Ctrl-C or a kill loses nothing: rerun to resume.
 --dry-run prints what would be requested (by department and by status already in
@@ -288,17 +289,23 @@ class SourceJob:
     height: Optional[int] = None
 
 
-def fetch_object(client, work: Path, oid: int, image: str = "original", old: Optional[dict] = None):
+def fetch_object(client, work: Path, oid: int, image: str = "original", old: Optional[dict] = None,
+                 redo: bool = False):
     """Record + image of one object, as a MetObject (failures are values). With `old`
-    (its objects.jsonl line: a refetch of a changed object), the image is downloaded to a
-    temporary name and replaces the original only when its sha256 differs."""
+    (its objects.jsonl line: a refetch of a changed object, or any with `redo`), the image
+    is downloaded to a temporary name and replaces the original only when its sha256
+    differs; a refetch that fails keeps `old` (see refresh_failed). `redo` (--force)
+    downloads even when the record names the same image as last time."""
     from ..met.client import FetchFailure
     from ..core.records import MetObject
     oid = int(oid)
     try:
         answer = client.get_object(oid)
     except FetchFailure as f:
-        return MetObject(oid, f.status, f.reason, attempts=f.attempts)
+        failed = MetObject(oid, f.status, f.reason, attempts=f.attempts)
+        if old and old.get("status") == "ok" and f.status != "not_found":  # 404: removed
+            return refresh_failed(old, failed)
+        return failed
     rec = answer.data
     obj = MetObject(oid, "ok", department=_s(rec.get("department")), title=_s(rec.get("title")),
                     artist=_s(rec.get("artistDisplayName")), date=_s(rec.get("objectDate")),
@@ -315,7 +322,7 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
     elif not url:
         obj.status, obj.reason = "no_image", f"{'primaryImage' if image == 'original' else 'primaryImageSmall'} is empty"
     elif old and old.get("status") == "ok" and old.get("sha256") and old.get("path"):
-        if _same_version(old, obj, work):  # the Met changed nothing: keep the original as is
+        if not redo and _same_version(old, obj, work):  # the Met changed nothing: keep it as is
             for k in ("path", "bytes", "sha256", "md5", "width", "height"):
                 setattr(obj, k, old.get(k) or getattr(obj, k))
             _write_record(work, oid, answer.raw)
@@ -808,9 +815,12 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
                         else:
                             total += 1
                 batches = (_todo_ids(chunk, index, skip, changed) for chunk in chunks(ids))
-                worker = lambda oid: fetch_object(client, work, oid, args.image,  # noqa: E731
-                                                  previous.get(int(oid)))
-                if changed:
+                def worker(oid):  # an object fetched before is refreshed: a failure keeps it
+                    old = previous.get(int(oid))
+                    if old is None and args.force:
+                        old = index.line_of(int(oid))
+                    return fetch_object(client, work, oid, args.image, old, redo=args.force)
+                if changed or args.force:
                     journal = update_journal = _UpdateJournal(journal, previous, changed, updates, _now())
             with Progress(total, "fetch", quiet=args.quiet, unit="obj") as progress:
                 outage = _run_pool(batches, worker, args.workers, journal, progress, counts)
@@ -827,7 +837,7 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     notes = [f"stopped early: {outage}"] if outage else []
     kept = len(updates.get("failed", []))
     if kept:  # each kept its old line, original, record, faces and crops
-        failed += update_journal.image_failures if update_journal else 0
+        failed += update_journal.kept_failures if update_journal else 0
         notes.append(f"{kept} refresh(es) failed (objects "
                      + ", ".join(str(i) for i in sorted(updates["failed"])[:10])
                      + (" ..." if kept > 10 else "") + "): their previous files are kept and "
@@ -875,17 +885,22 @@ class _UpdateJournal:
     def __init__(self, journal, previous: dict, changed: frozenset, updates: dict, now: str):
         self.journal, self.previous, self.changed = journal, previous, changed
         self.updates, self.now = updates, now
-        self.image_failures = 0  # refreshes whose record came but whose image did not
+        # refetches that failed and kept the old line (fetch_object -> refresh_failed): they
+        # count as failures, though the line they write says "ok"
+        self.kept_failures = 0
 
     def write(self, row: dict) -> None:
-        if row.get("id") not in self.changed:
+        oid = row.get("id")
+        if row.get("refresh_error") and row.get("status") == "ok":
+            self.kept_failures += 1
+        if oid not in self.changed:
+            if row.get("refresh_error"):  # a --force refetch that failed: old line kept
+                self.updates.setdefault("failed", []).append(oid)
             self.journal.write(row)
             return
-        old = self.previous.get(row.get("id"))
+        old = self.previous.get(oid)
         kind = update_kind(old, row)
-        self.updates.setdefault(kind, []).append(row.get("id"))
-        if kind == "failed" and row.get("status") == "ok":
-            self.image_failures += 1  # (a failed record request counts by its own status)
+        self.updates.setdefault(kind, []).append(oid)
         if kind == "failed" and old and old.get("status") == "ok":
             row = {**old, "refresh_error": row.get("refresh_error")
                    or f"{row.get('status')}: {row.get('reason', '')}"}
