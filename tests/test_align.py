@@ -576,3 +576,45 @@ def test_help_reads_as_a_manual(cli):
                  "--no-rotation", "--no-padding", "--size", "--supersampling", "--workers",
                  "--force", "--quiet", "--max-pixels", "examples:"):
         assert flag in out
+
+
+def test_align_deletes_only_crops_of_faces_that_left_its_own_input(cli, tmp_path):
+    """`align --json subset.json` into the folder of a full run leaves the other faces'
+    crops alone; the full input dropping a face still deletes that face's crop."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _texture(300, 300).save(src / "a.png")
+    _texture(300, 300, seed=1).save(src / "b.png")
+    full = [_record("1", 0, "a.png"), _record("1", 1, "a.png"), _record("2", 0, "b.png")]
+    everything, subset = tmp_path / "filtered.json", tmp_path / "subset.json"
+    everything.write_text(json.dumps(full))
+    subset.write_text(json.dumps(full[:1]))
+    out = tmp_path / "out"
+
+    def run(j):
+        rc, stdout, err = cli("align", "--json", j, "--source-images", src, "--output-dir", out,
+                              "--quiet", "--size", 64, "--supersampling", 1)
+        assert rc == 0, err
+        return {e["output"] or e["record"]["obj_id"]: e for e in json.loads((out / "aligned.json").read_text())}
+
+    run(everything)
+    crops = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert sorted(crops) == ["1-00.png", "1-01.png", "2-00.png"]
+    m = run(subset)
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == crops   # nothing deleted
+    assert m["1-00.png"]["inputs"] == ["../filtered.json", "../subset.json"]
+    assert m["2-00.png"]["status"] == "ok" and m["2-00.png"]["inputs"] == ["../filtered.json"]
+    # the full input drops face 1-01: its crop goes; 1-00, which subset.json also has, stays
+    everything.write_text(json.dumps([full[0], full[2]]))
+    m = run(everything)
+    assert sorted(p.name for p in out.glob("*.png")) == ["1-00.png", "2-00.png"]
+    assert [e["status"] for e in m.values() if e["record"].get("face_idx") == 1] == ["superseded"]
+    # a face only subset.json made is left alone by the full input, and goes when subset drops it
+    subset.write_text(json.dumps([_record("3", 0, "b.png")]))
+    run(subset)
+    assert (out / "3-00.png").is_file() and (out / "1-00.png").is_file()
+    run(everything)
+    assert (out / "3-00.png").is_file()
+    subset.write_text("[]")
+    run(subset)
+    assert not (out / "3-00.png").exists() and (out / "1-00.png").is_file()

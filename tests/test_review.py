@@ -179,11 +179,13 @@ def test_filter_overrides_move_exactly_those_faces_and_persist(work, cli, tmp_pa
     assert summary["overrides"]["stale"] == ["100-07"]
     assert decisions(work) == after
 
-    # the file replaces the decisions in force: an empty one drops them
+    # the file replaces the decisions about faces of faces.json: an empty one drops them,
+    # but not the stale one, which no page showed (it stays in force, still reported)
     empty = tmp_path / "none.json"
     empty.write_text('{"faces": {}}')
     rc, _, _ = cli("filter", "--work", work, "--overrides", empty, *FILTER_FLAGS)
-    assert rc == 0 and decisions(work) == before
+    assert rc == 1 and decisions(work) == before
+    assert json.loads((work / flt.OVERRIDES_FILE).read_text()) == {"faces": {"100-07": "keep"}}
 
 
 # ---- the page's data ------------------------------------------------------------------------
@@ -254,3 +256,97 @@ def test_review_usage_errors(tmp_path, cli):
     (tmp_path / "w").mkdir()
     rc, _, err = cli("review", "--work", tmp_path / "w")
     assert rc == 2 and "run `metfaces-build filter" in err and "Traceback" not in err
+
+
+def test_review_deletes_only_thumbnails_it_made(work, tmp_path, cli):
+    """`review --out DIR` into a folder with the person's own pictures in DIR/thumbs/:
+    those stay; a thumbnail review made that no face uses any more goes."""
+    out = tmp_path / "shared"
+    (out / "thumbs").mkdir(parents=True)
+    mine = {"holiday.jpg": b"\xff\xd8 a person's photo", "100-00-a0123456789.jpg": b"\xff\xd8 not review's"}
+    for name, data in mine.items():
+        (out / "thumbs" / name).write_bytes(data)
+    rc, _, err = cli("review", "--work", work, "--out", out, "--quiet", "--workers", 1)
+    assert rc == 0, err
+    first = page_data(out / "review.html")
+    made = {Path(f["thumb"]).name for f in first["faces"]}
+    assert {p.name for p in (out / "thumbs").glob("*.jpg")} == made | set(mine)
+    # an override makes 101-00 kept: its page shows a new thumbnail; the old one is review's
+    (work / "ov.json").write_text(json.dumps({"faces": {"101-00": "keep"}}))
+    assert cli("filter", "--work", work, "--overrides", work / "ov.json", *FILTER_FLAGS)[0] == 0
+    rc, _, err = cli("align", "--json", work / "filtered.json", "--source-images", work,
+                     "--output-dir", work / "images", "--quiet", "--workers", 1)
+    assert rc == 0, err
+    rc, _, err = cli("review", "--work", work, "--out", out, "--quiet", "--workers", 1)
+    assert rc == 0, err
+    now = {Path(f["thumb"]).name for f in page_data(out / "review.html")["faces"]}
+    assert now != made
+    assert {p.name for p in (out / "thumbs").glob("*.jpg")} == now | set(mine)
+    assert {n: (out / "thumbs" / n).read_bytes() for n in mine} == mine
+
+
+def _faces_json(w: Path) -> list:
+    return json.loads((w / "faces.json").read_text())
+
+
+def test_decisions_about_absent_faces_survive_save_apply_withdraw_restore(work, cli, tmp_path):
+    """A person rejects 100-00; an update withdraws object 100 (its face leaves
+    faces.json); the page, made again, shows it no more but carries the decision and
+    saves it with a new one; filter applies the file (the absent one stays in force,
+    reported); the Met restores the object: the face is rejected again."""
+    all_faces = _faces_json(work)
+    ov = tmp_path / "ov.json"
+    ov.write_text(json.dumps({"faces": {"100-00": "reject"}}))
+    assert cli("filter", "--work", work, "--overrides", ov, *FILTER_FLAGS)[0] == 0
+    assert decisions(work)["100-00"] == ("rejected", ["override"])
+
+    # withdraw: object 100 has no face any more
+    (work / "faces.json").write_text(json.dumps([f for f in all_faces if f["obj_id"] != "100"]))
+    rc, _, err = cli("filter", "--work", work, *FILTER_FLAGS)
+    assert rc == 1 and "100-00" in err
+    assert json.loads((work / flt.OVERRIDES_FILE).read_text()) == {"faces": {"100-00": "reject"}}
+    data = review.collect(work, work, work / "report")
+    assert "100-00" not in {f["id"] for f in data["faces"]}
+    assert data["overrides"] == {} and data["absent"] == {"100-00": "reject"}
+
+    # the page saves what it carries plus a new mark (as review_page.html's save() does)
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({"faces": {**data["absent"], **data["overrides"], "101-00": "keep"}}))
+    rc, _, err = cli("filter", "--work", work, "--overrides", saved, *FILTER_FLAGS)
+    assert rc == 1 and "100-00" in err and "Traceback" not in err
+    assert json.loads((work / flt.OVERRIDES_FILE).read_text()) == \
+        {"faces": {"100-00": "reject", "101-00": "keep"}}
+    # a file saved without the absent decision (e.g. by hand) does not drop it either
+    only_new = tmp_path / "only_new.json"
+    only_new.write_text(json.dumps({"faces": {"101-00": "keep"}}))
+    assert cli("filter", "--work", work, "--overrides", only_new, *FILTER_FLAGS)[0] == 1
+    assert json.loads((work / flt.OVERRIDES_FILE).read_text())["faces"]["100-00"] == "reject"
+    assert review.collect(work, work, work / "report")["absent"] == {"100-00": "reject"}
+
+    # restore: the face is back and the decision applies again
+    (work / "faces.json").write_text(json.dumps(all_faces))
+    rc, _, err = cli("filter", "--work", work, *FILTER_FLAGS)
+    assert rc == 0, err
+    after = decisions(work)
+    assert after["100-00"] == ("rejected", ["override"]) and after["101-00"] == ("kept", [])
+    data = review.collect(work, work, work / "report")
+    assert data["absent"] == {} and data["overrides"] == {"100-00": "reject", "101-00": "keep"}
+
+
+def test_an_absent_face_of_a_fetched_object_is_kept_but_a_typo_is_refused(work, cli, tmp_path):
+    """A page saved before an update may name a face that faces.json lost since: its
+    object is in objects.jsonl, so the decision is kept (stale, reported); an id of an
+    object never fetched, or not of the form OBJ-NN, is still a mistake."""
+    (work / "faces.json").write_text(json.dumps([f for f in _faces_json(work) if f["obj_id"] != "103"]))
+    assert cli("filter", "--work", work, *FILTER_FLAGS)[0] == 0
+    old_page = tmp_path / "old.json"
+    old_page.write_text(json.dumps({"faces": {"103-01": "keep", "100-00": "reject"}}))
+    rc, _, err = cli("filter", "--work", work, "--overrides", old_page, *FILTER_FLAGS)
+    assert rc == 1 and "103-01" in err
+    assert json.loads((work / flt.OVERRIDES_FILE).read_text()) == \
+        {"faces": {"100-00": "reject", "103-01": "keep"}}
+    for typo in ("777-00", "103-1", "103"):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"faces": {typo: "keep"}}))
+        rc, _, err = cli("filter", "--work", work, "--overrides", bad, *FILTER_FLAGS)
+        assert rc == 2 and typo in err and "nothing was changed" in err

@@ -208,3 +208,44 @@ def test_many_faces_fill_cards_as_they_scroll_into_view(browser, work):
     finally:
         browser.send("Target.closeTarget", {"targetId": p.target})
         big.unlink()
+
+
+def test_the_page_saves_decisions_about_faces_it_does_not_show(browser, tmp_path, cli):
+    """A decision in overrides.json about a face an update withdrew is not on the page,
+    yet saving from the page keeps it, and applying the file keeps it in force."""
+    w = make_review_work(tmp_path / "own", cli)
+    faces = json.loads((w / "faces.json").read_text())
+    (w / OVERRIDES_FILE).write_text(json.dumps({"faces": {"100-00": "reject", "104-00": "reject"}}))
+    (w / "faces.json").write_text(json.dumps([f for f in faces if f["obj_id"] != "100"]))
+    assert cli("filter", "--work", w, *FILTER_FLAGS)[0] == 1  # 100-00: stale, reported
+    review.write_review(w)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.allow_downloads(downloads)
+    p = browser.new_page(width=1280, height=900)
+    try:
+        p.goto((w / "report" / "review.html").resolve().as_uri())
+        assert p.eval("document.body.dataset.ready") == "1"
+        assert p.eval("document.querySelector('[data-face=\"100-00\"]')") is None
+        assert p.eval("document.querySelector('[data-face=\"104-00\"]').dataset.mark") == "reject"
+        p.click('[data-face="101-00"] .fid')
+        p.press("k")
+        p.press("Escape")
+        assert "3 decisions" in p.eval("document.getElementById('save').textContent")
+        p.click("#save")
+        target = downloads / "overrides.json"
+        deadline = time.monotonic() + 15
+        while not target.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        saved = json.loads(target.read_text())
+        assert saved == {"faces": {"100-00": "reject", "101-00": "keep", "104-00": "reject"}}
+        assert p.console_errors() == []
+    finally:
+        browser.send("Target.closeTarget", {"targetId": p.target})
+    rc, _, err = cli("filter", "--work", w, "--overrides", target, *FILTER_FLAGS)
+    assert rc == 1 and "100-00" in err
+    assert json.loads((w / OVERRIDES_FILE).read_text()) == saved
+    (w / "faces.json").write_text(json.dumps(faces))  # the Met restores object 100
+    assert cli("filter", "--work", w, *FILTER_FLAGS)[0] == 0
+    assert decisions(w)["100-00"] == ("rejected", ["override"])
+    assert decisions(w)["101-00"] == ("kept", [])

@@ -19,9 +19,11 @@ Layout of a work directory DIR:
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Tuple, Union
 
 from ..core.records import as_object_id
 from .files import read_json_or_none, read_jsonl
@@ -43,6 +45,7 @@ ALIGN_JOURNAL = ".aligned.journal.jsonl"  # align's journal of an unfinished run
 REPORT_DIR = "report"
 REVIEW_PAGE = "review.html"               # in REPORT_DIR, with its thumbnails
 REVIEW_THUMBS = "thumbs"
+REVIEW_THUMBS_MADE = "made-by-review.json"  # in REVIEW_THUMBS: the thumbnails review wrote
 TRUTH = "truth.json"
 COMPARE = "compare.json"
 COMPARE_FACES = "compare_faces.jsonl"
@@ -202,7 +205,7 @@ def update_kind(old: Optional[dict], new: dict) -> str:
     fields), withdrawn (had an image, now not public domain / no image / gone), unchanged,
     or failed (the refetch failed: the old files are kept)."""
     st = new.get("status")
-    if st in ("http_error", "bad_content", "too_large", "refused"):
+    if st in ("http_error", "bad_content", "too_large", "refused") or new.get("refresh_error"):
         return "failed"
     if not old or old.get("status") not in ("ok", "changed"):
         return "new" if st == "ok" else "unchanged"
@@ -218,23 +221,61 @@ def update_kind(old: Optional[dict], new: dict) -> str:
 # ---- fetch's journal (objects.jsonl), at the scale of the whole collection -------------
 
 class JournalIndex:
-    """The latest status per id in objects.jsonl, as two numpy arrays (8+1 bytes per id):
-    bounded memory even for a 500k-object journal, and vectorised look-ups per chunk."""
+    """The latest status per id in objects.jsonl, and where its line is, as numpy arrays
+    (8+1+8 bytes per id): bounded memory even for a 500k-object journal, and vectorised
+    look-ups per chunk."""
 
     def __init__(self, path: Path):
         import numpy as np
-        ids, codes = [], []
+
+        from .files import loads
+        self.path = Path(path)
+        ids, codes, offsets = [], [], []
         code_of = {s: i for i, s in enumerate(FETCH_STATUSES)}
-        for row in read_jsonl(path):
-            oid, st = row.get("id"), row.get("status")
+        # ids whose latest line kept its old state after a failed refresh: due again
+        self.refresh_pending: set = set()
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            f = None
+        off = 0
+        for line in f or ():
+            try:
+                row = loads(line) if line.strip() else None
+            except ValueError:  # truncated, garbled, not UTF-8, too deep
+                row = None
+            oid, st = (row.get("id"), row.get("status")) if isinstance(row, dict) else (None, None)
             if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
                     and st in code_of:
                 ids.append(oid)
                 codes.append(code_of[st])
+                offsets.append(off)
+                if row.get("refresh_error"):
+                    self.refresh_pending.add(oid)
+                else:
+                    self.refresh_pending.discard(oid)
+            off += len(line)
+        if f is not None:
+            f.close()
         a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
         # last line per id wins: unique over the reversed arrays keeps the last occurrence
         uniq, first_rev = np.unique(a[::-1], return_index=True)
         self.ids, self.codes = uniq, c[::-1][first_rev]
+        self.offsets = np.asarray(offsets, dtype=np.int64)[::-1][first_rev]
+
+    def line_of(self, oid: int) -> Optional[dict]:
+        """The latest line of `oid`, read back from the journal (None when it has none).
+        Safe while the journal is appended to: lines before the end never move."""
+        import numpy as np
+
+        from .files import loads
+        pos = int(np.searchsorted(self.ids, oid))
+        if pos >= len(self.ids) or self.ids[pos] != oid:
+            return None
+        with open(self.path, "rb") as f:
+            f.seek(int(self.offsets[pos]))
+            row = loads(f.readline())
+        return row if isinstance(row, dict) and row.get("id") == oid else None
 
     def statuses(self, ids) -> list:
         """Status (or None) of each id."""
@@ -246,28 +287,119 @@ class JournalIndex:
         return [FETCH_STATUSES[self.codes[p]] if h else None for p, h in zip(pos_c, hit)]
 
 
+# ---- damaged journal lines: reported, never read as "object gone" ----------------------
+
+_ID_PREFIX = re.compile(rb'^\s*\{\s*"id"\s*:\s*(\d{1,18})\s*[,}]')
+
+
+def _parse_line(line: bytes) -> Tuple[Optional[dict], Optional[int], bool]:
+    """(row, id, readable) of one objects.jsonl line. A readable line is a JSON object:
+    its id when valid, else None (a record of no object, which compaction drops). A damaged
+    line (garbled, cut short, not UTF-8, too deep, not an object) may still show its id in
+    its first bytes (fetch writes "id" first), else None."""
+    from .files import loads
+    try:
+        row = loads(line)
+    except ValueError:  # garbled, not UTF-8, nested too deeply
+        row = None
+    if isinstance(row, dict):
+        oid = row.get("id")
+        ok_id = isinstance(oid, int) and not isinstance(oid, bool) and as_object_id(oid) is not None
+        return row, (oid if ok_id else None), True
+    m = _ID_PREFIX.match(line)
+    oid = int(m.group(1)) if m else None
+    return None, (oid if oid is not None and as_object_id(oid) is not None else None), False
+
+
+@dataclass
+class JournalDamage:
+    """Lines of objects.jsonl that cannot be read and are not superseded by a later
+    readable line of the same object. What such a line said is unknown, so no stage may
+    read its object as gone: `may_hide(obj_id)` says whose earlier results must stay."""
+    path: Path
+    lines: list = field(default_factory=list)   # [(line number, id or None)]
+    readable: set = field(default_factory=set)  # str ids with a readable line
+
+    def __bool__(self) -> bool:
+        return bool(self.lines)
+
+    @property
+    def ids(self) -> set:
+        return {str(i) for _, i in self.lines if i is not None}
+
+    def may_hide(self, obj_id) -> bool:
+        """Could a damaged line be the latest state of `obj_id`?"""
+        oid = str(obj_id)
+        return oid in self.ids or (any(i is None for _, i in self.lines) and oid not in self.readable)
+
+    def notes(self) -> list:
+        """One message per damaged line (file and line number), and what was done."""
+        out = [f"{self.path}:{n}: damaged line ({f'object {i}' if i is not None else 'object id unreadable'})"
+               for n, i in self.lines[:20]]
+        if len(self.lines) > 20:
+            out.append(f"{self.path}: ... {len(self.lines) - 20} more damaged lines")
+        out.append(f"{len(self.lines)} damaged line(s) in {self.path}: the objects they may describe "
+                   "keep their earlier results (nothing dropped or deleted); fetch them again "
+                   "(rerun fetch) or repair the lines, which compaction keeps as they are")
+        return out
+
+
+def scan_objects(path: Union[str, os.PathLike]) -> Tuple[dict, JournalDamage]:
+    """({id: latest readable line}, damaged lines) of objects.jsonl in one pass; line
+    numbers are 1-based."""
+    path = Path(path)
+    damage = JournalDamage(path)
+    rows: dict = {}
+    pending: dict = {}  # id -> damaged line numbers since its last readable line
+    anonymous: list = []
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return rows, damage
+    with f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row, oid, ok = _parse_line(line)
+            if ok:
+                if oid is not None:
+                    rows[oid] = row
+                    damage.readable.add(str(oid))
+                    pending.pop(oid, None)
+            elif oid is None:
+                anonymous.append(n)
+            else:
+                pending.setdefault(oid, []).append(n)
+    damage.lines = sorted([(n, None) for n in anonymous]
+                          + [(n, oid) for oid, ns in pending.items() for n in ns])
+    return rows, damage
+
+
 def compact_journal(path: Path) -> int:
     """Rewrite objects.jsonl atomically with only the latest line per id, sorted by id.
 
-    Two passes over byte offsets, so memory is 16 bytes per line, not one dict per record.
+    A damaged line (unreadable) is kept verbatim, after the others, unless a later readable
+    line of the same object supersedes it: what it said is unknown, so it is not ours to
+    delete. Only an unterminated last line, the one a kill cut short, is dropped. Two
+    passes over byte offsets, so memory is 16 bytes per line, not one dict per record.
     """
     import numpy as np
 
-    from .files import atomic_open, loads
+    from .files import atomic_open
     if not path.exists():
         return 0
     ids, offsets = [], []
+    damaged: dict = {}  # id (None: unreadable) -> offsets of damaged lines not superseded (yet)
     with open(path, "rb") as f:
         off = 0
         for line in f:
-            try:
-                row = loads(line)
-                oid = row.get("id") if isinstance(row, dict) else None
-            except ValueError:  # garbled, not UTF-8, nested too deeply
-                oid = None
-            if isinstance(oid, int) and as_object_id(oid) is not None and line.endswith(b"\n"):
+            _, oid, ok = _parse_line(line) if line.strip() else (None, None, True)
+            if ok and oid is not None:
                 ids.append(oid)
                 offsets.append(off)
+                damaged.pop(oid, None)  # superseded by this readable line
+            elif not ok and line.endswith(b"\n"):  # (unterminated: a kill cut the last line)
+                damaged.setdefault(oid, []).append(off)
             off += len(line)
     a, o = np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
     uniq, first_rev = np.unique(a[::-1], return_index=True)
@@ -275,9 +407,10 @@ def compact_journal(path: Path) -> int:
     if np.array_equal(keep, o) and _all_lines_kept(path, len(o)):
         return len(keep)  # already compact: rewrite nothing
     with open(path, "rb") as src, atomic_open(path, "wb") as dst:
-        for off in keep:
+        for off in list(keep) + sorted(o for offs in damaged.values() for o in offs):
             src.seek(int(off))
-            dst.write(src.readline())
+            line = src.readline()
+            dst.write(line if line.endswith(b"\n") else line + b"\n")
     return len(keep)
 
 
@@ -340,6 +473,10 @@ class Work:
     def objects(self) -> dict:
         """{id: latest objects.jsonl line}."""
         return latest_records(self.objects_jsonl, "id")
+
+    def objects_checked(self) -> Tuple[dict, JournalDamage]:
+        """{id: latest readable objects.jsonl line} and the journal's damaged lines."""
+        return scan_objects(self.objects_jsonl)
 
     def objects_of(self, ids) -> dict:
         """{id: latest objects.jsonl line} for `ids` only (bounded memory on a huge journal)."""

@@ -8,7 +8,10 @@ image, not public domain, duplicate ids in lists, one 300-Mpx image) is built at
 start and cached. The collection can change while it runs, as the Met's does (re-shot
 images, corrected records, new and withdrawn objects, each with a new `metadataDate`): see
 `EmulatorHandle.reshoot`, `.correct`, `.add_object`, `.withdraw`; `/objects?metadataDate=D`
-then lists exactly the objects changed on or after D. `/_emulator/truth.json` (`?md5=1` adds source_md5, slow once) is the ground truth (metfaces.json-compatible:
+then lists exactly the objects changed on or after D. `.break_image(id, how)` makes one
+object's image fail while its record is fine (404 as from a CDN that has not got a
+re-shot file yet, a corrupt file, a host outside the allow-list, a reset connection)
+until `.mend_image(id)`. `/_emulator/truth.json` (`?md5=1` adds source_md5, slow once) is the ground truth (metfaces.json-compatible:
 the known 68 landmarks of every placed face); `/_emulator/stats` counts requests, and
 `EmulatorHandle.requested()` / `.object_requests()` say which paths were asked (tests).
 
@@ -43,6 +46,9 @@ FAULT_KINDS = ("403html", "429", "5xx", "reset", "truncate", "badlength", "html2
 SYNTHETIC_BASE = 900000
 SYNTHETIC_DATE = "2023-01-01T00:00:00Z"  # metadataDate of the filler objects
 WITHDRAWALS = ("rights", "image", "removed")
+# what can go wrong with one object's image while its record is fine (EmulatorHandle.break_image)
+IMAGE_BREAKS = ("404", "corrupt", "elsewhere", "reset")
+ELSEWHERE = "http://images.example.invalid"  # a host outside fetch's allow-list
 CORRECTABLE = ("title", "artist", "begin", "end", "medium", "classification", "is_highlight")
 BLOCK_PAGE = (b"<html><head><META NAME=\"robots\" CONTENT=\"noindex,nofollow\"></head><body>"
               b"Request unsuccessful. Incapsula incident ID: 0-1234567890</body></html>")
@@ -103,6 +109,7 @@ class _State:
         self.tokens: dict = {}
         self.recent: dict = collections.defaultdict(collections.deque)
         self.blocked_until: dict = {}
+        self.image_breaks: dict = {}  # obj id -> one of IMAGE_BREAKS
 
     def snapshot(self) -> tuple:
         """(collection, {id: object}) as of now: a change replaces both together, so a
@@ -199,6 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
             code = (500, 502, 503)[len(self.path) % 3]
             extra = {"Retry-After": _num(st.cfg.retry_after)} if code == 503 else None
             return self._send(code, b"<html><body>Service Unavailable</body></html>", "text/html", extra)
+        if u.path.startswith("/CRDImages/") and self._image_break(u.path.split("/")) == "reset":
+            return self._reset()
         status, body, ctype = self._route(u)
         self._send(status, body, ctype, fault=fault)
 
@@ -210,12 +219,32 @@ class _Handler(BaseHTTPRequestHandler):
             return self._api(path[len(API_PREFIX) + 1:].rstrip("/"), q)
         if path.startswith("/CRDImages/"):
             parts = path.split("/")
+            broken = self._image_break(parts)
+            if broken == "404":
+                return 404, b"<html><body>Not Found</body></html>", "text/html"
+            if broken == "corrupt":  # a JPEG's first bytes, then noise
+                return 200, b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + hashlib.sha256(path.encode()).digest() * 64, \
+                    "image/jpeg"
             if len(parts) == 5:
                 p = self.state.snapshot()[0].image_path(parts[2], parts[3], parts[4])
                 if p is not None:
                     ctype = "image/png" if p.suffix == ".png" else "image/jpeg"
                     return 200, p.read_bytes(), ctype
         return 404, b"<html><body>Not Found</body></html>", "text/html"
+
+    def _image_break(self, parts: list) -> Optional[str]:
+        """How the image at /CRDImages/{code}/{size}/{name} is broken now, if it is."""
+        st = self.state
+        with st.lock:
+            breaks = dict(st.image_breaks)
+        if not breaks or len(parts) != 5:
+            return None
+        objects = st.snapshot()[1]
+        for oid, how in breaks.items():
+            obj = objects.get(oid)
+            if obj is not None and obj.image_file == f"{parts[2]}/{parts[4]}":
+                return how
+        return None
 
     def _api(self, rest: str, q: dict):
         st = self.state
@@ -252,7 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return _json(400, {"message": "Not a valid object"})
             oid = int(sid)
             if oid in objects:
-                return _json(200, objects[oid].record(base))
+                with st.lock:
+                    elsewhere = st.image_breaks.get(oid) == "elsewhere"
+                return _json(200, objects[oid].record(ELSEWHERE if elsewhere else base))
             if SYNTHETIC_BASE < oid <= SYNTHETIC_BASE + st.synthetic:
                 return _json(200, _synthetic_record(oid))
             return _json(404, {"message": "ObjectID not found"})
@@ -540,6 +571,22 @@ class EmulatorHandle:
             self._put(None if how == "removed" else new, Change(oid, f"withdraw:{how}", new.metadata_date),
                       oid)
             return new
+
+    def break_image(self, oid: int, how: str = "404") -> None:
+        """Make object `oid`'s image fail while its record stays fine: "404" (a CDN that
+        has not got a re-shot file yet), "corrupt" (JPEG magic, then noise), "elsewhere"
+        (the record names its images on a host outside fetch's allow-list) or "reset"
+        (the connection is reset). Lasts until `mend_image`."""
+        if how not in IMAGE_BREAKS:
+            raise ValueError(f"break_image: how must be one of {', '.join(IMAGE_BREAKS)}, got {how!r}")
+        self._object(oid)
+        with self.state.lock:
+            self.state.image_breaks[int(oid)] = how
+
+    def mend_image(self, oid: int) -> None:
+        """Serve object `oid`'s image normally again."""
+        with self.state.lock:
+            self.state.image_breaks.pop(int(oid), None)
 
     @property
     def changes(self) -> list:

@@ -20,7 +20,10 @@ entry updated without rewriting the crop. A re-made entry says what it `supersed
 why. Crops of faces no longer in --json are deleted and stay in the manifest with status
 `superseded` (re-detected, or now rejected by the filter or a person) or `withdrawn` (the
 object has no face left and its source image is gone, as fetch leaves an object withdrawn
-at the Met) and a reason; neither counts as a failure, and export skips them.
+at the Met) and a reason; neither counts as a failure, and export skips them. Each entry
+records the `inputs` (--json files, relative to OUTPUT_DIR) whose face it is: align deletes
+only crops it made for faces that left every such input, so `align --json subset.json`
+into the same folder leaves the crops of the other faces alone.
 
 examples:
   # NVIDIA's MetFaces (1024x1024, rotated) from metfaces.json and unprocessed/ images
@@ -427,6 +430,7 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
     normals = draw_shifts(faces, sizes, params)
 
     previous = previous_align_results(out_dir)
+    input_ref = input_reference(opts.json, out_dir)
     results: dict = {}
     by_source: dict = {}
     params_json = asdict(params)
@@ -473,18 +477,21 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
                     written += 1
                     if r.index in supersedes:
                         results[r.index]["supersedes"] = supersedes[r.index]
+                f = faces[r.index]  # the journal says whose crop it is, as the manifest will
+                results[r.index]["inputs"] = claimed_by(previous.get((f.obj_id, f.face_idx)), input_ref)
                 jf.write(json.dumps(results[r.index]) + "\n")
                 jf.flush()
                 if r.status != "ok":
                     prog.write(f"{r.output}: {r.status}: {r.reason}")
                 prog.update(1)
 
-    entries = [results[i] for i in sorted(results)]
+    entries = [{**results[i], "inputs": claimed_by(previous.get((f.obj_id, f.face_idx)), input_ref)}
+               for i, f in enumerate(faces) if i in results]
     for b in loaded.bad:
         entries.append({"record": b.raw, "output": "", "status": "bad_record", "reason": b.reason,
                         "file_md5": "", "pixel_md5": "", "params": params_json,
-                        "versions": versions})
-    retired, removed = retire_missing(previous, faces, out_dir, src_root)
+                        "versions": versions, "inputs": [input_ref]})
+    retired, removed = retire_missing(previous, faces, out_dir, src_root, input_ref)
     entries += retired
     atomic_write_json(out_dir / MANIFEST, entries)
     journal.unlink(missing_ok=True)
@@ -547,18 +554,55 @@ def _superseded_because(prev: Optional[dict], rec: dict, params: dict) -> str:
     return ""  # the same crop made again (it was missing or altered): nothing superseded
 
 
-def retire_missing(previous: dict, faces: list, out_dir: Path, src_root: Path) -> tuple:
+def input_reference(json_path, out_dir: Path) -> str:
+    """How the manifest names an input file: its path relative to the output folder (so a
+    work directory moved as a whole keeps its meaning), absolute when on another drive."""
+    import os
+    src = os.path.realpath(json_path)
+    try:
+        return Path(os.path.relpath(src, os.path.realpath(out_dir))).as_posix()
+    except ValueError:
+        return Path(src).as_posix()
+
+
+def claimed_by(prev: Optional[dict], input_ref: str) -> list:
+    """The inputs a face's crop belongs to after this run: this one, plus those its earlier
+    entry named (a crop another --json made or reused stays theirs too)."""
+    before = prev.get("inputs") if isinstance(prev, dict) else None
+    names = {i for i in before if isinstance(i, str)} if isinstance(before, list) else set()
+    return sorted(names | {input_ref})
+
+
+def _other_claims(prev: dict, input_ref: str, out_dir: Path) -> Optional[list]:
+    """Inputs other than this run's that still claim an entry's crop (those whose file is
+    gone lapse), or None for an entry from before inputs were recorded (treated as made
+    from this input, as align always did)."""
+    inputs = prev.get("inputs")
+    if not isinstance(inputs, list):
+        return None
+    return [i for i in inputs if isinstance(i, str) and i != input_ref
+            and (out_dir / i).is_file()]
+
+
+def retire_missing(previous: dict, faces: list, out_dir: Path, src_root: Path,
+                   input_ref: str = "") -> tuple:
     """(manifest entries, crops deleted) for faces of earlier runs no longer in the input:
     their crop is deleted (only the file the record names, in out_dir itself) and the
     entry kept with status `withdrawn` (the object has no face in the input and its source
     image is gone: fetch removes the original of an object withdrawn at the Met) or
-    `superseded` (re-detected, or now rejected by the filter or a person)."""
+    `superseded` (re-detected, or now rejected by the filter or a person). A crop another
+    input (another --json into this folder) still claims is not ours to delete: its entry
+    is kept as it was, minus this input."""
     from ..infra.files import safe_join
     wanted = {(f.obj_id, f.face_idx) for f in faces}
     objects = {f.obj_id for f in faces}
     entries, removed = [], 0
     for key, prev in previous.items():
         if key in wanted:
+            continue
+        others = _other_claims(prev, input_ref, out_dir)
+        if others:
+            entries.append({**prev, "inputs": others})  # another input's face: left alone
             continue
         if prev.get("status") in ALIGN_RETIRED:
             entries.append(prev)  # retired earlier: the manifest keeps saying so

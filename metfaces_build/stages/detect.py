@@ -61,7 +61,7 @@ from typing import Optional
 
 from ..core.records import obj_id_sort_key
 from ..infra.stage import StageSummary, default_workers
-from ..infra.workdir import DETECT_DONE, Work, as_work, file_stat_key, reusable_detections
+from ..infra.workdir import DETECT_DONE, JournalDamage, Work, as_work, file_stat_key, reusable_detections
 
 DETECTORS = ("hog", "cnn", "cascade")
 DEFAULT_MAX_SIDE = 1024
@@ -157,6 +157,7 @@ class DetectSummary(StageSummary):
     reused: int = 0
     detector_calls: int = 0
     dropped: int = 0
+    held: int = 0  # images kept as they were: a damaged objects.jsonl line may describe them
     changes: dict = field(default_factory=dict)
     changed_objects: list = field(default_factory=list)
 
@@ -521,13 +522,20 @@ def face_record(task: DetectTask, res: DetectResult, face_idx: int, det: Detecti
 
 def tasks_from_work(work) -> list:
     """objects.jsonl `ok` lines (latest line per id), else every image in originals/."""
+    return tasks_and_damage(work)[0]
+
+
+def tasks_and_damage(work) -> tuple:
+    """(tasks, damaged objects.jsonl lines or None): `tasks_from_work`, and the journal's
+    damaged lines, whose objects must keep their earlier detections."""
     from ..infra.files import check_relative_path
     from ..core.records import as_object_id
     work = as_work(work)
     if not work.objects_jsonl.exists():
-        return tasks_from_folder(work.originals_dir, prefix="originals/")
+        return tasks_from_folder(work.originals_dir, prefix="originals/"), None
     tasks = []
-    for oid, d in work.objects().items():
+    objects, damage = work.objects_checked()
+    for oid, d in objects.items():
         if not isinstance(oid, int) or as_object_id(oid) is None:  # fetch writes int ids
             continue
         oid, rel = str(oid), d.get("path") or ""
@@ -543,7 +551,7 @@ def tasks_from_work(work) -> list:
                                 sha256=str(d.get("sha256") or ""), md5=str(d.get("md5") or ""),
                                 # no checksum recorded (a hand-made journal): size and mtime
                                 stat="" if d.get("sha256") else file_stat_key(work.path / rel)))
-    return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id))
+    return sorted(tasks, key=lambda t: obj_id_sort_key(t.obj_id)), damage or None
 
 
 def tasks_from_folder(folder: Path, prefix: str = "") -> list:
@@ -571,6 +579,7 @@ def tasks_from_folder(folder: Path, prefix: str = "") -> list:
 class StagePaths:
     out: Path
     journal: Path
+    damage: Optional[JournalDamage] = None  # damaged objects.jsonl lines (work directory)
 
 
 def stage_inputs(work: Optional[Work], opts: DetectOptions):
@@ -591,7 +600,8 @@ def stage_inputs(work: Optional[Work], opts: DetectOptions):
     if not work.path.is_dir():
         raise UsageError(f"work directory not found: {work.path} (run `metfaces-build fetch` "
                          "first, or use --images DIR --out FILE)")
-    return tasks_from_work(work), StagePaths(work.faces_json, work.detect_journal)
+    tasks, damage = tasks_and_damage(work)
+    return tasks, StagePaths(work.faces_json, work.detect_journal, damage)
 
 
 def detect(work: Optional[Work], opts: DetectOptions = DetectOptions()) -> DetectSummary:
@@ -621,6 +631,9 @@ def _detect_locked(opts: DetectOptions, tasks: list, paths: "StagePaths") -> Det
         before.values(), {t.source_path: t.version for t in tasks}, opts.signature())
     by_path = {t.source_path: t for t in tasks}
     done = {sp: _with_version(d, by_path[sp]) for sp, d in done.items()}
+    # an object a damaged objects.jsonl line may describe is not gone: its lines stay
+    held = {sp: d for sp, d in before.items() if sp not in by_path and paths.damage
+            and paths.damage.may_hide(d.get("obj_id"))}
     # absolute paths: a Dask worker's current directory is not ours
     todo = [replace(t, path=os.path.abspath(t.path)) for t in tasks if t.source_path not in done]
     serial = opts.executor == "local" and min(opts.workers, len(todo)) <= 1
@@ -639,8 +652,9 @@ def _detect_locked(opts: DetectOptions, tasks: list, paths: "StagePaths") -> Det
             _warn(prog, res)
             n_faces += len(res.faces)
             prog.update(faces=n_faces)
-    ordered = [results[t.source_path] for t in tasks]
-    faces = [f for r in ordered for f in r["faces"]]
+    ordered = [results[t.source_path] for t in tasks] + list(held.values())
+    results.update(held)
+    faces = [f for r in ordered for f in r.get("faces") or []]
     if ordered != list(before.values()) or not paths.out.exists():  # no change: no rewrite
         write_jsonl(paths.journal, ordered)  # compact: one line per image, in task order
         atomic_write_json(paths.out, faces)
@@ -649,6 +663,12 @@ def _detect_locked(opts: DetectOptions, tasks: list, paths: "StagePaths") -> Det
     s = _summary(ordered, len(done), paths, time.monotonic() - t0)
     s.detector_calls = sum(1 for t in todo if results[t.source_path].get("status") in DONE_STATUSES)
     s.dropped = len(set(before) - set(results))
+    if paths.damage:
+        s.notes += paths.damage.notes()
+        s.held = len(held)
+        s.failed += len(paths.damage.lines)
+        s.lines.append(f"detect: {len(held)} image(s) kept as they were: objects.jsonl has "
+                       f"{len(paths.damage.lines)} damaged line(s) (see the messages above)")
     s.changes, s.changed_objects = face_changes(before.values(), ordered)
     if before and (any(s.changes.values()) or s.dropped):  # an update, not a first run
         s.lines.append("detect changes: " + ", ".join(f"{v} faces {k}" for k, v in s.changes.items())
@@ -704,7 +724,7 @@ def _summary(ordered: list, reused: int, paths: StagePaths, elapsed: float) -> D
     from ..infra.executors import summarize
     from ..infra.workdir import status_counts
     counts = dict(status_counts(ordered))
-    n_faces = sum(len(r["faces"]) for r in ordered)
+    n_faces = sum(len(r.get("faces") or []) for r in ordered)
     cnn = sum(1 for r in ordered if r.get("cnn_ran"))
     rotated = sum(1 for r in ordered if r.get("exif_orientation", 1) not in (0, 1))
     line = (summarize(counts, "detect") + f"; {n_faces} faces -> {paths.out}"

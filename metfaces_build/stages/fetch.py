@@ -21,7 +21,11 @@ Its image is downloaded to a temporary name and replaces the original only when 
 sha256 changed; the objects.jsonl line then keeps `previous_sha256`, `changed_at` and a
 short `history`. An object that left the public domain or lost its image has its original
 removed (detect, filter and align then withdraw its faces and crops). A refetch that
-fails keeps the old line and files (`refresh_error` says why). The API
+fails for any reason (the new image URL answers 404, a refused host, a corrupt image, the
+network) keeps the old line, original and api/{id}.json (the new record is written only
+once its image is accepted), so its faces and crops stay; the line says why in
+`refresh_error`, and every later fetch of the selection retries it (--force too refreshes:
+an object fetched before keeps its files when its refetch fails). The API
 is paced (--rate, shared by all --workers threads), retried with backoff, and a 403 block
 page pauses all threads together. Ctrl-C or a kill loses nothing: rerun to resume.
 --dry-run prints what would be requested (by department and by status already in
@@ -285,19 +289,23 @@ class SourceJob:
     height: Optional[int] = None
 
 
-def fetch_object(client, work: Path, oid: int, image: str = "original", old: Optional[dict] = None):
+def fetch_object(client, work: Path, oid: int, image: str = "original", old: Optional[dict] = None,
+                 redo: bool = False):
     """Record + image of one object, as a MetObject (failures are values). With `old`
-    (its objects.jsonl line: a refetch of a changed object), the image is downloaded to a
-    temporary name and replaces the original only when its sha256 differs."""
-    from ..infra.files import atomic_write_bytes
+    (its objects.jsonl line: a refetch of a changed object, or any with `redo`), the image
+    is downloaded to a temporary name and replaces the original only when its sha256
+    differs; a refetch that fails keeps `old` (see refresh_failed). `redo` (--force)
+    downloads even when the record names the same image as last time."""
     from ..met.client import FetchFailure
     from ..core.records import MetObject
     oid = int(oid)
     try:
         answer = client.get_object(oid)
     except FetchFailure as f:
-        return MetObject(oid, f.status, f.reason, attempts=f.attempts)
-    atomic_write_bytes(work / API_DIR / f"{oid}.json", answer.raw)
+        failed = MetObject(oid, f.status, f.reason, attempts=f.attempts)
+        if old and old.get("status") == "ok" and f.status != "not_found":  # 404: removed
+            return refresh_failed(old, failed)
+        return failed
     rec = answer.data
     obj = MetObject(oid, "ok", department=_s(rec.get("department")), title=_s(rec.get("title")),
                     artist=_s(rec.get("artistDisplayName")), date=_s(rec.get("objectDate")),
@@ -314,16 +322,46 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
     elif not url:
         obj.status, obj.reason = "no_image", f"{'primaryImage' if image == 'original' else 'primaryImageSmall'} is empty"
     elif old and old.get("status") == "ok" and old.get("sha256") and old.get("path"):
-        if _same_version(old, obj, work):  # the Met changed nothing: keep the original as is
+        if not redo and _same_version(old, obj, work):  # the Met changed nothing: keep it as is
             for k in ("path", "bytes", "sha256", "md5", "width", "height"):
                 setattr(obj, k, old.get(k) or getattr(obj, k))
+            _write_record(work, oid, answer.raw)
             return obj
-        return _refresh_image(client, work, obj, url, old)
+        obj = _refresh_image(client, work, obj, url, old)
+        if obj.status != "ok":
+            # the record still offers an image we could not get (a CDN that has not got the
+            # re-shot file yet, a refused host, a corrupt file, the network): the old line,
+            # original and API record stand, so its faces and crops do; the next run retries
+            return refresh_failed(old, obj)
+        _write_record(work, oid, answer.raw)  # only now: the record describes the original
+        return obj
     else:
-        return _download_into(client, work, obj, url)
+        obj = _download_into(client, work, obj, url)
+        _write_record(work, oid, answer.raw)
+        return obj
+    _write_record(work, oid, answer.raw)
     if old and old.get("path"):  # withdrawn: its original must not feed detect any more
         _remove_other_extensions(work / ORIGINALS_DIR, oid, "")
     return obj
+
+
+def refresh_failed(old: dict, failed):
+    """The object's previous line, kept, with `refresh_error` saying why the refresh
+    failed (status: reason): a refresh never withdraws what it could not replace."""
+    from ..core.records import MetObject
+    return MetObject.from_json({**old, "refresh_error": f"{failed.status}: {failed.reason}"})
+
+
+def _write_record(work: Path, oid: int, raw: bytes) -> None:
+    """api/{id}.json as served (not rewritten when the bytes are the same)."""
+    from ..infra.files import atomic_write_bytes
+    path = work / API_DIR / f"{oid}.json"
+    try:
+        if path.read_bytes() == raw:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, raw)
 
 
 def _same_version(old: dict, obj, work: Path) -> bool:
@@ -591,7 +629,7 @@ def dry_run(args, layout: Work, log: Callable[[str], None]) -> DryRunPlan:
         else:
             listed: list = []
             ids = collect_ids(client, args, log, labels, listed)
-            changed = _listed_set(listed)
+            changed = _listed_set(listed) | index.refresh_pending
             journal_labels(layout.objects_jsonl, labels)
             for chunk in chunks(ids):
                 for oid, st, dep in zip(chunk, index.statuses(chunk), labels.lookup(chunk)):
@@ -744,6 +782,7 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     already: Counter = Counter()
     updates: dict = {}
     outage: Optional[str] = None
+    update_journal = None
     try:
         with JsonlAppender(journal_path) as journal:
             if args.from_json:
@@ -768,7 +807,8 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
                 except FetchFailure as f:
                     return FetchSummary("fetch", {}, {}, time.monotonic() - t0, 1, [],
                                         [f"error: could not list objects: {f.reason}"])
-                changed = _listed_set(listed)
+                # objects named by the --since listing, and refreshes that failed before
+                changed = _listed_set(listed) | index.refresh_pending
                 previous = layout.objects_of(changed) if changed else {}
                 total = 0
                 for chunk in chunks(ids):
@@ -778,10 +818,13 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
                         else:
                             total += 1
                 batches = (_todo_ids(chunk, index, skip, changed) for chunk in chunks(ids))
-                worker = lambda oid: fetch_object(client, work, oid, args.image,  # noqa: E731
-                                                  previous.get(int(oid)))
-                if changed:
-                    journal = _UpdateJournal(journal, previous, changed, updates, _now())
+                def worker(oid):  # an object fetched before is refreshed: a failure keeps it
+                    old = previous.get(int(oid))
+                    if old is None and args.force:
+                        old = index.line_of(int(oid))
+                    return fetch_object(client, work, oid, args.image, old, redo=args.force)
+                if changed or args.force:
+                    journal = update_journal = _UpdateJournal(journal, previous, changed, updates, _now())
             with Progress(total, "fetch", quiet=args.quiet, unit="obj") as progress:
                 outage = _run_pool(batches, worker, args.workers, journal, progress, counts)
     except ApiOutage as e:  # while listing
@@ -794,14 +837,21 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
         line += f" (+ {sum(already.values())} already done: " + \
                 ", ".join(f"{v} {k}" for k, v in sorted(already.items())) + ")"
     failed = sum(v for k, v in counts.items() if k in FAILED) + sum(v for k, v in already.items() if k in FAILED)
+    notes = [f"stopped early: {outage}"] if outage else []
+    kept = len(updates.get("failed", []))
+    if kept:  # each kept its old line, original, record, faces and crops
+        failed += update_journal.kept_failures if update_journal else 0
+        notes.append(f"{kept} refresh(es) failed (objects "
+                     + ", ".join(str(i) for i in sorted(updates["failed"])[:10])
+                     + (" ..." if kept > 10 else "") + "): their previous files are kept and "
+                     "objects.jsonl says why (refresh_error); the next fetch retries them")
     lines = [line]
     if updates:
         lines.append("fetch updates: " + ", ".join(
             f"{len(updates[k])} {UPDATE_LABELS[k]}" for k in UPDATE_KINDS if updates.get(k)))
     return FetchSummary("fetch", dict(counts), {"objects": journal_path, "api": layout.api_dir,
                                                 "originals": layout.originals_dir},
-                        time.monotonic() - t0, failed + (1 if outage else 0), lines,
-                        [f"stopped early: {outage}"] if outage else [],
+                        time.monotonic() - t0, failed + (1 if outage else 0), lines, notes,
                         already=dict(already), outage=outage,
                         updates={k: sorted(v) for k, v in updates.items()})
 
@@ -838,16 +888,25 @@ class _UpdateJournal:
     def __init__(self, journal, previous: dict, changed: frozenset, updates: dict, now: str):
         self.journal, self.previous, self.changed = journal, previous, changed
         self.updates, self.now = updates, now
+        # refetches that failed and kept the old line (fetch_object -> refresh_failed): they
+        # count as failures, though the line they write says "ok"
+        self.kept_failures = 0
 
     def write(self, row: dict) -> None:
-        if row.get("id") not in self.changed:
+        oid = row.get("id")
+        if row.get("refresh_error") and row.get("status") == "ok":
+            self.kept_failures += 1
+        if oid not in self.changed:
+            if row.get("refresh_error"):  # a --force refetch that failed: old line kept
+                self.updates.setdefault("failed", []).append(oid)
             self.journal.write(row)
             return
-        old = self.previous.get(row.get("id"))
+        old = self.previous.get(oid)
         kind = update_kind(old, row)
-        self.updates.setdefault(kind, []).append(row.get("id"))
+        self.updates.setdefault(kind, []).append(oid)
         if kind == "failed" and old and old.get("status") == "ok":
-            row = {**old, "refresh_error": f"{row.get('status')}: {row.get('reason', '')}"}
+            row = {**old, "refresh_error": row.get("refresh_error")
+                   or f"{row.get('status')}: {row.get('reason', '')}"}
         else:
             row = carry_history(old, row, row.get("metadata_date") or self.now)
             row.pop("refresh_error", None)

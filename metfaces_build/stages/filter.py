@@ -41,9 +41,12 @@ replaces DIR/overrides.json, which every later run applies too (so `run` carries
 through to align and export). A face a person rejected is in rejected.jsonl with reason
 "override"; one a person kept is in filtered.json; either way its values hold
 "override": {"decision", "tests_failed"}. An id in --overrides that is not a face of
-faces.json is an error and nothing is written; decisions saved in DIR/overrides.json for
-faces that faces.json no longer has (an update re-detected or withdrew their image) are
-kept in the file, not applied, and reported (exit status 1).
+faces.json is an error and nothing is written, unless its object was fetched into DIR or
+the decision is in force already (a face an update withdrew: the review page saves those
+too). Decisions about faces that faces.json no longer has (an update re-detected or
+withdrew their image) are kept in DIR/overrides.json, not applied, and reported (exit
+status 1), and apply again when the face comes back; --overrides replaces the decisions
+about faces of faces.json and never drops those stale ones (edit the file to remove one).
 
 TOML configuration (--config FILE; flags override it):
   [filter]
@@ -510,12 +513,12 @@ def face_id(obj_id: str, face_idx: int) -> str:
     return f"{obj_id}-{face_idx:02d}"
 
 
-def parse_overrides(data: Any, known_ids, where: str = "overrides") -> dict:
+def parse_overrides(data: Any, known_ids, where: str = "overrides", absent_ok=()) -> dict:
     """Validate `{"faces": {"436015-00": "keep", ...}}` against the faces of faces.json.
 
     Returns {face id: decision}. Any problem (wrong shape, a decision other than keep or
-    reject, an id that is not a face of faces.json) raises a UsageError naming it, so a
-    bad file changes nothing."""
+    reject, an id that is not a face of faces.json nor in `absent_ok`) raises a UsageError
+    naming it, so a bad file changes nothing."""
     if not isinstance(data, dict) or not isinstance(data.get("faces"), dict):
         raise UsageError(f"{where}: expected {{\"faces\": {{\"OBJID-NN\": \"keep\" or \"reject\", ...}}}}")
     faces = data["faces"]
@@ -523,7 +526,7 @@ def parse_overrides(data: Any, known_ids, where: str = "overrides") -> dict:
     if bad:
         raise UsageError(f"{where}: decisions must be \"keep\" or \"reject\"; got "
                          + ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
-    known = set(faces if known_ids is None else known_ids)
+    known = set(faces if known_ids is None else known_ids) | set(absent_ok)
     unknown = sorted(k for k in faces if k not in known)
     if unknown:
         raise UsageError(f"{where}: {len(unknown)} id(s) are not faces of faces.json: "
@@ -532,9 +535,27 @@ def parse_overrides(data: Any, known_ids, where: str = "overrides") -> dict:
     return {str(k): str(v) for k, v in sorted(faces.items())}
 
 
-def load_overrides(path: Path, known_ids=None) -> dict:
+def load_overrides(path: Path, known_ids=None, absent_ok=()) -> dict:
     from ..infra.files import read_json
-    return parse_overrides(read_json(path, "overrides file"), known_ids, str(path))
+    return parse_overrides(read_json(path, "overrides file"), known_ids, str(path), absent_ok)
+
+
+def face_object(fid: str) -> Optional[str]:
+    """The obj_id of a well-formed face id `{obj_id}-{face_idx:02d}`, else None."""
+    import re
+    m = re.fullmatch(r"(.+)-(\d{2,})", fid)
+    return m.group(1) if m and f"{int(m.group(2)):02d}" == m.group(2) else None
+
+
+def _absent_faces_of_known_objects(work, ids) -> set:
+    """The ids among `ids` whose object this work directory fetched (a face an update
+    withdrew or re-detected: a decision about it is kept, not a typo)."""
+    objs = {f: face_object(f) for f in ids}
+    wanted = {int(o) for o in objs.values() if o and o.isdigit() and len(o) < 19}
+    if not wanted:
+        return set()
+    fetched = {str(i) for i in work.objects_of(wanted)}
+    return {f for f, o in objs.items() if o in fetched}
 
 
 def apply_overrides(verdicts: list, overrides: dict) -> int:
@@ -555,19 +576,29 @@ def overrides_in_force(opts: "FilterOptions", work, faces: list) -> tuple:
     is a UsageError: nothing changes) and saved as DIR/overrides.json, which later runs
     apply. Decisions saved there for faces that faces.json no longer has (an update
     re-detected or withdrew an image) are stale: kept in the file, not applied, and
-    reported, so an update run is not stopped by a decision about a face that is gone."""
+    reported, so an update run is not stopped by a decision about a face that is gone;
+    they apply again when the face comes back. A person's decision is never dropped by a
+    stage: --overrides replaces the decisions about faces in faces.json, while stale ones
+    it does not mention stay in force, and an id of --overrides that names a face absent
+    now is accepted as stale when it is in force already or its object was fetched here
+    (the review page saves them all)."""
     from ..infra.files import atomic_write_json
     known = {face_id(f.obj_id, f.face_idx) for f in faces}
     stored = work.overrides_json
+    saved = load_overrides(stored, None) if stored.exists() else {}  # ids may be stale
     if opts.overrides:
         given = Path(opts.overrides)
-        overrides = load_overrides(given, known)
-        if not stored.exists() or stored.resolve() != given.resolve():
+        from ..infra.files import read_json
+        raw = read_json(given, "overrides file")
+        ids = raw.get("faces") if isinstance(raw, dict) else None
+        absent = [k for k in ids if k not in known and k not in saved] if isinstance(ids, dict) else []
+        ok = set(saved) | _absent_faces_of_known_objects(work, absent)
+        overrides = {**{k: v for k, v in saved.items() if k not in known},
+                     **parse_overrides(raw, known, str(given), ok)}
+        overrides = dict(sorted(overrides.items()))
+        if not stored.exists() or overrides != saved:
             atomic_write_json(stored, {"faces": overrides})
-        return overrides, []
-    if not stored.exists():
-        return {}, []
-    saved = load_overrides(stored, None)  # shape and decisions checked; ids may be stale
+        saved = overrides
     stale = sorted(k for k in saved if k not in known)
     return {k: v for k, v in saved.items() if k in known}, stale
 

@@ -11,11 +11,14 @@ landmarks, and, where `compare` ran, the stored landmarks next to the regenerate
 A person marks faces keep (k) or reject (r) and presses "Save overrides.json"; then
 `metfaces-build filter --work DIR --overrides overrides.json` applies the decisions (and
 keeps them in DIR/overrides.json for every later run). The page starts from the decisions
-already in force and saves all of them, so the saved file is the complete list.
+already in force and saves all of them, so the saved file is the complete list: decisions
+about faces it does not show (an update withdrew or re-detected them) are carried in the
+page unchanged and saved with the rest, so they apply again when the face comes back.
 
 Thumbnails are the aligned crop (DIR/images/, when align made it) else an approximate crop
 of the source; each file's name carries a digest of what it shows, so a rerun makes only
-the missing ones and removes the ones no face uses any more.
+the missing ones and removes the ones no face uses any more: only files it recorded as
+made (thumbs/made-by-review.json), so other files in a --out folder are never touched.
 
 Hooks for tests and scripts: each card is `[data-face="{obj_id}-{face_idx:02d}"]` with
 `data-decision="kept|rejected"` (the filter's outcome, overrides included) and, once a
@@ -42,6 +45,7 @@ from ..core.errors import UsageError
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import REVIEW_PAGE as PAGE
 from ..infra.workdir import REVIEW_THUMBS as THUMBS
+from ..infra.workdir import REVIEW_THUMBS_MADE as THUMBS_MADE
 from ..infra.workdir import OVERRIDES, as_work
 from .report import REPORT_INPUTS
 
@@ -240,12 +244,15 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
     stored_ov = read_json_or_none(layout.overrides_json)
     overrides = stored_ov.get("faces") if isinstance(stored_ov, dict) else None
     known = {e["id"] for e in entries}
-    overrides = {k: v for k, v in (overrides or {}).items()
-                 if k in known and v in ("keep", "reject")}
+    overrides = {k: v for k, v in (overrides or {}).items() if v in ("keep", "reject")}
+    # decisions about faces the page does not show (an update withdrew or re-detected
+    # them): carried in the page and saved again with the rest, never dropped
+    absent = {k: v for k, v in overrides.items() if k not in known}
+    overrides = {k: v for k, v in overrides.items() if k in known}
     summary = layout.filter_summary() or {}
     return {"work": str(work.resolve()), "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
             "page_id": uuid.uuid4().hex,  # marks kept in the browser belong to this page only
-            "faces": entries, "objects": objects, "overrides": overrides,
+            "faces": entries, "objects": objects, "overrides": overrides, "absent": absent,
             "not_filtered": skipped, "compare": bool(compared),
             "config": summary.get("config") if isinstance(summary, dict) else None,
             "_thumbs": thumbs}
@@ -311,12 +318,33 @@ def thumb_tasks(thumbs: list, size: int, force: bool = False) -> list:
     return tasks
 
 
-def _remove_unused(folder: Path, keep: set) -> int:
+def _made(folder: Path) -> set:
+    """Names of the thumbnails review recorded as its own in `folder`."""
+    from ..infra.files import read_json_or_none
+    data = read_json_or_none(folder / THUMBS_MADE)
+    names = data.get("thumbs") if isinstance(data, dict) else None
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def _record_made(folder: Path, names: set) -> None:
+    from ..infra.files import atomic_write_json
+    atomic_write_json(folder / THUMBS_MADE, {"thumbs": sorted(names)}, indent=None)
+
+
+def _remove_unused(folder: Path, keep: set, made: set) -> int:
+    """Delete the thumbnails review made (`made`) that no face uses now; any other file in
+    the folder is not review's to delete."""
     n = 0
-    for p in folder.glob("*.jpg"):
-        if p.name not in keep:
-            p.unlink(missing_ok=True)
+    for name in sorted(made - keep):
+        p = folder / name
+        if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".jpg") \
+                or p.is_symlink():
+            continue  # a hand-edited record names nothing outside the folder
+        try:
+            p.unlink()
             n += 1
+        except FileNotFoundError:
+            pass
     return n
 
 
@@ -349,13 +377,17 @@ def write_review(work_dir, *, source_images=None, out_dir=None, workers: int = 1
     (out / THUMBS).mkdir(parents=True, exist_ok=True)
     data = collect(work, root, out)
     thumbs = data["_thumbs"]
+    keep = {Path(j.out).name for _, j in thumbs}
+    made = _made(out / THUMBS)
+    _record_made(out / THUMBS, made | keep)  # before writing: a killed run leaves none unrecorded
     tasks = thumb_tasks(thumbs, THUMB_SIZE, force)
     n = sum(len(t.jobs) for t in tasks)
     with Progress(n, "review thumbnails", quiet=quiet or not n, unit="face") as bar:
         for res in LocalExecutor(min(workers, max(1, len(tasks)))).imap(make_thumbs, tasks,
                                                                         ordered=False):
             bar.update(len(res))
-    _remove_unused(out / THUMBS, {Path(j.out).name for _, j in thumbs})
+    _remove_unused(out / THUMBS, keep, made)
+    _record_made(out / THUMBS, keep)
     page = out / PAGE
     atomic_write_text(page, render_page(data))
     return ReviewPaths(page, out / THUMBS, len(data["faces"]), n)
