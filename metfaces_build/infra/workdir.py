@@ -404,10 +404,12 @@ def compact_journal(path: Path) -> int:
     a, o = np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
     uniq, first_rev = np.unique(a[::-1], return_index=True)
     keep = o[::-1][first_rev]  # offsets of the last line per id, in id order
-    if np.array_equal(keep, o) and _all_lines_kept(path, len(o)):
+    kept_damaged = sorted(x for offs in damaged.values() for x in offs)
+    if np.array_equal(keep, o) and _all_lines_kept(path, len(o) + len(kept_damaged)) \
+            and all(x > (o[-1] if len(o) else -1) for x in kept_damaged):
         return len(keep)  # already compact: rewrite nothing
     with open(path, "rb") as src, atomic_open(path, "wb") as dst:
-        for off in list(keep) + sorted(o for offs in damaged.values() for o in offs):
+        for off in list(keep) + kept_damaged:
             src.seek(int(off))
             line = src.readline()
             dst.write(line if line.endswith(b"\n") else line + b"\n")
