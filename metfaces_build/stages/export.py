@@ -41,9 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -58,6 +55,8 @@ LABELS_FILE = "dataset.json"
 UNKNOWN_DEPARTMENT = "(unknown)"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: no clock in the bytes
 FORMAT_VERSION = 1
+# stylegan: this module; the others: export_formats (WebDataset shards, Hugging Face, folder)
+FORMATS = ("stylegan", "webdataset", "hf", "folder")
 
 
 @dataclass
@@ -93,6 +92,12 @@ def archive_name(index: int) -> str:
     """dataset_tool.py's naming: 1000 images per folder."""
     s = f"{index:08d}"
     return f"{s[:5]}/img{s}.png"
+
+
+def face_key(crop: Crop) -> str:
+    """The face's name in every non-StyleGAN format (file stem, WebDataset key): stable
+    across runs; no dot, since WebDataset splits a key from its extension at the first dot."""
+    return f"{crop.obj_id}-{crop.face_idx:02d}".replace(".", "_")
 
 
 def object_departments(objects_jsonl: Path) -> dict:
@@ -165,8 +170,9 @@ def png_shape(data: bytes) -> tuple:
         return im.format, im.width, im.height, im.mode
 
 
-def check_shapes(shapes: dict, resolution: Optional[int]) -> int:
-    """The common side of all crops; UsageError if they are not what StyleGAN needs."""
+def check_shapes(shapes: dict, resolution: Optional[int], stylegan: bool = True) -> int:
+    """The common side of all crops; UsageError if they are not what StyleGAN needs (one
+    size, RGB or L; square power-of-two sides only for StyleGAN itself)."""
     kinds: dict = {}
     for name, (fmt, w, h, mode) in shapes.items():
         if fmt != "PNG":
@@ -175,14 +181,14 @@ def check_shapes(shapes: dict, resolution: Optional[int]) -> int:
     if len(kinds) > 1:
         listing = "; ".join(f"{w}x{h} {m}: {len(v)} (e.g. {v[0]})"
                             for (w, h, m), v in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
-        raise UsageError(f"crops differ in size or mode ({listing}); StyleGAN needs one size: "
-                         "re-run align with one --size")
+        raise UsageError(f"crops differ in size or mode ({listing}); a dataset needs one "
+                         "size: re-run align with one --size")
     (w, h, mode), names = next(iter(kinds.items()))
-    if w != h or w & (w - 1):
+    if stylegan and (w != h or w & (w - 1)):
         raise UsageError(f"crops are {w}x{h}; StyleGAN needs square power-of-two images "
                          "(e.g. 256, 512, 1024): re-run align with such a --size")
     if mode not in ("RGB", "L"):
-        raise UsageError(f"crops are mode {mode}; StyleGAN reads RGB or greyscale")
+        raise UsageError(f"crops are mode {mode}; trainers read RGB or greyscale")
     if resolution is not None and w != resolution:
         raise UsageError(f"crops are {w}x{h}, not the --resolution {resolution}")
     return w
@@ -244,29 +250,10 @@ def write_zip(path: Path, files: list) -> None:
 
 def write_folder(path: Path, files: list) -> None:
     """Build the folder beside `path`, then swap it in (replacing an earlier export only)."""
-    from ..infra.files import atomic_write_bytes
-    if path.exists():
-        if not path.is_dir():
-            raise UsageError(f"--out {path} exists and is not a folder")
-        if any(path.iterdir()) and not (path / SIDECAR).is_file():
-            raise UsageError(f"--out {path} is a non-empty folder that is not an earlier "
-                             "export; choose another --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=path.parent))
-    try:
+    from ..infra.files import atomic_dir, atomic_write_bytes
+    with atomic_dir(path, SIDECAR) as tmp:
         for name, data in files:
             atomic_write_bytes(tmp / name, data() if callable(data) else data)
-        os.chmod(tmp, 0o755)
-        old = None
-        if path.exists():
-            old = path.parent / f".old-export-{os.getpid()}-{path.name}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---- the command ----------------------------------------------------------------------
@@ -277,6 +264,8 @@ class ExportOptions:
     out: str
     images: Optional[str] = None
     layout: Optional[str] = None  # "zip" | "folder"; None: by the suffix of `out`
+    format: str = "stylegan"      # one of FORMATS
+    shard_size: Optional[str] = None  # webdataset: samples ("1000") or bytes ("500MB")
     no_labels: bool = False
     resolution: Optional[int] = None
     skip_bad: bool = False
@@ -294,12 +283,21 @@ class ExportSummary(StageSummary):
     skipped: list = field(default_factory=list)
 
 
-def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
-    """Pack the ok crops of `work`/images (or `opts.images`) into a StyleGAN dataset at
-    `opts.out` (zip or folder) with dataset.json labels by department. Crops that are
-    missing or do not match the manifest stop it (nothing written) unless `opts.skip_bad`."""
-    import time
-    t0 = time.monotonic()
+@dataclass
+class Selection:
+    """The faces an export writes: every format (StyleGAN, WebDataset, Hugging Face, folder)
+    takes them from `select_crops`, so all formats export exactly the same faces."""
+    work: Optional[Work]      # None with --images and no --work
+    images_dir: Path
+    good: list                # Crop, checked, in export order (obj_id, face_idx)
+    bad: list                 # {obj_id, face_idx, crop, reason} of the crops that failed
+    shapes: dict              # crop file name -> (format, width, height, mode) of the good
+    not_ok: int               # manifest entries not ok (failed in align; never exported)
+
+
+def select_crops(work: Optional[Work], opts: ExportOptions) -> Selection:
+    """The crops to export: ok entries of the align manifest whose file still has the
+    manifest's md5 and is a readable image. UsageError when there is nothing to export."""
     from ..infra.executors import Progress
     if opts.images:
         images_dir = Path(opts.images)
@@ -312,11 +310,6 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
     objects = work.objects_jsonl if work is not None else None
     if work is not None and not work.path.is_dir():
         raise UsageError(f"work directory not found: {work.path}")
-    out = Path(opts.out)
-    layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
-    if layout == "zip" and out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
-
     crops, not_ok = load_crops(images_dir, objects)
     if not crops:
         raise UsageError(f"{manifest_path(images_dir)} has no ok crops to export")
@@ -338,31 +331,65 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
                             "reason": why})
                 prog.write(f"{c.path.name}: {why}")
             prog.update(1)
+    return Selection(work, images_dir, good, bad, shapes, not_ok)
+
+
+def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
+    """Pack the ok crops of `work`/images (or `opts.images`) into a dataset at `opts.out`:
+    a StyleGAN zip or folder with dataset.json labels by department (default), or WebDataset
+    shards, a Hugging Face dataset folder or a plain folder (`opts.format`). Crops that are
+    missing or do not match the manifest stop it (nothing written) unless `opts.skip_bad`."""
+    import time
+    t0 = time.monotonic()
+    fmt = opts.format
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    out = Path(opts.out)
+    if fmt == "stylegan":
+        layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
+        if layout == "zip" and out.is_dir():
+            raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
+        if opts.shard_size is not None:
+            raise UsageError("--shard-size applies to --format webdataset only")
+    else:
+        from .export_formats import check_options
+        layout = fmt
+        check_options(opts)
+
+    sel = select_crops(work, opts)
+    good, bad = sel.good, sel.bad
     if bad and not opts.skip_bad:
-        line = (f"export: {len(bad)} of {len(crops)} crops missing or not matching "
-                f"{manifest_path(images_dir)}; nothing written. Re-run align (it redoes them) "
+        line = (f"export: {len(bad)} of {len(good) + len(bad)} crops missing or not matching "
+                f"{manifest_path(sel.images_dir)}; nothing written. Re-run align (it redoes them) "
                 "or pass --skip-bad to export the rest.")
         return ExportSummary("export", {"ok": len(good), "bad": len(bad)}, {},
                              time.monotonic() - t0, len(bad), [line], skipped=bad)
     if not good:
         raise UsageError("no crop passed the checks; nothing to export")
-    resolution = check_shapes(shapes, opts.resolution)
+    resolution = check_shapes(sel.shapes, opts.resolution, stylegan=fmt == "stylegan")
 
     use_labels = not opts.no_labels
     label_map = department_labels(good) if use_labels else None
-    packed = [Packed(c, archive_name(i),
+    packed = [Packed(c, archive_name(i) if fmt == "stylegan" else face_key(c) + ".png",
                      label_map[c.department or UNKNOWN_DEPARTMENT] if use_labels else None)
               for i, c in enumerate(good)]
-    files = [(p.name, p.read) for p in packed]
-    files.append((LABELS_FILE, labels_json(packed, use_labels)))
-    files.append((SIDECAR, sidecar_json(packed, label_map, resolution, bad)))
-    (write_zip if layout == "zip" else write_folder)(out, files)
+    sidecar = sidecar_json(packed, label_map, resolution, bad)
+    extra: list = []
+    if fmt == "stylegan":
+        files = [(p.name, p.read) for p in packed]
+        files.append((LABELS_FILE, labels_json(packed, use_labels)))
+        files.append((SIDECAR, sidecar))
+        (write_zip if layout == "zip" else write_folder)(out, files)
+    else:
+        from .export_formats import write_format
+        extra = write_format(fmt, sel, packed, label_map, resolution, (SIDECAR, sidecar), opts)
 
     unknown = sum(1 for p in packed if not p.crop.department)
     lines = [f"export: {len(packed)} images {resolution}x{resolution} -> {out} ({layout})"
              + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
              + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
-             + (f"; {not_ok} manifest entries not ok (not exported)" if not_ok else "")]
+             + (f"; {sel.not_ok} manifest entries not ok (not exported)" if sel.not_ok else "")]
+    lines += extra
     if use_labels:
         for dept, i in label_map.items():
             n = sum(1 for p in packed if p.label == i)
@@ -375,4 +402,3 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
                          {"dataset": out}, time.monotonic() - t0, len(bad), lines,
                          images=len(packed), resolution=resolution, layout=layout,
                          labels=dict(label_map or {}), skipped=bad)
-
