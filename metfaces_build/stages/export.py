@@ -70,6 +70,7 @@ class Crop:
     department: str     # "" when unknown
     record: dict
     versions: dict      # the libraries align made it with
+    params: dict = field(default_factory=dict)  # align's parameters for it
 
 
 @dataclass
@@ -134,7 +135,8 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
         dept = rec.get("department") or depts.get(key[0], "")
         crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
                           str(e.get("pixel_md5") or ""), str(dept), rec,
-                          e.get("versions") if isinstance(e.get("versions"), dict) else {})
+                          e.get("versions") if isinstance(e.get("versions"), dict) else {},
+                          e.get("params") if isinstance(e.get("params"), dict) else {})
     ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k[0]), k[1]))]
     return ordered, not_ok
 

@@ -121,17 +121,12 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
-def align_recipe(images_dir: Path, keys: set) -> tuple:
-    """(distinct align params, distinct library versions) of the exported crops' manifest
-    entries."""
-    from ..infra.workdir import read_manifest
+def align_recipe(packed: list) -> tuple:
+    """(distinct align params, distinct library versions) of the exported crops."""
     params, versions = [], []
-    for e in read_manifest(images_dir) or []:
-        rec = e.get("record") if isinstance(e, dict) else None
-        if not isinstance(rec, dict) or (str(rec.get("obj_id")), rec.get("face_idx")) not in keys:
-            continue
-        for seen, v in ((params, e.get("params")), (versions, e.get("versions"))):
-            if isinstance(v, dict) and v not in seen:
+    for p in packed:
+        for seen, v in ((params, p.crop.params), (versions, p.crop.versions)):
+            if v and v not in seen:
                 seen.append(v)
     return params, versions
 
@@ -158,8 +153,7 @@ def card(sel, packed: list, label_map: Optional[dict], resolution: int, opts,
                                      "num_examples": n}]},
     }
     objects = len({p.crop.obj_id for p in packed})
-    params, versions = align_recipe(sel.images_dir, {(p.crop.obj_id, p.crop.face_idx)
-                                                     for p in packed})
+    params, versions = align_recipe(packed)
     fs = sel.work.filter_summary() if sel.work is not None else None
     md = ["---", *to_yaml(header), "---", "",
           f"# MetFaces, re-derived with metfaces-build {__version__}", "",

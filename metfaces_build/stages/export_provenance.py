@@ -39,7 +39,13 @@ def clean(value: Any) -> Any:
 def dumps(value: Any) -> str:
     """One compact line of strict JSON (UTF-8 text; keys in the order given, which is
     fixed, so the same inputs give the same bytes)."""
-    return json.dumps(clean(value), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:  # the common case, fast: nothing to clean
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text.encode("utf-8")
+        return text
+    except (ValueError, UnicodeEncodeError):  # NaN / inf, or a lone surrogate
+        return json.dumps(clean(value), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":"))
 
 
 class ObjectInfo:
@@ -80,11 +86,12 @@ class ObjectInfo:
 
 
 def face_spec(crop, where: str) -> dict:
-    from ..core.records import FaceSpec
-    try:
-        return FaceSpec.from_json(crop.record.get("face_spec")).to_json()
-    except ValueError as e:
-        raise UsageError(f"{where}: face {crop.obj_id}-{crop.face_idx:02d}: {e}") from None
+    """The record's face_spec (rect, landmarks, shrink), as align used it."""
+    spec = crop.record.get("face_spec")
+    if not isinstance(spec, dict) or not {"rect", "landmarks", "shrink"} <= spec.keys():
+        raise UsageError(f"{where}: face {crop.obj_id}-{crop.face_idx:02d} has no face_spec "
+                         "(rect, landmarks, shrink)")
+    return {"rect": spec["rect"], "landmarks": spec["landmarks"], "shrink": spec["shrink"]}
 
 
 def face_row(p, info: dict, names: Optional[list], where: str) -> dict:

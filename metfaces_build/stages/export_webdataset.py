@@ -11,7 +11,6 @@ the same shard bytes anywhere.
 """
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -29,15 +28,18 @@ def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}-{index:06d}.tar"
 
 
-def member(name: str, data: bytes) -> tuple:
-    """(TarInfo with fixed metadata, the bytes it takes in the archive: header + data)."""
+def header(name: str, size: int) -> bytes:
+    """The tar header of a member with fixed metadata (no clock, no host)."""
     ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
+    ti.size, ti.mtime, ti.mode = size, 0, 0o644
     ti.uid = ti.gid = 0
     ti.uname = ti.gname = ""
     ti.type = tarfile.REGTYPE
-    header = ti.tobuf(TAR_FORMAT, tarfile.ENCODING, "surrogateescape")
-    return ti, len(header) + -(-len(data) // BLOCK) * BLOCK
+    return ti.tobuf(TAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def padding(size: int, unit: int) -> bytes:
+    return tarfile.NUL * (-size % unit)
 
 
 def closed_size(content: int) -> int:
@@ -47,54 +49,58 @@ def closed_size(content: int) -> int:
 
 
 class ShardWriter:
-    """Samples into consecutive shards under `folder`, bounded by count and/or bytes."""
+    """Samples into consecutive shards under `folder`, bounded by count and/or bytes. The
+    tar stream is written here (as tarfile does: header, data, zero padding to a block; two
+    zero blocks and padding to a record at the end), so each sample's size is known
+    before it is written."""
 
     def __init__(self, folder: Path, max_samples: Optional[int], max_bytes: Optional[int]):
         self.folder, self.max_samples, self.max_bytes = folder, max_samples, max_bytes
         self.shards: list = []   # (name, samples, bytes)
-        self._tar = self._file = None
-        self._count = self._content = 0
+        self._file = None
+        self._count = self._size = 0
 
     def add(self, files: list) -> None:
         """One sample: [(name, bytes)], kept together in one shard."""
-        members = [(member(name, data), data) for name, data in files]
-        size = sum(m[1] for m, _ in members)
-        if self._tar is not None and (
+        chunks = []
+        for name, data in files:
+            chunks += [header(name, len(data)), data, padding(len(data), BLOCK)]
+        size = sum(len(c) for c in chunks)
+        if self._file is not None and (
                 (self.max_samples is not None and self._count >= self.max_samples)
                 or (self.max_bytes is not None
-                    and closed_size(self._content + size) > self.max_bytes)):
+                    and closed_size(self._size + size) > self.max_bytes)):
             self._close()
-        if self._tar is None:
+        if self._file is None:
             self._open()
-        for (ti, _), data in members:
-            self._tar.addfile(ti, io.BytesIO(data))
+        for c in chunks:
+            self._file.write(c)
         self._count += 1
-        self._content += size
+        self._size += size
 
     def _open(self) -> None:
         name = shard_name(len(self.shards))
         self._file = open(self.folder / name, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=TAR_FORMAT)
         self.shards.append((name, 0, 0))
-        self._count = self._content = 0
+        self._count = self._size = 0
 
     def _close(self) -> None:
-        self._tar.close()
+        end = closed_size(self._size)
+        self._file.write(tarfile.NUL * (end - self._size))
         self._file.flush()
         os.fsync(self._file.fileno())
-        size = self._file.tell()
         self._file.close()
-        self.shards[-1] = (self.shards[-1][0], self._count, size)
-        self._tar = self._file = None
+        self.shards[-1] = (self.shards[-1][0], self._count, end)
+        self._file = None
 
     def close(self) -> None:
-        if self._tar is not None:
+        if self._file is not None:
             self._close()
 
     def abort(self) -> None:
         if self._file is not None:
             self._file.close()
-            self._tar = self._file = None
+            self._file = None
 
 
 def write_shards(folder: Path, sel, packed: list, label_map: Optional[dict],
