@@ -9,8 +9,7 @@ Met-like record, filter_summary.json, images/aligned.json and N crop files). The
 the PNGs of an align output folder (--from, e.g. a demo's work/images) resized to --size,
 or random images, hard-linked under each face's name, so 10,000 faces cost little disk.
 Then for each format runs `python -m metfaces_build export --format F` as a process of its
-own and prints wall seconds and its peak RSS (os.wait4's ru_maxrss), per N: memory that does
-not grow from 1,000 to 10,000 faces is what "streaming" means.
+own and prints wall seconds and its peak RSS (os.wait4's ru_maxrss), per N.
 """
 import argparse
 import hashlib
@@ -123,13 +122,22 @@ def main(argv=None) -> int:
                     help="align output folder whose PNGs become the crops")
     ap.add_argument("--formats", default="stylegan,webdataset,hf,folder")
     ap.add_argument("--keep", default=None, help="build the work directories here and keep them")
+    ap.add_argument("--make", default=None, help=argparse.SUPPRESS)  # build one, in a child
     args = ap.parse_args(argv)
+    if args.make:
+        make_work(args.make, int(args.faces), args.size, args.source)
+        return 0
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-export-"))
     try:
         print(f"{'faces':>6} {'format':<11} {'seconds':>8} {'peak RSS MB':>12}")
         for n in (int(x) for x in args.faces.split(",")):
             t = time.perf_counter()
-            work = make_work(root / f"work-{n}", n, args.size, args.source)
+            # built in a child process: ru_maxrss of a spawned export counts its parent's
+            # memory from before exec, so this process must stay small
+            work = root / f"work-{n}"
+            subprocess.run([sys.executable, __file__, "--make", str(work), "--faces", str(n),
+                            "--size", str(args.size)]
+                           + (["--from", args.source] if args.source else []), check=True)
             print(f"# work directory of {n} faces built in {time.perf_counter() - t:.1f} s",
                   file=sys.stderr)
             for fmt in args.formats.split(","):
