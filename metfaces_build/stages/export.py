@@ -1,4 +1,5 @@
-"""Export aligned crops as a StyleGAN2-ADA / StyleGAN3 training set (zip or folder).
+"""Export aligned crops as a StyleGAN2-ADA / StyleGAN3 training set (zip or folder), or
+with --format as WebDataset shards, a Hugging Face dataset or plain files (see below).
 
 The result is what those repositories' `training/dataset.py` (ImageFolderDataset) read
 as is, and what their `dataset_tool.py` writes: PNG images named

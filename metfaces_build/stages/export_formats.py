@@ -1,8 +1,8 @@
 """Formats beside StyleGAN's (--format webdataset | hf | folder), with per-face provenance.
 
-Every format writes the same faces as the StyleGAN zip (export.select_crops), in the same
-(obj_id, face_idx) order, each under a stable key `{obj_id}-{face_idx:02d}` (the crop's
-name), with the crop's PNG bytes unchanged (the manifest's md5) and its provenance:
+Every format writes the same faces as the StyleGAN zip (the same selection and checks),
+in the same (obj_id, face_idx) order, each under a stable key `{obj_id}-{face_idx:02d}`
+(the crop's name), with the crop's PNG bytes unchanged (the manifest's md5) and its provenance:
 obj_id, face_idx, department, title, artist, date, object URL, licence, credit line,
 face_spec, the source image's URL and checksums, the crop's md5s and the libraries that
 made it. Text comes from the stored Met record (DIR/api/{id}.json), else fetch's
