@@ -234,6 +234,25 @@ def test_every_format_refuses_or_skips_the_same_bad_crops(tmp_path):
         assert [s["crop"] for s in side["skipped"]] == ["3-00.png"]
 
 
+def test_text_that_is_not_unicode_never_stops_an_export(tmp_path):
+    """A lone surrogate in a face record's title (an old manifest) and an infinite score:
+    every format exports, and its JSON stays strict."""
+    work = make_work(tmp_path / "w", _cli)
+    m = json.loads((work / "images" / "aligned.json").read_text())
+    m[0]["record"]["title"] = "bad \ud800 title"
+    m[0]["record"]["score"] = float("inf")
+    (work / "images" / "aligned.json").write_text(json.dumps(m))
+    for fmt in ("stylegan", "webdataset", "hf", "folder"):
+        out = tmp_path / fmt
+        assert _cli("export", "--work", work, "--format", fmt, "--out", out, "--quiet")[0] == 0
+        side = json.loads((out / "metfaces-export.json").read_bytes().decode("utf-8"))
+        assert side["images"][0]["title"] == "bad \ud800 title"  # escaped, read back as is
+    rows = [json.loads(line) for line in (tmp_path / "folder" / "metadata.jsonl").open()]
+    assert rows[0]["title"] == "bad \ufffd title"
+    meta = (tmp_path / "hf" / "data" / "train" / "metadata.jsonl").read_bytes()
+    assert "bad \ufffd title".encode() in meta
+
+
 def test_interrupted_export_leaves_the_earlier_one_whole(work, tmp_path, monkeypatch):
     from metfaces_build.stages import export_webdataset
     out = tmp_path / "shards"

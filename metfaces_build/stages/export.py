@@ -233,7 +233,9 @@ def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipp
                     "title": p.crop.record.get("title") or ""} for p in packed],
         "skipped": skipped,
     }
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    # a lone surrogate in a record's text becomes JSON's own \udXXX escape, not a crash
+    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8",
+                                                                         "backslashreplace")
 
 
 def write_zip(path: Path, files: list) -> None:
