@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import tarfile
-from pathlib import Path
 
 import pytest
 
