@@ -277,6 +277,51 @@ def test_interrupted_export_leaves_the_earlier_one_whole(work, tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shards"]  # no temp folder left
 
 
+def test_sigkill_mid_export_leaves_no_shard_under_the_final_name(work, tmp_path):
+    """SIGKILL while shards are being written: nothing appears at --out; a rerun writes the
+    same shards as an export that was never interrupted."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    big = tmp_path / "big"
+    (big / "images").mkdir(parents=True)
+    entries = json.loads((work / "images" / "aligned.json").read_text())
+    ok = [e for e in entries if e["status"] == "ok"]
+    manifest = []
+    for n in range(300):  # 300 faces: the 6 crops, hard-linked under other objects' names
+        e = json.loads(json.dumps(ok[n % len(ok)]))
+        e["record"].update(obj_id=str(1000 + n), face_idx=0)
+        e["output"] = f"{1000 + n}-00.png"
+        os.link(work / "images" / ok[n % len(ok)]["output"], big / "images" / e["output"])
+        manifest.append(e)
+    (big / "images" / "aligned.json").write_text(json.dumps(manifest))
+    out = tmp_path / "shards"
+    argv = [sys.executable, "-m", "metfaces_build", "export", "--work", big, "--format",
+            "webdataset", "--shard-size", 10, "--out", out, "--quiet"]
+    proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(list(tmp_path.glob(".tmp-dir-*/metfaces-*.tar"))) >= 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the export ended before it could be killed"
+    assert not out.exists()
+    assert [p.name for p in tmp_path.glob("**/metfaces-*.tar") if p.parent.name != "shards"
+            and not p.parent.name.startswith(".tmp-dir-")] == []
+    assert _cli("export", "--work", big, "--format", "webdataset", "--shard-size", 10,
+                "--out", out, "--quiet")[0] == 0
+    clean = tmp_path / "clean"
+    assert _cli("export", "--work", big, "--format", "webdataset", "--shard-size", 10,
+                "--out", clean, "--quiet")[0] == 0
+    shards = sorted(p.name for p in out.glob("*.tar"))
+    assert len(shards) == 30
+    assert all((out / n).read_bytes() == (clean / n).read_bytes() for n in shards)
+
+
 @pytest.mark.parametrize("argv, msg", [
     (["--format", "hf", "--layout", "zip"], "--layout applies to --format stylegan"),
     (["--format", "hf", "--shard-size", "10"], "--shard-size applies to --format webdataset"),
