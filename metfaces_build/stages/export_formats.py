@@ -100,7 +100,13 @@ def write_format(fmt: str, sel, packed: list, label_map: Optional[dict], resolut
     """Write `packed` (export.Packed, names `{key}.png`) at `opts.out` as `fmt`, with
     `sidecar` = (name, bytes) beside (its name marks the folder as an earlier export);
     returns extra summary lines."""
+    from collections import Counter
+
     from ..infra.files import atomic_dir
+    twice = [n for n, k in Counter(p.name for p in packed).items() if k > 1]
+    if twice:  # e.g. folder ids "a.b" and "a_b" (a key holds no dot)
+        raise UsageError(f"faces would share the key {twice[0][:-len('.png')]!r}; rename "
+                         "the source images so that their ids differ in more than dots")
     out = Path(opts.out)
     with atomic_dir(out, sidecar[0]) as tmp:
         if fmt == "webdataset":
