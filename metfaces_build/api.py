@@ -226,7 +226,8 @@ def review(work, **options) -> Any:
 @_options_signature("metfaces_build.stages.export.ExportOptions", consumed=('out',))
 def export(work, out, **options) -> Any:
     """Pack the ok crops of `work`/images (or images=) into a StyleGAN dataset at `out`
-    (a .zip, or a folder). Returns ExportSummary."""
+    (a .zip, or a folder), or with format="webdataset" | "hf" | "folder" into tar shards
+    (shard_size=), a Hugging Face dataset folder or a plain folder. Returns ExportSummary."""
     from .infra.stage import options_from_kwargs
     from .stages.export import ExportOptions, export as stage
     options["out"] = str(out)

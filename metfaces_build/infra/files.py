@@ -223,3 +223,34 @@ def safe_join(root: str | os.PathLike, rel: str) -> Path:
     if full != root_r and root_r not in full.parents:
         raise ValueError(f"path {rel!r} resolves outside {root}")
     return full
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Build a folder beside `path` (yielded) and swap it in on clean exit, so a killed or
+    failed build never leaves a partial folder under the final name (only a `.tmp-dir-`
+    one beside it, removed on error). An existing `path` is replaced only when it is empty
+    or holds the file `marker` (an earlier output of the same tool): never someone's files."""
+    import shutil
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"--out {path} exists and is not a folder")
+        if any(path.iterdir()) and not (path / marker).is_file():
+            raise UsageError(f"--out {path} is a non-empty folder that is not an earlier "
+                             "export; choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + "dir-", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if path.exists():
+            old = path.parent / f"{TMP_PREFIX}old-{os.getpid()}-{path.name}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,4 +1,5 @@
-"""Export aligned crops as a StyleGAN2-ADA / StyleGAN3 training set (zip or folder).
+"""Export aligned crops as a StyleGAN2-ADA / StyleGAN3 training set (zip or folder), or
+with --format as WebDataset shards, a Hugging Face dataset or plain files (see below).
 
 The result is what those repositories' `training/dataset.py` (ImageFolderDataset) read
 as is, and what their `dataset_tool.py` writes: PNG images named
@@ -41,9 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -58,6 +56,8 @@ LABELS_FILE = "dataset.json"
 UNKNOWN_DEPARTMENT = "(unknown)"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold: no clock in the bytes
 FORMAT_VERSION = 1
+# stylegan: this module; the others: export_formats (WebDataset shards, Hugging Face, folder)
+FORMATS = ("stylegan", "webdataset", "hf", "folder")
 
 
 @dataclass
@@ -71,6 +71,7 @@ class Crop:
     department: str     # "" when unknown
     record: dict
     versions: dict      # the libraries align made it with
+    params: dict = field(default_factory=dict)  # align's parameters for it
 
 
 @dataclass
@@ -93,6 +94,12 @@ def archive_name(index: int) -> str:
     """dataset_tool.py's naming: 1000 images per folder."""
     s = f"{index:08d}"
     return f"{s[:5]}/img{s}.png"
+
+
+def face_key(crop: Crop) -> str:
+    """The face's name in every non-StyleGAN format (file stem, WebDataset key): stable
+    across runs; no dot, since WebDataset splits a key from its extension at the first dot."""
+    return f"{crop.obj_id}-{crop.face_idx:02d}".replace(".", "_")
 
 
 def object_departments(objects_jsonl: Path) -> dict:
@@ -129,7 +136,8 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
         dept = rec.get("department") or depts.get(key[0], "")
         crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
                           str(e.get("pixel_md5") or ""), str(dept), rec,
-                          e.get("versions") if isinstance(e.get("versions"), dict) else {})
+                          e.get("versions") if isinstance(e.get("versions"), dict) else {},
+                          e.get("params") if isinstance(e.get("params"), dict) else {})
     ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k[0]), k[1]))]
     return ordered, not_ok
 
@@ -165,8 +173,9 @@ def png_shape(data: bytes) -> tuple:
         return im.format, im.width, im.height, im.mode
 
 
-def check_shapes(shapes: dict, resolution: Optional[int]) -> int:
-    """The common side of all crops; UsageError if they are not what StyleGAN needs."""
+def check_shapes(shapes: dict, resolution: Optional[int], stylegan: bool = True) -> int:
+    """The common side of all crops; UsageError if they are not what StyleGAN needs (one
+    size, RGB or L; square power-of-two sides only for StyleGAN itself)."""
     kinds: dict = {}
     for name, (fmt, w, h, mode) in shapes.items():
         if fmt != "PNG":
@@ -175,14 +184,14 @@ def check_shapes(shapes: dict, resolution: Optional[int]) -> int:
     if len(kinds) > 1:
         listing = "; ".join(f"{w}x{h} {m}: {len(v)} (e.g. {v[0]})"
                             for (w, h, m), v in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
-        raise UsageError(f"crops differ in size or mode ({listing}); StyleGAN needs one size: "
-                         "re-run align with one --size")
+        raise UsageError(f"crops differ in size or mode ({listing}); a dataset needs one "
+                         "size: re-run align with one --size")
     (w, h, mode), names = next(iter(kinds.items()))
-    if w != h or w & (w - 1):
+    if stylegan and (w != h or w & (w - 1)):
         raise UsageError(f"crops are {w}x{h}; StyleGAN needs square power-of-two images "
                          "(e.g. 256, 512, 1024): re-run align with such a --size")
     if mode not in ("RGB", "L"):
-        raise UsageError(f"crops are mode {mode}; StyleGAN reads RGB or greyscale")
+        raise UsageError(f"crops are mode {mode}; trainers read RGB or greyscale")
     if resolution is not None and w != resolution:
         raise UsageError(f"crops are {w}x{h}, not the --resolution {resolution}")
     return w
@@ -224,7 +233,9 @@ def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipp
                     "title": p.crop.record.get("title") or ""} for p in packed],
         "skipped": skipped,
     }
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+    # a lone surrogate in a record's text becomes JSON's own \udXXX escape, not a crash
+    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8",
+                                                                         "backslashreplace")
 
 
 def write_zip(path: Path, files: list) -> None:
@@ -244,34 +255,15 @@ def write_zip(path: Path, files: list) -> None:
 
 def write_folder(path: Path, files: list) -> None:
     """Build the folder beside `path`, then swap it in (replacing an earlier export only)."""
-    from ..infra.files import atomic_write_bytes
-    if path.exists():
-        if not path.is_dir():
-            raise UsageError(f"--out {path} exists and is not a folder")
-        if any(path.iterdir()) and not (path / SIDECAR).is_file():
-            raise UsageError(f"--out {path} is a non-empty folder that is not an earlier "
-                             "export; choose another --out")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=path.parent))
-    try:
+    from ..infra.files import atomic_dir, atomic_write_bytes
+    with atomic_dir(path, SIDECAR) as tmp:
         for name, data in files:
             atomic_write_bytes(tmp / name, data() if callable(data) else data)
-        os.chmod(tmp, 0o755)
-        old = None
-        if path.exists():
-            old = path.parent / f".old-export-{os.getpid()}-{path.name}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---- the command ----------------------------------------------------------------------
 
-def check_current(work: Work) -> None:
+def check_current(work: Work) -> Optional[set]:
     """Refuse (UsageError, exit 2) when the crops are not exactly the kept faces of
     filtered.json: an export is always the current decisions, never yesterday's crops.
     Faces align failed on (recorded with a reason) do not stop it: the export reports them
@@ -279,12 +271,13 @@ def check_current(work: Work) -> None:
     from .recipe import recipe_of
     from .status import crop_drift
     if not work.filtered_json.exists():
-        return  # crops made from another face list: the manifest is all there is
+        return None  # crops made from another face list: the manifest is all there is
     drift = crop_drift(work, recipe_of(work))
     if not drift.current:
         raise UsageError("the crops are not the current decisions of filtered.json: "
-                         + "; ".join(drift.reasons(failed=False)) + f". Run `metfaces-build run --work "
-                         f"{work.path}` (it brings the crops current), then export again")
+                         + "; ".join(drift.reasons(failed=False)) + f". Run `metfaces-build run "
+                         f"--work {work.path}` (it brings the crops current), then export again")
+    return drift.kept
 
 
 @dataclass(frozen=True)
@@ -293,6 +286,8 @@ class ExportOptions:
     out: str
     images: Optional[str] = None
     layout: Optional[str] = None  # "zip" | "folder"; None: by the suffix of `out`
+    format: str = "stylegan"      # one of FORMATS
+    shard_size: Optional[str] = None  # webdataset: samples ("1000") or bytes ("500MB")
     no_labels: bool = False
     resolution: Optional[int] = None
     skip_bad: bool = False
@@ -310,12 +305,21 @@ class ExportSummary(StageSummary):
     skipped: list = field(default_factory=list)
 
 
-def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
-    """Pack the ok crops of `work`/images (or `opts.images`) into a StyleGAN dataset at
-    `opts.out` (zip or folder) with dataset.json labels by department. Crops that are
-    missing or do not match the manifest stop it (nothing written) unless `opts.skip_bad`."""
-    import time
-    t0 = time.monotonic()
+@dataclass
+class Selection:
+    """The faces an export writes: every format (StyleGAN, WebDataset, Hugging Face, folder)
+    takes them from `select_crops`, so all formats export exactly the same faces."""
+    work: Optional[Work]      # None with --images and no --work
+    images_dir: Path
+    good: list                # Crop, checked, in export order (obj_id, face_idx)
+    bad: list                 # {obj_id, face_idx, crop, reason} of the crops that failed
+    shapes: dict              # crop file name -> (format, width, height, mode) of the good
+    not_ok: int               # manifest entries not ok (failed in align; never exported)
+
+
+def select_crops(work: Optional[Work], opts: ExportOptions) -> Selection:
+    """The crops to export: ok entries of the align manifest whose file still has the
+    manifest's md5 and is a readable image. UsageError when there is nothing to export."""
     from ..infra.executors import Progress
     if opts.images:
         images_dir = Path(opts.images)
@@ -328,14 +332,12 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
     objects = work.objects_jsonl if work is not None else None
     if work is not None and not work.path.is_dir():
         raise UsageError(f"work directory not found: {work.path}")
+    kept = None
     if not opts.images:
-        check_current(work)
-    out = Path(opts.out)
-    layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
-    if layout == "zip" and out.is_dir():
-        raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
-
+        kept = check_current(work)
     crops, not_ok = load_crops(images_dir, objects)
+    if kept is not None:  # crops another face list left in images/ are not this dataset's
+        crops = [c for c in crops if (c.obj_id, c.face_idx) in kept]
     if not crops:
         raise UsageError(f"{manifest_path(images_dir)} has no ok crops to export")
 
@@ -356,31 +358,65 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
                             "reason": why})
                 prog.write(f"{c.path.name}: {why}")
             prog.update(1)
+    return Selection(work, images_dir, good, bad, shapes, not_ok)
+
+
+def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
+    """Pack the ok crops of `work`/images (or `opts.images`) into a dataset at `opts.out`:
+    a StyleGAN zip or folder with dataset.json labels by department (default), or WebDataset
+    shards, a Hugging Face dataset folder or a plain folder (`opts.format`). Crops that are
+    missing or do not match the manifest stop it (nothing written) unless `opts.skip_bad`."""
+    import time
+    t0 = time.monotonic()
+    fmt = opts.format
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    out = Path(opts.out)
+    if fmt == "stylegan":
+        layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
+        if layout == "zip" and out.is_dir():
+            raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
+        if opts.shard_size is not None:
+            raise UsageError("--shard-size applies to --format webdataset only")
+    else:
+        from .export_formats import check_options
+        layout = fmt
+        check_options(opts)
+
+    sel = select_crops(work, opts)
+    good, bad = sel.good, sel.bad
     if bad and not opts.skip_bad:
-        line = (f"export: {len(bad)} of {len(crops)} crops missing or not matching "
-                f"{manifest_path(images_dir)}; nothing written. Re-run align (it redoes them) "
+        line = (f"export: {len(bad)} of {len(good) + len(bad)} crops missing or not matching "
+                f"{manifest_path(sel.images_dir)}; nothing written. Re-run align (it redoes them) "
                 "or pass --skip-bad to export the rest.")
         return ExportSummary("export", {"ok": len(good), "bad": len(bad)}, {},
                              time.monotonic() - t0, len(bad), [line], skipped=bad)
     if not good:
         raise UsageError("no crop passed the checks; nothing to export")
-    resolution = check_shapes(shapes, opts.resolution)
+    resolution = check_shapes(sel.shapes, opts.resolution, stylegan=fmt == "stylegan")
 
     use_labels = not opts.no_labels
     label_map = department_labels(good) if use_labels else None
-    packed = [Packed(c, archive_name(i),
+    packed = [Packed(c, archive_name(i) if fmt == "stylegan" else face_key(c) + ".png",
                      label_map[c.department or UNKNOWN_DEPARTMENT] if use_labels else None)
               for i, c in enumerate(good)]
-    files = [(p.name, p.read) for p in packed]
-    files.append((LABELS_FILE, labels_json(packed, use_labels)))
-    files.append((SIDECAR, sidecar_json(packed, label_map, resolution, bad)))
-    (write_zip if layout == "zip" else write_folder)(out, files)
+    sidecar = sidecar_json(packed, label_map, resolution, bad)
+    extra: list = []
+    if fmt == "stylegan":
+        files = [(p.name, p.read) for p in packed]
+        files.append((LABELS_FILE, labels_json(packed, use_labels)))
+        files.append((SIDECAR, sidecar))
+        (write_zip if layout == "zip" else write_folder)(out, files)
+    else:
+        from .export_formats import write_format
+        extra = write_format(fmt, sel, packed, label_map, resolution, (SIDECAR, sidecar), opts)
 
     unknown = sum(1 for p in packed if not p.crop.department)
     lines = [f"export: {len(packed)} images {resolution}x{resolution} -> {out} ({layout})"
              + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
              + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
-             + (f"; {not_ok} manifest entries not ok (not exported)" if not_ok else "")]
+             + (f"; {sel.not_ok} manifest entries not ok (not exported)" if sel.not_ok else "")]
+    lines += extra
     if use_labels:
         for dept, i in label_map.items():
             n = sum(1 for p in packed if p.label == i)
@@ -393,4 +429,3 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
                          {"dataset": out}, time.monotonic() - t0, len(bad), lines,
                          images=len(packed), resolution=resolution, layout=layout,
                          labels=dict(label_map or {}), skipped=bad)
-

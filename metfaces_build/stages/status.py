@@ -58,6 +58,7 @@ class CropDrift:
     to_remove: list = field(default_factory=list)   # crops of faces no longer kept
     changed: list = field(default_factory=list)     # kept faces whose crop is out of date
     failed: list = field(default_factory=list)      # kept faces align could not crop
+    kept: set = field(default_factory=set)          # every kept face of filtered.json
 
     @property
     def current(self) -> bool:
@@ -253,7 +254,7 @@ def align_state(work: Work, recipe, fix: str) -> StageState:
 def crop_drift(work: Work, recipe=None) -> CropDrift:
     """How images/ differs from filtered.json: the one comparison `status` and `export`
     make (the align parameters come from the recipe, MetFaces' defaults without one)."""
-    from .align import AlignOptions, pixel_record
+    from .align import AlignOptions, input_reference, pixel_record
     from .recipe import use_table
     from ..infra.faces import load_faces
     try:  # the records as align reads them (normalised), bad ones left out as align does
@@ -276,7 +277,7 @@ def crop_drift(work: Work, recipe=None) -> CropDrift:
         opts = AlignOptions(json="", source_images="", output_dir="")
         params = asdict(use_table(work, "align", opts, given=set(), save=False).options.params)
     drift = CropDrift()
-    wanted = set()
+    wanted = drift.kept
     for d in kept:
         if not isinstance(d, dict) or not isinstance(d.get("face_idx"), int):
             continue
@@ -291,7 +292,10 @@ def crop_drift(work: Work, recipe=None) -> CropDrift:
         elif pixel_record(e["record"]) != pixel_record(d) or \
                 (params is not None and _params_differ(e.get("params"), params)):
             drift.changed.append(key)
-    drift.to_remove = sorted(k for k in ok if k not in wanted)
+    # crops another face list claims (align --json other.json into images/) are not ours
+    ref = input_reference(work.filtered_json, work.images_dir)
+    drift.to_remove = sorted(k for k, e in ok.items() if k not in wanted
+                             and (not isinstance(e.get("inputs"), list) or ref in e["inputs"]))
     return drift
 
 

@@ -1,12 +1,13 @@
 """`metfaces-build export`: argparse -> ExportOptions -> stages.export.export -> exit code."""
 from __future__ import annotations
 
-from ...infra.stage import options_from_args
+from ...infra.stage import default_of, options_from_args
 from ..flags import add_common, positive_int, print_summary
 
 from ...stages import export as stage
+from ...stages import export_formats as formats
 
-DESCRIPTION = stage.__doc__
+DESCRIPTION = stage.__doc__ + "\n" + formats.__doc__
 
 
 def configure_parser(p) -> None:
@@ -17,9 +18,19 @@ def configure_parser(p) -> None:
                    help="align output folder (crops + aligned.json) to export instead of "
                         "DIR/images")
     p.add_argument("--out", metavar="PATH", required=True,
-                   help="dataset.zip, or a folder (see --layout)")
+                   help="dataset.zip, or a folder (see --layout; other formats: a folder)")
+    p.add_argument("--format", choices=stage.FORMATS,
+                   default=default_of(stage.ExportOptions, "format"),
+                   help="stylegan (default: StyleGAN2-ADA/StyleGAN3 zip or folder), "
+                        "webdataset (tar shards), hf (Hugging Face dataset folder with a "
+                        "dataset card) or folder (PNGs + metadata.jsonl)")
     p.add_argument("--layout", choices=("zip", "folder"), default=None,
-                   help="zip (default when --out ends in .zip) or folder (otherwise)")
+                   help="--format stylegan: zip (default when --out ends in .zip) or folder "
+                        "(otherwise)")
+    p.add_argument("--shard-size", metavar="N|SIZE", default=None,
+                   help="--format webdataset: samples per shard (default "
+                        f"{formats.DEFAULT_SHARD_SAMPLES}), or a byte bound such as 500MB "
+                        "or 1GiB")
     p.add_argument("--no-labels", action="store_true",
                    help="unconditional dataset: dataset.json has \"labels\": null")
     p.add_argument("--resolution", type=positive_int, metavar="N", default=None,
