@@ -186,7 +186,7 @@ def test_hf_folder_loads_with_no_arguments(work, manifest, tmp_path, hf_env):
     assert head["configs"][0]["data_files"] == [{"split": "train", "path": "data/train/**"}]
     assert "unconditional-image-generation" in head["task_categories"]
     assert head["dataset_info"]["splits"][0]["num_examples"] == 6
-    for words in ("CC0 1.0", "Open Access", "Apache-2.0", "metfaces-build 0.1.0",
+    for words in ("CC0 1.0", "Open Access", "Apache-2.0", f"metfaces-build {__import__('metfaces_build').__version__}",
                   "9 faces detected, 7 kept, 2 rejected (resolution: 2)", "max_yaw 0.35",
                   "Align: size 64", "Training Generative Adversarial Networks with Limited Data",
                   "NeurIPS", "Karras", "3 of 6 faces come from objects", "check them before"):
