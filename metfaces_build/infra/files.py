@@ -10,11 +10,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from ..core.errors import UsageError
+from ..core.records import scrub
 
 from ..core.paths import check_relative_path  # noqa: F401 - re-exported
 
@@ -87,18 +89,35 @@ def loads(data: bytes | str) -> Any:
 
     Only ValueError escapes (nesting deeper than Python's recursion limit would raise
     RecursionError, a 5000-digit number ValueError); NaN and +-Infinity, which are not
-    JSON, become null instead of floats that would turn into the strings "nan"/"inf".
+    JSON, become null instead of floats that would turn into the strings "nan"/"inf", and
+    so do numbers too large for a float (1e999). Lone surrogates ("\\ud800", which UTF-8
+    cannot encode, so every later write would fail) become U+FFFD.
     Invalid UTF-8 is a ValueError here; network answers are decoded with replacement
     before they get here.
     """
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        obj = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    # a lone surrogate can only come from a "\\ud800" escape: scan only when one may be there
+    pattern = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_B
+    if pattern.search(data):
+        obj = scrub(obj)
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
+_SURROGATE_ESCAPE_B = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
 def _no_constant(_name: str) -> None:
     return None
+
+
+def _finite_float(text: str) -> float | None:
+    """1e999 overflows to inf: like Infinity, it is read as null."""
+    v = float(text)
+    return v if v - v == 0 else None
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:

@@ -101,13 +101,27 @@ def object_info(work: Path, obj_ids) -> dict:
         url = api.get("objectURL") or ""
         if not (isinstance(url, str) and url.startswith("https://")):
             url = MET_OBJECT_URL.format(quote(oid))
-        out[oid] = {"title": api.get("title") or row.get("title") or "",
-                    "artist": api.get("artistDisplayName") or row.get("artist") or "",
-                    "department": api.get("department") or row.get("department") or "",
-                    "date": api.get("objectDate") or row.get("date") or "",
-                    "url": url,
-                    "width": row.get("width") or None, "height": row.get("height") or None}
+        out[oid] = {"title": _text(api.get("title")) or _text(row.get("title")),
+                    "artist": _text(api.get("artistDisplayName")) or _text(row.get("artist")),
+                    "department": _text(api.get("department")) or _text(row.get("department")),
+                    "date": _text(api.get("objectDate")) or _text(row.get("date")),
+                    "url": _text(url),
+                    "width": _int(row.get("width")), "height": _int(row.get("height"))}
     return out
+
+
+def _text(v) -> str:
+    """A text field for the page: strings cut at MAX_TEXT, numbers as text, else ""."""
+    from ..core.records import clean_text
+    if isinstance(v, str):
+        return clean_text(v)[0]
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return ""
+
+
+def _int(v):
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _compare_landmarks(work: Path) -> dict:
