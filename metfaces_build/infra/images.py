@@ -11,6 +11,9 @@ from typing import Optional
 # Default pixel limit: 40,000 x 40,000 would be 1.6 Gpx; the Met's largest scans are around
 # 10-15k px a side (~200 Mpx). Above this we refuse rather than risk memory.
 DEFAULT_MAX_PIXELS = 250_000_000
+# verify and compare --crops decode crops and references: MetFaces crops are 1024x1024, so
+# a "crop" beyond 8192x8192 is not one (a 140 KB PNG can declare 12000x12000 = 432 MB RGB).
+MAX_CROP_PIXELS = 8192 * 8192
 
 MAGIC = [
     (b"\xff\xd8\xff", "jpg"),

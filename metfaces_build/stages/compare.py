@@ -238,16 +238,18 @@ class CropPair:
 
 
 def compare_crop_pair(pair: CropPair) -> CropDiff:
-    from PIL import Image
+    from ..infra.images import MAX_CROP_PIXELS, ImageProblem, open_image
     if not pair.a:
         return CropDiff(pair.name, "only_in_b")
     if not pair.b:
         return CropDiff(pair.name, "only_in_a")
-    try:
-        with Image.open(pair.a) as ia, Image.open(pair.b) as ib:
+    try:  # the project's decode guard: a pixel limit read from the header, before decoding
+        with open_image(pair.a, MAX_CROP_PIXELS) as ia, open_image(pair.b, MAX_CROP_PIXELS) as ib:
             a = np.asarray(ia.convert("RGB"))
             b = np.asarray(ib.convert("RGB"))
-    except Exception as e:  # corrupt PNG, permission ...
+    except ImageProblem as e:
+        return CropDiff(pair.name, "unreadable", reason=e.reason)
+    except Exception as e:  # permission, a decoder error after the header ...
         return CropDiff(pair.name, "unreadable", reason=str(e))
     if a.shape != b.shape:
         return CropDiff(pair.name, "size_mismatch",

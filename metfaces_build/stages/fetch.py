@@ -142,12 +142,14 @@ def catalog_filter(args):
 def catalog_ids(path: str, flt, log: Callable[[str], None], labels: Optional["IdLabels"] = None):
     """Ids of the MetObjects.csv rows `flt` keeps (no API request); their departments go to
     `labels` when given (dry runs)."""
-    from ..met.catalog import CatalogError, catalog_summary, select_ids
+    from ..met.catalog import CatalogError, catalog_summary, catalog_warnings, select_ids
     try:
         sel = select_ids(path, flt)
     except CatalogError as e:
         raise UsageError(f"--from-csv {e}") from None
     log(catalog_summary(path, sel))
+    for w in catalog_warnings(path, sel):
+        print(w, file=sys.stderr)
     if labels is not None:
         labels.add_each(sel.ids, sel.departments)
     return sel.ids

@@ -345,7 +345,22 @@ def render_page(data: dict, title: str = "MetFaces review") -> str:
     page = page_template()
     if DATA_MARK not in page:
         raise RuntimeError(f"{TEMPLATE} lacks the data marker {DATA_MARK}")
-    return page.replace("{{TITLE}}", html.escape(title)).replace(DATA_MARK, blob)
+    return page.replace("{{TITLE}}", html.escape(title)).replace("{{CSP}}", page_csp(page)) \
+        .replace(DATA_MARK, blob)
+
+
+def page_csp(page: str) -> str:
+    """The page's Content-Security-Policy: only its own script runs (allowed by its sha256,
+    so no inline event handler, javascript: URL or remote script would), images from the
+    page's folders, nothing fetched or posted anywhere."""
+    import base64
+    import re
+    hashes = []
+    for m in re.finditer(r"<script>(.*?)</script>", page, re.S):
+        digest = hashlib.sha256(m.group(1).encode("utf-8")).digest()
+        hashes.append("'sha256-" + base64.b64encode(digest).decode("ascii") + "'")
+    return ("default-src 'none'; script-src " + " ".join(hashes) + "; style-src 'unsafe-inline'; "
+            "img-src 'self' file: data: blob: http: https:; base-uri 'none'; form-action 'none'")
 
 
 def write_review(work_dir, *, source_images=None, out_dir=None, workers: int = 1,

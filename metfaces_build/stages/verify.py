@@ -89,9 +89,12 @@ class FaceCheck:
 
 
 def _rgb(path: str):
+    """RGB pixels of a crop, decoded with the project's guard (pixel limit from the header,
+    regular files only); ImageProblem says why not."""
     import numpy as np
-    from PIL import Image
-    with Image.open(path) as im:
+
+    from ..infra.images import MAX_CROP_PIXELS, open_image
+    with open_image(path, MAX_CROP_PIXELS) as im:
         return np.asarray(im.convert("RGB"))
 
 
