@@ -361,6 +361,14 @@ class Rejection:
         return out
 
     @classmethod
-    def from_json(cls, d: dict) -> "Rejection":
-        return cls(str(d["obj_id"]), int(d["face_idx"]), list(d.get("reasons", [])),
-                   dict(d.get("values", {})), dict(d.get("limits") or {}))
+    def from_json(cls, d: Any) -> "Rejection":
+        """A rejected.jsonl line; ValueError when it names no face. Fields of the wrong
+        shape (a hand-edited file) read as empty."""
+        if not isinstance(d, dict) or not isinstance(d.get("obj_id"), (str, int)) \
+                or not _is_int(d.get("face_idx")):
+            raise ValueError("not a rejection: needs obj_id and an integer face_idx")
+        reasons = d.get("reasons")
+        reasons = [r for r in reasons if isinstance(r, str)] if isinstance(reasons, list) else []
+        values, limits = d.get("values"), d.get("limits")
+        return cls(str(d["obj_id"]), d["face_idx"], reasons,
+                   values if isinstance(values, dict) else {}, limits if isinstance(limits, dict) else {})

@@ -35,7 +35,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:  # a directory in its place: never deleted by us
+            raise UsageError(f"cannot write {path}: a directory is in its place") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -183,6 +186,8 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         f = open(path, "rb")
     except FileNotFoundError:
         return
+    except OSError as e:  # a directory in its place, no permission
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
     with f:
         for line in f:
             line = line.strip()

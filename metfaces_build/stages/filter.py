@@ -854,19 +854,22 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
     import time
 
     from ..infra.files import file_digest, read_json
+    from ..infra.workdir import clean_filter_summary
     overrides, stale = overrides_in_force(opts, work, loaded.faces)  # checked before writing
     digest = file_digest(faces_path, "sha256")
     outputs = {"filtered": work.filtered_json, "rejected": work.rejected_jsonl,
                "summary": work.filter_summary_json}
     if not opts.force and all(p.exists() for p in outputs.values()):
         old = read_json(work.filter_summary_json, "filter summary")
-        if isinstance(old, dict) and old.get("input_sha256") == digest \
+        # a damaged summary (a field of the wrong type) is not up to date: filter again
+        if isinstance(old, dict) and clean_filter_summary(old) == old \
+                and old.get("input_sha256") == digest \
                 and old.get("config") == cfg.to_json() \
                 and old.get("source_images") == str(source_root.resolve()) \
                 and (old.get("overrides") or {}).get("sha256", overrides_digest({})) \
                 == overrides_digest(overrides) \
                 and (old.get("overrides") or {}).get("stale", []) == stale:
-            failed = len(old.get("image_problems") or {}) + old["reasons"].get("bad_record", 0)
+            failed = len(old.get("image_problems") or {}) + (old.get("reasons") or {}).get("bad_record", 0)
             return _summary(old, outputs, time.monotonic() - t0, failed + bool(stale),
                             [summary_line(old) + " (up to date; --force redoes it)"],
                             _stale_notes(stale, work), True)

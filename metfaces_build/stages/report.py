@@ -333,14 +333,22 @@ def _spread(items: list, n: int) -> list:
 def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles: int) -> Optional[Section]:
     """Counts by reason, thresholds, kept and rejected contact sheets."""
     from ..infra.files import read_json, read_jsonl
+    from ..infra.workdir import clean_filter_summary
     from ..core.records import Rejection
     layout = Work(work)
     if not layout.filtered_json.is_file():
         return None
-    summary = read_json(layout.filter_summary_json) if layout.filter_summary_json.is_file() else {}
+    summary = clean_filter_summary(read_json(layout.filter_summary_json)
+                                   if layout.filter_summary_json.is_file() else {}) or {}
     kept = list(_faces_by_key(layout.filtered_json).values())
-    rejected = [Rejection.from_json(r) for r in read_jsonl(layout.rejected_jsonl)]
-    root = source_root or Path(summary.get("source_images", work))
+    rejected = []
+    for r in read_jsonl(layout.rejected_jsonl):
+        try:
+            rejected.append(Rejection.from_json(r))
+        except ValueError:  # a damaged line names no face: left out of the counts
+            continue
+    src = summary.get("source_images")
+    root = source_root or Path(src if isinstance(src, str) and src else work)
     total = len(kept) + len(rejected)
     counts: dict[str, int] = {}
     for r in rejected:
@@ -353,9 +361,10 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
         blocks.append(Table(["test failed", "faces", "share of input"],
                             [[k, v, _pct(v / total)] for k, v in
                              sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]))
-    gray = sum(1 for f in kept if (f.extra.get("filter", {}).get("grayscale") or {}).get("grayscale"))
-    sharp = [f.extra.get("filter", {}).get("sharpness") for f in kept]
-    sharp = [s for s in sharp if isinstance(s, (int, float))]
+    measures = [f.extra.get("filter") if isinstance(f.extra.get("filter"), dict) else {} for f in kept]
+    gray = sum(1 for m in measures if isinstance(m.get("grayscale"), dict) and m["grayscale"].get("grayscale"))
+    sharp = [m.get("sharpness") for m in measures]
+    sharp = [s for s in sharp if isinstance(s, (int, float)) and not isinstance(s, bool)]
     if sharp:
         crop = (summary.get("config") or {}).get("crop_size", 128)
         blocks.append(Para(f"Kept faces tagged grayscale: {gray}. Sharpness (variance of the "
