@@ -50,7 +50,10 @@ class FakeServer:
                 if route is None:
                     status, headers, body = 404, {"Content-Type": "application/json"}, b'{"message":"Not a valid object"}'
                 else:
-                    status, headers, body = route(self) if callable(route) else route
+                    answer = route(self) if callable(route) else route
+                    if answer is None:  # the route wrote its answer itself (a trickle)
+                        return
+                    status, headers, body = answer
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)

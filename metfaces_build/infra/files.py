@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from ..core.errors import UsageError
-from ..core.records import scrub
+from ..core.records import clean_text, scrub
 
 from ..core.paths import check_relative_path  # noqa: F401 - re-exported
 
@@ -134,6 +134,27 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UsageError(f"{what} is a directory, expected a file: {path}") from None
     except ValueError as e:  # incl. UnicodeDecodeError, JSONDecodeError, too deep
         raise UsageError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def duplicate_keys(path: str | os.PathLike) -> list:
+    """Keys that appear twice in one JSON object of the file at `path` (JSON lets the last
+    win silently; a hand-edited decision file should say so), at most 10; [] when the file
+    cannot be read."""
+    dups: list = []
+
+    def pairs(items):
+        seen = set()
+        for k, _ in items:
+            if k in seen and k not in dups and len(dups) < 10:
+                dups.append(k)
+            seen.add(k)
+        return dict(items)
+    try:
+        with open(path, "rb") as f:
+            json.loads(f.read(), object_pairs_hook=pairs, parse_constant=_no_constant)
+    except (OSError, ValueError, RecursionError):
+        return []
+    return [clean_text(k, 80)[0] for k in dups]
 
 
 def read_json_or_none(path: str | os.PathLike) -> Any:

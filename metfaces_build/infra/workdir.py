@@ -153,8 +153,13 @@ def reusable_detections(journal_rows: Iterable[dict], wanted, signature: dict) -
     versions = wanted if isinstance(wanted, dict) else None
     return {k: d for k, d in rows.items()
             if d.get("status") in DETECT_DONE and d.get("settings") == signature
-            and isinstance(d.get("faces"), list)
+            and isinstance(d.get("faces"), list) and all(_face_like(f) for f in d["faces"])
             and (versions is None or same_source(d, versions[k]))}
+
+
+def _face_like(f) -> bool:
+    """A face record as detect writes it (a damaged journal line is detected again)."""
+    return isinstance(f, dict) and isinstance(f.get("face_idx"), int) and isinstance(f.get("face_spec"), dict)
 
 
 # ---- content keys: what an image *is*, so stages redo exactly what changed -------------
@@ -387,7 +392,7 @@ class Work:
 
     def face_count(self) -> int:
         """Faces recorded in the detect journal (latest line per image)."""
-        return sum(len(r.get("faces") or []) for r in self.detections().values())
+        return sum(len(r["faces"]) for r in self.detections().values() if isinstance(r.get("faces"), list))
 
 
 def as_work(work: Union[str, os.PathLike, Work, None]) -> Work:
