@@ -423,3 +423,83 @@ def test_review_page_escapes_every_value_and_forbids_inline_handlers(rwork):
         time.sleep(0.5)
         assert p.eval("window.ran === undefined")
         b.send("Target.closeTarget", {"targetId": p.target})
+
+
+# ---- done when: one department, three hostile objects, `run` then `export` ------------------
+
+class HostileProxy(FakeServer):
+    """Loopback proxy to the emulator: `routes` answer as in FakeServer, everything else
+    is forwarded (with our Host header, so record URLs point back here), and `edit[path]`
+    rewrites a forwarded body."""
+
+    def __init__(self, upstream: str):
+        super().__init__()
+        self.edit: dict = {}
+        fallback = self.httpd.RequestHandlerClass.do_GET
+
+        def do_get(handler):
+            path = handler.path.split("?", 1)[0]
+            if path in self.routes:
+                return fallback(handler)
+            import urllib.error
+            import urllib.request
+            req = urllib.request.Request(upstream + handler.path, headers={"Host": handler.headers["Host"]})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    status, body, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
+            except urllib.error.HTTPError as e:
+                status, body, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
+            if path in self.edit:
+                body = self.edit[path](body)
+            handler.send_response(status)
+            handler.send_header("Content-Type", ctype)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        self.httpd.RequestHandlerClass.do_GET = do_get
+
+
+def _odd_record(body: bytes) -> bytes:
+    d = json.loads(body)
+    d["title"], d["artistDisplayName"] = "@T@", "@A@"
+    return (json.dumps(d).replace('"@T@"', '"Saint \\ud800 Catherine"').replace('"@A@"', "1e999")).encode()
+
+
+def test_run_with_three_hostile_objects_then_export(cli, tmp_path):
+    import zipfile
+
+    from metfaces_build.met.emulator import start_emulator
+    deep, busy, odd = 436001, 436008, 436043  # department 11, European Paintings, all with faces
+    with start_emulator() as emu:
+        proxy = HostileProxy(emu.url)
+        try:
+            prefix = emu.api_root[len(emu.url):]  # /public/collection/v1
+            api = proxy.base + prefix
+            proxy.json(f"{prefix}/objects", {"total": 3, "objectIDs": [deep, busy, odd]})
+            proxy.routes[f"{prefix}/objects/{deep}"] = (404, {"Content-Type": "application/json"}, DEEP)
+            proxy.routes[f"{prefix}/objects/{busy}"] = (
+                503, {"Content-Type": "text/html", "Retry-After": "Mon, 1 Jan 1 0:0:0 +9999999999999999999"},
+                b"<html>busy</html>")
+            proxy.edit[f"{prefix}/objects/{odd}"] = _odd_record
+            work = tmp_path / "w"
+            max_outage = 60
+            t0 = time.monotonic()
+            rc, out, err = cli("run", "--work", work, "--api", api, "--departments", "11", "--quiet",
+                               "--workers", "2", "--rate", "100", "--retries", "2", "--backoff-base", "0.01",
+                               "--backoff-max", "0.02", "--max-outage", max_outage)
+            took = time.monotonic() - t0
+        finally:
+            proxy.close()
+    assert "Traceback" not in err and took < max_outage, (took, err)
+    rows = journal(work)
+    assert rows[deep]["status"] == "not_found" and rows[busy]["status"] == "http_error"
+    assert "beyond --max-outage" in rows[busy]["reason"]
+    assert rows[odd]["status"] == "ok" and rows[odd]["title"] == "Saint \ufffd Catherine" and rows[odd]["artist"] == ""
+    assert (work / "report" / "review.html").is_file()
+    assert "Saint \ufffd Catherine" in (work / "report" / "review.html").read_text(encoding="utf-8")
+    rc, out, err = cli("export", "--work", work, "--out", tmp_path / "faces.zip", "--quiet")
+    assert rc == 0 and "Traceback" not in err, err
+    with zipfile.ZipFile(tmp_path / "faces.zip") as z:
+        meta = json.loads(z.read("metfaces-export.json"))
+        assert [(i["crop"], i["title"]) for i in meta["images"]] == [(f"{odd}-00.png", "Saint \ufffd Catherine")]
+        assert meta["images"][0]["file"] in z.namelist()
