@@ -503,3 +503,176 @@ def test_run_with_three_hostile_objects_then_export(cli, tmp_path):
         meta = json.loads(z.read("metfaces-export.json"))
         assert [(i["crop"], i["title"]) for i in meta["images"]] == [(f"{odd}-00.png", "Saint \ufffd Catherine")]
         assert meta["images"][0]["file"] in z.namelist()
+
+
+# ---- property tests: random and mutated input to every reader -------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# text with lone surrogates, NUL, U+2028 and markup; numbers that overflow or are huge
+ODD_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=12) | st.sampled_from(
+    ["\ud800", "a\udfffb", "</script>", XSS, "__proto__", "\u2028", "\x00", "-" * 5000])
+BIG = "@5000 digits@"  # _dump writes it as a 5000-digit number (hypothesis cannot print one)
+ODD_NUMBER = st.sampled_from([float("inf"), float("-inf"), float("nan"), BIG, -1, 2 ** 64, 1e308]) \
+    | st.integers() | st.floats()
+JSON = st.recursive(st.none() | st.booleans() | ODD_NUMBER | ODD_TEXT,
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(ODD_TEXT, kids, max_size=4),
+                    max_leaves=12)
+FAST_PROPS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _dump(v) -> bytes:
+    """JSON text as a hostile server writes it: surrogates escaped, Infinity, NaN, 10^5000."""
+    return json.dumps(v).replace(json.dumps(BIG), "9" * 5000).encode()
+
+
+def _mutate(data: bytes, cuts: list) -> bytes:
+    for pos, what in cuts:
+        pos = pos % (len(data) + 1)
+        data = data[:pos] + what + data[pos + len(what) // 2:]
+    return data
+
+
+MUTATIONS = st.lists(st.tuples(st.integers(0, 10 ** 6), st.sampled_from(
+    [b"[", b"]", b"{", b'"', b"\\ud800", b"1e999", b"NaN", b"\xff", b",", b"\x00", b"9" * 5000])), max_size=4)
+
+
+@FAST_PROPS
+@given(JSON, MUTATIONS)
+def test_api_answer_readers_never_raise_anything_but_valueerror(value, cuts):
+    from metfaces_build.met.client import _message, decode_json, parse_object_ids
+    raw = _mutate(_dump(value), cuts)
+    for body in (raw, b'{"message":' + raw + b"}", b'{"objectIDs":' + raw + b"}"):
+        msg = _message(body)
+        assert isinstance(msg, str) and len(msg) <= 203
+        msg.encode("utf-8")
+        try:
+            data = decode_json(body)
+        except ValueError:
+            continue
+        json.dumps(data, allow_nan=False, ensure_ascii=False).encode("utf-8")  # writable anywhere
+        try:
+            ids = parse_object_ids(data)
+        except ValueError:
+            continue
+        assert all(isinstance(i, int) and 0 < i < 2 ** 63 for i in ids)
+
+
+@FAST_PROPS
+@given(st.text(max_size=60) | st.sampled_from(["Mon, 1 Jan 1 0:0:0 +9999999999999999999", "1e999", "-0",
+                                                 "Fri, 31 Dec 9999 23:59:59 GMT", "9" * 5000]))
+def test_retry_after_never_raises(value):
+    from metfaces_build.met.client import parse_retry_after
+    got = parse_retry_after(value)
+    assert got is None or 0 <= got <= 1e9
+
+
+@FAST_PROPS
+@given(st.dictionaries(st.sampled_from(["title", "artistDisplayName", "department", "objectDate",
+                                        "isPublicDomain", "primaryImage", "objectURL", "metadataDate"]),
+                       JSON, max_size=8), MUTATIONS)
+def test_object_records_always_become_a_writable_record(tmp_path_factory, fields, cuts):
+    """Any record served for an object: fetch records it (ok or a failure), as UTF-8-safe
+    JSON with every text field within MAX_TEXT."""
+    from metfaces_build.core.records import MAX_TEXT
+    from metfaces_build.met.client import ApiJson, FetchFailure, decode_json
+    from metfaces_build.stages.fetch import fetch_object
+    raw = _dump({"objectID": 7, **fields})
+    raw = raw[:1] + _mutate(raw[1:], cuts) if cuts else raw
+    try:
+        data = decode_json(raw)
+    except ValueError:
+        return  # the client records this as bad_content before fetch_object sees it
+
+    class Client:
+        def get_object(self, oid):
+            if not isinstance(data, dict) or data.get("objectID") != oid:
+                raise FetchFailure("bad_content", "answer is for another object")
+            return ApiJson(data, raw, 1)
+
+        def download(self, url, folder, stem):
+            raise FetchFailure("http_error", "no network here")
+    work = tmp_path_factory.mktemp("w")
+    (work / "api").mkdir()
+    (work / "originals").mkdir()
+    obj = fetch_object(Client(), work, 7)
+    line = json.dumps(obj.to_json(), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    assert obj.id == 7 and isinstance(obj.status, str)
+    for k in ("title", "artist", "department", "date", "image_url"):
+        assert isinstance(getattr(obj, k), str) and len(getattr(obj, k)) <= MAX_TEXT
+    assert len(line) < 8 * MAX_TEXT * 4
+
+
+WORK_FILES = ["faces.json", "filtered.json", "rejected.jsonl", "filter_summary.json", "overrides.json",
+              "objects.jsonl", "compare.json", "compare_faces.jsonl", "filter_cache.json", "api/100.json",
+              "detect.jsonl"]
+
+
+@st.composite
+def damaged_file(draw):
+    """(file name, new bytes): random JSON in place of the file, one value inside it
+    replaced, or the bytes mutated."""
+    name = draw(st.sampled_from(WORK_FILES))
+    how = draw(st.sampled_from(["replace", "inner", "bytes"]))
+    return name, how, draw(JSON), draw(MUTATIONS), draw(st.integers(0, 10 ** 6))
+
+
+def _damage(path: Path, how: str, value, cuts, where: int) -> None:
+    from metfaces_build.infra.files import loads
+    old = path.read_bytes() if path.is_file() else b"{}"
+    if how == "replace":
+        path.write_bytes(_dump(value))
+    elif how == "bytes":
+        path.write_bytes(_mutate(old, cuts) if cuts else old[: where % (len(old) + 1)])
+    else:  # one value somewhere inside the document (or inside one line of a journal)
+        lines = old.splitlines() if path.suffix == ".jsonl" else [old]
+        i = where % max(1, len(lines))
+        try:
+            doc = loads(lines[i]) if lines else {}
+        except ValueError:
+            doc = {}
+        node, key = doc, None
+        for step in range(1 + where % 4):
+            kids = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
+            if not kids:
+                break
+            key, child = kids[(where >> step) % len(kids)]
+            if step == where % 4 or not isinstance(child, (dict, list)):
+                break
+            node = child
+        if key is None:
+            doc = value
+        else:
+            node[key] = value
+        if lines:
+            lines[i] = _dump(doc)
+        else:
+            lines = [_dump(doc)]
+        path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(damaged_file())
+def test_damaged_work_files_never_cost_a_traceback_or_a_file(review_base, tmp_path_factory, case):
+    """Every reader of the work directory (review, report, run's table, the outcomes) on a
+    damaged file: it works or says one line (UsageError); no other exception, no file lost."""
+    from metfaces_build.app.run import summarize_work
+    from metfaces_build.core.errors import UsageError
+    from metfaces_build.infra.workdir import Work
+    from metfaces_build.stages import report, review
+    name, how, value, cuts, where = case
+    w = tmp_path_factory.mktemp("d") / "work"
+    shutil.copytree(review_base, w)
+    _damage(w / name, how, value, cuts, where)
+    before = _files(w)
+    for read in (lambda: review.render_page(review.collect(w, w, w / "report")),
+                 lambda: report.filter_section(w, w / "report", None, 4),
+                 lambda: report.compare_section(w, w / "report", None, 2),
+                 lambda: summarize_work(Work(w), {}),
+                 lambda: Work(w).outcomes()):
+        try:
+            read()
+        except UsageError as e:
+            assert "\n" not in str(e).strip() or name in str(e)
+    assert before <= _files(w)
