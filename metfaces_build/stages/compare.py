@@ -75,7 +75,33 @@ class FaceMatch:
 
     @classmethod
     def from_json(cls, d: dict) -> "FaceMatch":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        """A compare_faces.jsonl line; ValueError when a field has the wrong type (a
+        damaged line)."""
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+        kw = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
+        if not isinstance(kw.get("obj_id"), str) or kw.get("status") not in ("matched", "missed", "extra"):
+            raise ValueError("needs obj_id and status matched | missed | extra")
+        for k in ("stored_face_idx", "regen_face_idx", "stored_shrink", "regen_shrink"):
+            if kw.get(k) is not None and not _is_int(kw[k]):
+                raise ValueError(f"{k}: expected an integer")
+        for k in ("nme", "iou", "eye_distance", "inter_ocular"):
+            if kw.get(k) is not None and not _is_number(kw[k]):
+                raise ValueError(f"{k}: expected a number")
+        regions = kw.get("regions")
+        if regions is not None and not (isinstance(regions, dict) and all(_is_number(v) for v in regions.values())):
+            raise ValueError("regions: expected {region: number}")
+        if kw.get("regions") is None:
+            kw.pop("regions", None)
+        return cls(**kw)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _round(v):

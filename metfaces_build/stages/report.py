@@ -28,6 +28,7 @@ from typing import Optional
 import numpy as np
 
 from ..core import geometry
+from ..core.errors import UsageError
 from ..infra.stage import StageSummary
 from ..infra.files import read_json_or_none
 from ..infra.workdir import Work, as_work
@@ -316,6 +317,10 @@ class Section:
     sheets: dict  # name -> PNG path
 
 
+def _str(v) -> str:
+    return v if isinstance(v, str) else ""
+
+
 def _faces_by_key(path: Path) -> dict:
     from ..infra.faces import load_faces
     if not path.is_file():
@@ -439,7 +444,17 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
     if not layout.compare_json.is_file():
         return None
     stats = read_json(layout.compare_json, "compare.json")
-    matches = [FaceMatch.from_json(d) for d in read_jsonl(layout.compare_faces_jsonl)]
+    need = ("matched", "missed", "extra", "median_nme", "p90_nme")
+    if not isinstance(stats, dict) or not all(isinstance(stats.get(k), (int, float, type(None))) for k in need) \
+            or not all(k in stats for k in need):
+        raise UsageError(f"{layout.compare_json} is damaged (expected compare's statistics with "
+                         f"{', '.join(need)}): run compare again")
+    matches = []
+    for d in read_jsonl(layout.compare_faces_jsonl):
+        try:
+            matches.append(FaceMatch.from_json(d))
+        except ValueError:  # a damaged line: left out
+            continue
     blocks = [Heading("Landmarks: regenerated vs stored"),
               Para("Faces matched per object on eye-centre distance (gate "
                    f"{stats.get('gate')} x inter-ocular). NME = mean landmark error over the stored "
@@ -450,7 +465,7 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
                       stats["p90_nme"], _pct(stats.get("within_0.05")), _pct(stats.get("within_0.10")),
                       stats.get("median_iou"), _pct(stats.get("same_shrink"))]])]
     reg = stats.get("region_median_nme") or {}
-    if reg:
+    if isinstance(reg, dict) and reg:
         blocks.append(Table(["region"] + list(reg), [["median NME"] + list(reg.values())]))
     m = sorted((x for x in matches if x.status == "matched" and x.nme is not None),
                key=lambda x: (-x.nme, x.obj_id, x.stored_face_idx))[:worst_n]
@@ -466,9 +481,9 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
             f"{x.obj_id}-{(x.stored_face_idx if x.status == 'missed' else x.regen_face_idx):02d} "
             f"{x.status}" for x in lost)))
     sheets = {}
-    stored = _faces_by_key(Path(stats.get("stored_path", "")))
-    regen = _faces_by_key(Path(stats.get("regenerated_path", "")))
-    root = source_root or Path(stats.get("source_images", work))
+    stored = _faces_by_key(Path(_str(stats.get("stored_path"))))
+    regen = _faces_by_key(Path(_str(stats.get("regenerated_path"))))
+    root = source_root or Path(_str(stats.get("source_images")) or work)
     pairs = [(x, stored.get((x.obj_id, x.stored_face_idx)), regen.get((x.obj_id, x.regen_face_idx)))
              for x in m]
     pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
