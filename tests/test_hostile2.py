@@ -7,6 +7,7 @@ cases against hand-damaged copies of a small work directory. Each test names the
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -606,7 +607,19 @@ def test_object_records_always_become_a_writable_record(tmp_path_factory, fields
 
 WORK_FILES = ["faces.json", "filtered.json", "rejected.jsonl", "filter_summary.json", "overrides.json",
               "objects.jsonl", "compare.json", "compare_faces.jsonl", "filter_cache.json", "api/100.json",
-              "detect.jsonl"]
+              "detect.jsonl", "images/aligned.json"]
+
+
+@pytest.fixture(scope="module")
+def aligned_base(review_base, tmp_path_factory):
+    """review_base plus 128 px crops of its kept faces (so export has something to read)."""
+    from metfaces_build.app.cli import main
+    w = tmp_path_factory.mktemp("aligned") / "work"
+    shutil.copytree(review_base, w)
+    assert main([str(a) for a in ("align", "--json", w / "filtered.json", "--source-images", w,
+                                  "--output-dir", w / "images", "--size", 128, "--supersampling", 1,
+                                  "--workers", 1)]) == 0
+    return w
 
 
 @st.composite
@@ -652,18 +665,21 @@ def _damage(path: Path, how: str, value, cuts, where: int) -> None:
         path.write_bytes(b"\n".join(lines) + b"\n")
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(damaged_file())
-def test_damaged_work_files_never_cost_a_traceback_or_a_file(review_base, tmp_path_factory, case):
-    """Every reader of the work directory (review, report, run's table, the outcomes) on a
-    damaged file: it works or says one line (UsageError); no other exception, no file lost."""
+def test_damaged_work_files_never_cost_a_traceback_or_a_file(aligned_base, tmp_path_factory, case):
+    """Every reader of the work directory (review, report, run's table, the outcomes,
+    filter, export) on a damaged file: it works or says one line (UsageError, exit 2); no
+    other exception, no file lost."""
+    from test_review import FILTER_FLAGS
+    from metfaces_build.app.cli import main
     from metfaces_build.app.run import summarize_work
     from metfaces_build.core.errors import UsageError
     from metfaces_build.infra.workdir import Work
     from metfaces_build.stages import report, review
     name, how, value, cuts, where = case
     w = tmp_path_factory.mktemp("d") / "work"
-    shutil.copytree(review_base, w)
+    shutil.copytree(aligned_base, w)
     _damage(w / name, how, value, cuts, where)
     before = _files(w)
     for read in (lambda: review.render_page(review.collect(w, w, w / "report")),
@@ -675,4 +691,10 @@ def test_damaged_work_files_never_cost_a_traceback_or_a_file(review_base, tmp_pa
             read()
         except UsageError as e:
             assert "\n" not in str(e).strip() or name in str(e)
+    for argv in (("export", "--work", w, "--out", w / "x.zip", "--quiet"),
+                 ("filter", "--work", w, *FILTER_FLAGS)):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main([str(a) for a in argv])
+        assert rc in (0, 1, 2) and "Traceback" not in err.getvalue()
     assert before <= _files(w)
