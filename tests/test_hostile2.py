@@ -22,10 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from test_hostile import FAST, FakeServer, fetch, journal, serve_image  # noqa: F401 (fixtures)
+from test_hostile import FAST, FakeServer, fetch, journal, serve_image
 from test_hostile import srv  # noqa: F401 - the fixture
-
-from metfaces_build.infra.files import read_jsonl
 
 DEEP = b'{"message":' + b"[" * 60_000 + b"]" * 60_000 + b"}"
 
