@@ -28,7 +28,7 @@ _EXPORTS = {
     "FaceSpec": "metfaces_build.core.records",
     **{name: "metfaces_build.api" for name in (
         "fetch", "detect", "filter", "align", "compare", "report", "review", "export", "verify",
-        "run",
+        "run", "status",
         "load_faces", "detect_image", "align_face", "serve_emulator")},
 }
 

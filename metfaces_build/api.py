@@ -57,7 +57,9 @@ def fetch(work, **options) -> Any:
     if "allow_host" in options:
         options["allow_host"] = tuple([options["allow_host"]] if isinstance(options["allow_host"], str)
                                       else options["allow_host"])
-    return stage(_work(work), options_from_kwargs(FetchOptions, options, "fetch"))
+    from .stages.recipe import fetch_work
+    return fetch_work(_work(work), options_from_kwargs(FetchOptions, options, "fetch"),
+                      set(options))
 
 
 def detect(work=None, **options) -> Any:
@@ -67,7 +69,10 @@ def detect(work=None, **options) -> Any:
     from .infra.stage import options_from_kwargs
     from .stages.detect import DetectOptions, detect as stage
     opts = options_from_kwargs(DetectOptions, options, "detect")
-    return stage(None if work is None else _work(work), opts)
+    if work is None or opts.images:
+        return stage(None if work is None else _work(work), opts)
+    from .stages.recipe import detect_work
+    return detect_work(_work(work), opts, set(options))
 
 
 def filter(work, **options) -> Any:  # noqa: A001 - the stage's name
@@ -81,7 +86,11 @@ def filter(work, **options) -> Any:  # noqa: A001 - the stage's name
         options["min_score"] = tuple(f"{k}={v}" for k, v in score.items())
     elif isinstance(score, str):
         options["min_score"] = (score,)
-    return stage(_work(work), options_from_kwargs(FilterOptions, options, "filter"))
+    opts = options_from_kwargs(FilterOptions, options, "filter")
+    if opts.explain is not None:
+        return stage(_work(work), opts)
+    from .stages.recipe import filter_work
+    return filter_work(_work(work), opts, set(options))
 
 
 def align(work_or_json, **options) -> Any:
@@ -93,10 +102,12 @@ def align(work_or_json, **options) -> Any:
     from .stages.align import AlignOptions, align as stage
     target = work_or_json
     if isinstance(target, Work) or Path(target).is_dir():
-        w = _work(target)
-        options.setdefault("json", str(w.filtered_json))
-        options.setdefault("source_images", str(w.path))
-        options.setdefault("output_dir", str(w.images_dir))
+        from .stages.recipe import align_work
+        given = set(options)
+        for k in ("json", "source_images", "output_dir"):
+            options.setdefault(k, "")
+        return align_work(_work(target), options_from_kwargs(AlignOptions, options, "align"),
+                          given)
     else:
         options.setdefault("json", str(target))
         missing = [k for k in ("source_images", "output_dir") if k not in options]
@@ -170,10 +181,19 @@ def run(work, **options) -> Any:
     if isinstance(options.get("allow_host"), (list, str)):
         h = options["allow_host"]
         options["allow_host"] = (h,) if isinstance(h, str) else tuple(h)
-    summary = pipeline(_work(work), options_from_kwargs(RunOptions, options, "run"))
+    summary = pipeline(_work(work), options_from_kwargs(RunOptions, options, "run"),
+                       given=set(options))
     if summary.error is not None:
         raise UsageError(f"run stopped at {summary.stopped_at}: {summary.error}")
     return summary
+
+
+def status(work) -> Any:
+    """Per stage of `work`: current, stale (with the reasons) or missing, read from its
+    files (no network, nothing written). Returns StatusSummary (`.states`, `.exit_code`
+    0 when everything is current, `.to_json()`)."""
+    from .stages.status import status as stage
+    return stage(_work(work))
 
 
 # ---- one image ----------------------------------------------------------------------------

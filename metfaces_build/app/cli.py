@@ -25,7 +25,9 @@ COMMANDS = [
     ("compare", "metfaces_build.app.commands.compare", "regenerated vs stored landmarks, or two crop folders"),
     ("run", "metfaces_build.app.run", "fetch -> detect -> filter -> align -> report, resumable"),
     ("demo", "metfaces_build.app.demo", "the whole pipeline on the built-in Met API emulator"),
+    ("report", "metfaces_build.app.commands.report", "the report: counts, reasons, contact sheets"),
     ("review", "metfaces_build.app.commands.review", "a review page: every face, filter, sort, keep/reject"),
+    ("status", "metfaces_build.app.commands.status", "per stage: current, stale (and why) or missing"),
     ("export", "metfaces_build.app.commands.export", "StyleGAN2-ADA / StyleGAN3 dataset zip or folder"),
     ("verify", "metfaces_build.app.commands.verify", "check crops against metfaces.json image_md5"),
     ("emulator", "metfaces_build.app.commands.emulator", "serve the sample Met API on loopback (tests, demo)"),
@@ -72,8 +74,16 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=summary, description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.configure_parser(p)
-        p.set_defaults(_run=mod.main)
+        p.set_defaults(_run=mod.main, _parser=p)
     return parser
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
+    """The option names (dests) the user typed: what changes the work directory's recipe
+    (a flag left out takes the recipe's value, not argparse's default)."""
+    typed = {a.split("=", 1)[0] for a in argv if a.startswith("-")}
+    return {a.dest for a in parser._actions
+            if a.option_strings and any(s in typed for s in a.option_strings)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -90,6 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not getattr(args, "_run", None):
             parser.print_help(sys.stderr)
             return 2
+        args._explicit = explicit_dests(args._parser, argv)
         return int(args._run(args))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

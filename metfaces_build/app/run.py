@@ -57,10 +57,11 @@ from typing import Callable, Optional
 from ..core.errors import UsageError
 from ..infra.stage import StageSummary, default_of, default_workers, options_from_args
 from ..infra.workdir import Work, as_work
-from ..stages.align import AlignOptions, align
-from ..stages.detect import DetectOptions, detect
-from ..stages.fetch import FetchOptions, fetch
-from ..stages.filter import FilterOptions, filter as filter_stage
+from ..stages.align import AlignOptions
+from ..stages.detect import DetectOptions
+from ..stages.fetch import FetchOptions
+from ..stages.filter import FilterOptions
+from ..stages.recipe import ApiGone, align_work, detect_work, explicit_fields, fetch_work, filter_work
 from ..stages.report import ReportOptions, report
 from ..stages.review import ReviewOptions, review
 
@@ -179,16 +180,20 @@ class RunSummary(StageSummary):
 
 
 def run(work, opts: RunOptions = RunOptions(),
-        echo: Optional[Callable[[StageSummary], None]] = None) -> RunSummary:
+        echo: Optional[Callable[[StageSummary], None]] = None,
+        given: Optional[set] = None) -> RunSummary:
     """fetch -> detect -> filter -> align -> report in `work`, each stage called with its
-    own options. A usage error in a stage stops the run there (`error`, exit code 2);
-    `echo` is called with each stage's summary as it finishes (the CLI prints them)."""
+    own options after the work directory's recipe (`given`: the option names the caller
+    chose, which change the recipe; default: those that differ from their defaults). A
+    usage error in a stage stops the run there (`error`, exit code 2); `echo` is called
+    with each stage's summary as it finishes (the CLI prints them)."""
     t0 = time.monotonic()
     work = as_work(work)
     out = RunSummary("run", work=work)
+    explicit = explicit_fields(opts, given)
     if opts.dry_run:  # fetch's plan only: nothing is downloaded, so no later stage has work
         try:
-            s = fetch(work, opts.fetch_options())
+            s = fetch_work(work, opts.fetch_options(), explicit)
         except UsageError as e:
             out.stopped_at, out.error = "fetch", str(e)
             return out
@@ -197,18 +202,31 @@ def run(work, opts: RunOptions = RunOptions(),
             echo(s)
         out.elapsed = time.monotonic() - t0
         return out
-    check_before_starting(opts)
-    steps = [("fetch", lambda: fetch(work, opts.fetch_options())),
-             ("detect", lambda: detect(work, opts.detect_options())),
-             ("filter", lambda: filter_stage(work, opts.filter_options())),
-             ("align", lambda: align(opts.align_options(work))),
-             ("report", lambda: report(work, ReportOptions(source_images=str(work.path)))),
+    try:
+        check_before_starting(work, opts, explicit)
+    except UsageError as e:
+        out.stopped_at, out.error = "fetch", str(e)
+        return out
+    filter_given = {k for k in explicit if k in ("workers", "force", "quiet")}
+    if "filter_config" in explicit:
+        filter_given.add("config")
+    if "overrides" in explicit:
+        filter_given.add("overrides")
+    steps = [("fetch", lambda: fetch_work(work, opts.fetch_options(), explicit)),
+             ("detect", lambda: detect_work(work, opts.detect_options(), explicit)),
+             ("filter", lambda: filter_work(work, opts.filter_options(), filter_given)),
+             ("align", lambda: align_work(work, opts.align_options(work), explicit)),
+             ("report", lambda: report(work, ReportOptions())),
              ("review", lambda: review(work, ReviewOptions(workers=opts.workers, quiet=opts.quiet)))]
     if opts.no_review:
         steps.pop()
     for name, step in steps:
         try:
             s = step()
+        except ApiGone as e:  # the rest of the pipeline still runs from what is on disk
+            s = StageSummary("fetch", failed=1, notes=[f"fetch: skipped: {e}"],
+                             lines=["fetch: skipped (API not reachable); the other stages run "
+                                    "from what is on disk"])
         except UsageError as e:
             out.stopped_at, out.error = name, str(e)
             break
@@ -231,16 +249,27 @@ def run(work, opts: RunOptions = RunOptions(),
         out.lines.append(f"review page: {rv.page} ({rv.faces} faces)")
     if opts.since:  # an update run: say what changed end to end
         out.lines += out.updates.lines()
+    elif not out.updates.any_work and out.error is None and not out.failed_stages \
+            and not _fetched_any(out.stages.get("fetch")):
+        out.lines.append("everything was current: nothing to do")
     return out
 
 
-def check_before_starting(opts: RunOptions) -> None:
-    """Catch a bad filter config or missing models now, not after the downloads."""
+def _fetched_any(s) -> bool:
+    return bool(s is not None and sum((s.counts or {}).values()))
+
+
+def check_before_starting(work: Work, opts: RunOptions, explicit: set) -> None:
+    """Catch a missing selection, a bad filter config or missing models now, not after
+    the downloads."""
+    from ..stages.recipe import use_fetch, use_table
+    use_fetch(work, opts.fetch_options(), explicit, save=False)
     if opts.filter_config:
         from ..stages.filter import config_from_mapping, load_toml_config
         config_from_mapping(load_toml_config(opts.filter_config), where=opts.filter_config)
     from ..infra.models import resolve_models
-    resolve_models(opts.models_dir, need_cnn=opts.detector != "hog")
+    detector = use_table(work, "detect", opts.detect_options(), explicit, save=False).options.detector
+    resolve_models(opts.models_dir, need_cnn=detector != "hog")
 
 
 def summarize_work(work: Work, codes: dict, report_md: Optional[Path] = None) -> list:
@@ -340,7 +369,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     from .flags import print_summary  # noqa: F811
     opts = options_from_args(RunOptions, args, allow_host=tuple(args.allow_host or ()))
-    return print_run(run(args.work, opts, echo=print_summary))
+    return print_run(run(args.work, opts, echo=print_summary,
+                         given=getattr(args, "_explicit", None)))
 
 
 def print_run(s: RunSummary) -> int:

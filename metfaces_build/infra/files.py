@@ -62,17 +62,32 @@ def _umask() -> int:
 _UMASK: list = []
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> bool:
+    """Write `data` atomically; False (the file left untouched, mtime and all) when it
+    already holds exactly these bytes, so a rerun with nothing to do rewrites no file."""
+    if _holds(path, data):
+        return False
     with atomic_open(path, "wb") as f:
         f.write(data)
+    return True
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def _holds(path: str | os.PathLike, data: bytes) -> bool:
+    try:
+        if os.path.getsize(path) != len(data) or not os.path.isfile(path):
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+def atomic_write_text(path: str | os.PathLike, text: str) -> bool:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> bool:
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> int:

@@ -13,6 +13,8 @@ Layout of a work directory DIR:
                          filter_cache.json (per-image measures keyed by content)
   images/                align crops; images/aligned.json the manifest
   report/                report.md, report.html, stats.json, contact sheets
+  recipe.toml            how the directory is built (infra/recipe.py); .stamps.json
+                         what some outputs were made from (for `status`)
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ TRUTH = "truth.json"
 COMPARE = "compare.json"
 COMPARE_FACES = "compare_faces.jsonl"
 COMPARE_CROPS = "compare_crops.json"      # compare --crops: summary (+ .jsonl per crop)
+RECIPE = "recipe.toml"                    # the options the directory is built with
+STAMPS = ".stamps.json"                   # what report/review/fetch were made from
 DEFAULT_WORK = "metfaces-work"
 
 # ---- statuses --------------------------------------------------------------------------
@@ -298,11 +302,19 @@ def compact_journal(path: Path) -> int:
     a, o = np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
     uniq, first_rev = np.unique(a[::-1], return_index=True)
     keep = o[::-1][first_rev]  # offsets of the last line per id, in id order
+    if np.array_equal(keep, o) and _all_lines_kept(path, len(o)):
+        return len(keep)  # already compact: rewrite nothing
     with open(path, "rb") as src, atomic_open(path, "wb") as dst:
         for off in keep:
             src.seek(int(off))
             dst.write(src.readline())
     return len(keep)
+
+
+def _all_lines_kept(path: Path, kept: int) -> bool:
+    """Is every line of `path` one of the `kept` lines (no garbled or superseded line)?"""
+    with open(path, "rb") as f:
+        return sum(1 for _ in f) == kept
 
 
 class Work:
@@ -344,6 +356,8 @@ class Work:
     compare_json = property(lambda self: self.path / COMPARE)
     compare_faces_jsonl = property(lambda self: self.path / COMPARE_FACES)
     compare_crops_json = property(lambda self: self.path / COMPARE_CROPS)
+    recipe_toml = property(lambda self: self.path / RECIPE)
+    stamps_json = property(lambda self: self.path / STAMPS)
 
     def rel(self, path: Union[str, os.PathLike]) -> str:
         """`path` relative to the work directory when inside it (for summaries)."""

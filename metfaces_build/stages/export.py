@@ -271,6 +271,22 @@ def write_folder(path: Path, files: list) -> None:
 
 # ---- the command ----------------------------------------------------------------------
 
+def check_current(work: Work) -> None:
+    """Refuse (UsageError, exit 2) when the crops are not exactly the kept faces of
+    filtered.json: an export is always the current decisions, never yesterday's crops.
+    Faces align failed on (recorded with a reason) do not stop it: the export reports them
+    as manifest entries not ok."""
+    from .recipe import recipe_of
+    from .status import crop_drift
+    if not work.filtered_json.exists():
+        return  # crops made from another face list: the manifest is all there is
+    drift = crop_drift(work, recipe_of(work))
+    if not drift.current:
+        raise UsageError("the crops are not the current decisions of filtered.json: "
+                         + "; ".join(drift.reasons(failed=False)) + f". Run `metfaces-build run --work "
+                         f"{work.path}` (it brings the crops current), then export again")
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Options of the export stage (names and defaults of its CLI flags)."""
@@ -312,6 +328,8 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
     objects = work.objects_jsonl if work is not None else None
     if work is not None and not work.path.is_dir():
         raise UsageError(f"work directory not found: {work.path}")
+    if not opts.images:
+        check_current(work)
     out = Path(opts.out)
     layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
     if layout == "zip" and out.is_dir():

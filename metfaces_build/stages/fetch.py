@@ -717,6 +717,9 @@ def _check_args(args: FetchOptions) -> None:
         raise UsageError(f"fetch: --api must be an http(s) URL, got {args.api!r}")
 
 
+check_options = _check_args  # the options' own checks, no network (stages/recipe.py)
+
+
 def fetch(work, opts: FetchOptions) -> FetchSummary:
     """Download the chosen objects' records and original images into `work`, journal
     each outcome in objects.jsonl and return counts by status. Resumes: settled objects

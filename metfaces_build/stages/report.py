@@ -31,7 +31,12 @@ from ..core import geometry
 from ..core.errors import UsageError
 from ..infra.stage import StageSummary
 from ..infra.files import read_json_or_none
-from ..infra.workdir import Work, as_work
+from ..infra.workdir import (COMPARE, FACES, FILTER_SUMMARY, FILTERED, IMAGES_DIR, MANIFEST,
+                             OBJECTS, REJECTED, Work, as_work)
+
+# the files a report is made from: a report stamped with the same ones is current
+REPORT_INPUTS = (OBJECTS, FACES, FILTERED, REJECTED, FILTER_SUMMARY, f"{IMAGES_DIR}/{MANIFEST}",
+                 COMPARE)
 
 STORED_COLOUR = (0, 200, 70)
 REGEN_COLOUR = (235, 0, 200)
@@ -591,29 +596,56 @@ def save_png(image, path: Path) -> Path:
 @dataclass(frozen=True)
 class ReportOptions:
     """Options of the report stage: where source_path resolves for the sheets (default:
-    the work directory), where to write (default: WORK/report), tiles per sheet."""
+    the work directory), where to write (default: WORK/report), tiles per sheet; `force`
+    writes it again even when its inputs have not changed since the last report."""
     source_images: Optional[str] = None
     out_dir: Optional[str] = None
     max_tiles: int = 48
     title: str = "MetFaces build report"
+    force: bool = False
 
 
 @dataclass
 class ReportSummary(StageSummary):
-    """report's outcome: the paths written (`paths`) and which sections it holds."""
+    """report's outcome: the paths written (`paths`) and which sections it holds;
+    `up_to_date` when nothing changed since the last report (nothing was written)."""
     paths: Optional[ReportPaths] = None
     sections: list = field(default_factory=list)
+    up_to_date: bool = False
 
 
 def report(work, opts: ReportOptions = ReportOptions()) -> ReportSummary:
-    """Write the report of whatever `work` holds (see `write_report`)."""
+    """Write the report of whatever `work` holds (see `write_report`). In the work
+    directory's own report/ it is skipped when its inputs are those it was made from."""
     import time
+    from dataclasses import asdict
+
+    from ..core.errors import UsageError
+    from ..infra.recipe import changed_inputs, inputs_stamp, read_stamps, write_stamp
     t0 = time.monotonic()
     work = as_work(work)
-    paths = write_report(work.path, source_images=opts.source_images or work.path,
-                         out_dir=opts.out_dir, max_tiles=opts.max_tiles, title=opts.title)
+    if not work.path.is_dir():
+        raise UsageError(f"work directory not found: {work.path}")
+    own = opts.out_dir is None
+    stamp = {"inputs": inputs_stamp(work.path, REPORT_INPUTS),
+             "options": {k: v for k, v in asdict(opts).items() if k != "force"
+                         and not (k == "source_images" and v is not None
+                                  and Path(v).resolve() == work.path.resolve())}}
+    out_dir = Path(opts.out_dir) if opts.out_dir else work.report_dir
+    paths = ReportPaths(out_dir, out_dir / "report.md", out_dir / "report.html",
+                        out_dir / "stats.json", {})
+    old = read_stamps(work.stamps_json).get("report") or {}
+    current = own and not opts.force and old.get("options") == stamp["options"] \
+        and not changed_inputs(work.path, old.get("inputs"), REPORT_INPUTS) \
+        and all(p.exists() for p in (paths.markdown, paths.html, paths.stats))
+    if not current:
+        paths = write_report(work.path, source_images=opts.source_images or work.path,
+                             out_dir=opts.out_dir, max_tiles=opts.max_tiles, title=opts.title)
+        if own:
+            write_stamp(work.stamps_json, "report", stamp)
     stats = read_json_or_none(paths.stats) or {}
     sections = [k for k in ("pipeline", "filter", "compare", "crops") if k in stats]
+    line = f"report: {paths.markdown}" + (" (up to date)" if current else "")
     return ReportSummary("report", {}, {"markdown": paths.markdown, "html": paths.html,
                                         "stats": paths.stats}, time.monotonic() - t0, 0,
-                         [f"report: {paths.markdown}"], paths=paths, sections=sections)
+                         [line], paths=paths, sections=sections, up_to_date=current)

@@ -42,7 +42,11 @@ from ..core.errors import UsageError
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import REVIEW_PAGE as PAGE
 from ..infra.workdir import REVIEW_THUMBS as THUMBS
-from ..infra.workdir import as_work
+from ..infra.workdir import OVERRIDES, as_work
+from .report import REPORT_INPUTS
+
+# the files the page is made from: a page stamped with the same ones is current
+REVIEW_INPUTS = REPORT_INPUTS + (OVERRIDES,)
 
 THUMB_SIZE = 192        # px, square; shown at 160 CSS px (sharper on high-DPI screens)
 THUMB_QUALITY = 82      # JPEG; ~6-9 kB a thumbnail
@@ -423,7 +427,9 @@ class ReviewSummary(StageSummary):
 
 def review(work, opts: ReviewOptions = ReviewOptions()) -> ReviewSummary:
     """Write the review page of `work` (every face of faces.json with its decision) and
-    its thumbnails; thumbnails already made are kept unless `opts.force`."""
+    its thumbnails; thumbnails already made are kept unless `opts.force`. The work
+    directory's own page is left alone when its inputs are those it was made from."""
+    from ..infra.recipe import changed_inputs, inputs_stamp, read_stamps, write_stamp
     t0 = time.monotonic()
     work = as_work(work)
     if not work.path.is_dir():
@@ -431,8 +437,21 @@ def review(work, opts: ReviewOptions = ReviewOptions()) -> ReviewSummary:
     source_root = Path(opts.source_images) if opts.source_images else None
     if source_root is not None and not source_root.is_dir():
         raise UsageError(f"--source-images {source_root} is not a folder")
+    own = opts.out is None and opts.source_images is None
+    stamp = {"inputs": inputs_stamp(work.path, REVIEW_INPUTS)}
+    old = read_stamps(work.stamps_json).get("review") or {}
+    if own and not opts.force and work.review_page.exists() \
+            and not changed_inputs(work.path, old.get("inputs"), REVIEW_INPUTS):
+        faces = int(old.get("faces") or 0)
+        return ReviewSummary("review", {"faces": faces}, {"page": work.review_page,
+                                                          "thumbs": work.review_page.parent / THUMBS},
+                             time.monotonic() - t0, 0,
+                             [f"review: {work.review_page} (up to date)"], page=work.review_page,
+                             faces=faces)
     paths = write_review(work.path, source_images=source_root, out_dir=opts.out,
                          workers=opts.workers, quiet=opts.quiet, force=opts.force)
+    if own:
+        write_stamp(work.stamps_json, "review", {**stamp, "faces": paths.faces})
     line = f"review: {paths.faces} faces ({paths.thumbs_made} new thumbnails) -> {paths.page}"
     return ReviewSummary("review", {"faces": paths.faces}, {"page": paths.page,
                                                            "thumbs": paths.thumbs},

@@ -46,5 +46,9 @@ def configure_parser(p) -> None:
 
 def main(args) -> int:
     from ...infra.workdir import Work
-    work = Work(args.work) if args.work else None
-    return print_summary(stage.detect(work, options_from_args(stage.DetectOptions, args)))
+    from ...stages.recipe import detect_work
+    opts = options_from_args(stage.DetectOptions, args)
+    if args.images:  # a plain folder: no work directory, no recipe
+        return print_summary(stage.detect(Work(args.work) if args.work else None, opts))
+    return print_summary(detect_work(Work(args.work or "metfaces-work"), opts,
+                                     getattr(args, "_explicit", None)))

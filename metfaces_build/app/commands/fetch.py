@@ -109,4 +109,11 @@ def options(args, **overrides) -> "stage.FetchOptions":
 
 
 def main(args) -> int:
-    return print_summary(stage.fetch(args.work, options(args)))
+    from ...infra.workdir import Work
+    from ...stages.recipe import fetch_work
+    return print_summary(fetch_work(Work(args.work), options(args), _given(args)))
+
+
+def _given(args):
+    """The flags typed on the command line (None when called without the CLI's parser)."""
+    return getattr(args, "_explicit", None)

@@ -51,4 +51,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     opts = options_from_args(stage.FilterOptions, args,
                              min_score=tuple(args.min_score) if args.min_score else None)
-    return print_summary(stage.filter(args.work, opts))
+    if opts.explain is not None:  # prints one object's tests, writes nothing
+        return print_summary(stage.filter(args.work, opts))
+    from ...infra.workdir import Work
+    from ...stages.recipe import filter_work
+    return print_summary(filter_work(Work(args.work), opts, getattr(args, "_explicit", None)))
