@@ -248,7 +248,8 @@ def test_from_json_refuses_paths_outside_the_source_layout(cli, tmp_path, srv, s
     assert (work / "faces.json").read_text() == "[]\n" and (work / "api" / "15.json").read_text() == "{}"
     assert (work / "unprocessed").is_dir()
     after = files_under(tmp_path / "parent")
-    assert after - before <= {"w/originals", "w/originals/16.jpg", "w/unprocessed/image-16.png"}
+    assert after - before <= {"w/originals", "w/originals/16.jpg", "w/unprocessed/image-16.png",
+                              "w/recipe.toml", "w/.stamps.json"}
 
 
 # ---- 3. one writer per work directory ------------------------------------------------------
