@@ -375,7 +375,7 @@ def page_csp(page: str) -> str:
     import base64
     import re
     hashes = []
-    for m in re.finditer(r"<script>(.*?)</script>", page, re.S):
+    for m in re.finditer(r"<script(?![^>]*application/json)[^>]*>(.*?)</script>", page, re.S):
         digest = hashlib.sha256(m.group(1).encode("utf-8")).digest()
         hashes.append("'sha256-" + base64.b64encode(digest).decode("ascii") + "'")
     return ("default-src 'none'; script-src " + " ".join(hashes) + "; style-src 'unsafe-inline'; "
