@@ -223,7 +223,7 @@ def test_verify_and_compare_refuse_a_pixel_bomb_from_the_header(tmp_path):
     bomb = png_header_bomb(tmp_path / "1-00.png")
     assert bomb.stat().st_size < 200_000
     res = verify_crop(VerifyTask("1", 0, "0" * 32, str(bomb), ""))
-    assert res.status == "unreadable" and "exceeds the limit" in res.reason
+    assert res.status == "unreadable" and "exceeds the limit" in res.reason and "a crop is at most" in res.reason
     diff = compare_crop_pair(CropPair("1-00.png", str(bomb), str(bomb)))
     assert diff.status == "unreadable" and "exceeds the limit" in diff.reason
 

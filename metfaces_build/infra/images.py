@@ -56,7 +56,7 @@ def pil_image():
 
 
 def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
-               draft: Optional[tuple] = None, load: bool = True):
+               draft: Optional[tuple] = None, load: bool = True, limit_name: str = "--max-pixels"):
     """Open and fully decode an image, refusing decompression bombs before decoding.
 
     `draft=(mode, (w, h))` lets JPEG decode at a reduced scale (DCT scaling), which is much
@@ -88,7 +88,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     if max_pixels and w * h > max_pixels:
         im.close()
         raise ImageProblem("too_large", f"{w}x{h} = {w * h} pixels exceeds the limit of "
-                                        f"{max_pixels} (--max-pixels)")
+                                        f"{max_pixels} ({limit_name})")
     if draft is not None and im.format == "JPEG":
         im.draft(*draft)
     if load:

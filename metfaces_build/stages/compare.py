@@ -270,7 +270,9 @@ def compare_crop_pair(pair: CropPair) -> CropDiff:
     if not pair.b:
         return CropDiff(pair.name, "only_in_a")
     try:  # the project's decode guard: a pixel limit read from the header, before decoding
-        with open_image(pair.a, MAX_CROP_PIXELS) as ia, open_image(pair.b, MAX_CROP_PIXELS) as ib:
+        limit = "a crop is at most 8192x8192"
+        with open_image(pair.a, MAX_CROP_PIXELS, limit_name=limit) as ia, \
+                open_image(pair.b, MAX_CROP_PIXELS, limit_name=limit) as ib:
             a = np.asarray(ia.convert("RGB"))
             b = np.asarray(ib.convert("RGB"))
     except ImageProblem as e:

@@ -94,7 +94,7 @@ def _rgb(path: str):
     import numpy as np
 
     from ..infra.images import MAX_CROP_PIXELS, open_image
-    with open_image(path, MAX_CROP_PIXELS) as im:
+    with open_image(path, MAX_CROP_PIXELS, limit_name="a crop is at most 8192x8192") as im:
         return np.asarray(im.convert("RGB"))
 
 
