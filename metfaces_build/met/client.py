@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urljoin, urlsplit
 
-from ..core.records import MAX_OBJECT_ID, as_object_id  # noqa: F401 (re-exported)
+from ..core.records import MAX_OBJECT_ID, as_object_id, clean_text  # noqa: F401 (re-exported)
 from .. import PROJECT_URL, __version__
 from ..infra.images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
 from ..infra.files import TMP_PREFIX
@@ -357,7 +357,7 @@ class MetClient:
         deps = d.get("departments") if isinstance(d, dict) else None
         if not isinstance(deps, list):
             raise FetchFailure("bad_content", "departments: no 'departments' list in the answer")
-        return [Department(int(x["departmentId"]), str(x.get("displayName", "")))
+        return [Department(int(x["departmentId"]), clean_text(str(x.get("displayName", "")))[0])
                 for x in deps if isinstance(x, dict) and as_object_id(x.get("departmentId"))]
 
     def object_ids(self, department_ids: Iterable[int] = (), since: Optional[str] = None) -> list:
