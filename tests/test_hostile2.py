@@ -145,6 +145,20 @@ def test_huge_image_url_is_refused_not_cut(cli, tmp_path, srv):
     assert not any(p.startswith("/img/") for p in srv.paths())
 
 
+def test_huge_image_url_in_an_update_keeps_the_earlier_original(cli, tmp_path, srv):
+    serve_image(srv)
+    srv.obj(1, f"{srv.base}/img/ok.jpg")
+    work = tmp_path / "w"
+    rc, out, err = fetch(cli, work, srv, "--ids", "1")
+    assert rc == 0 and (work / "originals" / "1.jpg").is_file()
+    srv.obj(1, f"{srv.base}/img/ok.jpg?" + "x" * 10_000)
+    srv.json("/api/objects", {"total": 1, "objectIDs": [1]})  # the --since listing
+    rc, out, err = fetch(cli, work, srv, "--since", "2020-01-01")
+    row = journal(work)[1]
+    assert row["status"] == "ok" and "image URL of 10" in row["refresh_error"]
+    assert (work / "originals" / "1.jpg").is_file()
+
+
 def test_face_records_cap_their_text_fields():
     from synthfaces import face_json, place
     from metfaces_build.core.records import MAX_TEXT, FaceRecord

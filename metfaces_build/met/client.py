@@ -605,7 +605,7 @@ def iter_body(r, limit: int, max_expansion: float = 0, count: Optional[BodyCount
     gzip; a bomb gains ~1000x). Exceeding a cap is FetchFailure("too_large"); a cut
     connection or corrupt encoding is Transient (retried). Reads return what has arrived
     (read1), so a server trickling bytes meets `r.deadline` (set by MetClient._get): a
-    Transient "took longer than" failure.
+    Transient "answer incomplete after N s" failure.
     """
     import http.client
 

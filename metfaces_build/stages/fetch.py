@@ -318,6 +318,7 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
         obj.status, obj.reason = "no_image", f"{'primaryImage' if image == 'original' else 'primaryImageSmall'} is empty"
     elif len(url) > MAX_URL:
         obj.status, obj.reason = "refused", f"image URL of {len(url)} characters (more than {MAX_URL})"
+        return obj  # a failure, not a withdrawal: an earlier original stays
     elif old and old.get("status") == "ok" and old.get("sha256") and old.get("path"):
         if _same_version(old, obj, work):  # the Met changed nothing: keep the original as is
             for k in ("path", "bytes", "sha256", "md5", "width", "height"):
