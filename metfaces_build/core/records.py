@@ -7,6 +7,7 @@ keys (detector, score, ...), which NVIDIA's script ignores.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
@@ -30,6 +31,49 @@ MAX_FACE_IDX = 99_999
 NAME_MAX = 255  # bytes in one file name (ext4, APFS, NTFS)
 # Met object ids are positive and fit numpy's int64 (journal indexes, id arrays).
 MAX_OBJECT_ID = 2 ** 63 - 1
+
+
+# A text field of a record (title, artist, department, date, URL) longer than this is cut
+# where it enters (the full answer stays once in DIR/api/{id}.json): a 20 MiB title would
+# otherwise be copied into every later file and page.
+MAX_TEXT = 4096
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(s: str, limit: int = MAX_TEXT) -> tuple:
+    """(text that can be written anywhere, note or ""): lone surrogates (JSON's "\\ud800",
+    which UTF-8 cannot encode) become U+FFFD; beyond `limit` characters the text is cut and
+    the note says how much was kept."""
+    if _SURROGATES.search(s):
+        s = _SURROGATES.sub("\ufffd", s)
+    if len(s) > limit:
+        return s[:limit], f"first {limit} of {len(s)} characters kept"
+    return s, ""
+
+
+def scrub(obj: Any) -> Any:
+    """`obj` (parsed JSON) with lone surrogates replaced in every string and key; the
+    structure is otherwise unchanged. Iterative: depth is bounded by the parser already."""
+    if isinstance(obj, str):
+        return clean_text(obj, len(obj))[0]
+    if not isinstance(obj, (dict, list)):
+        return obj
+    root = [obj]
+    stack = [(root, 0)]
+    while stack:
+        parent, key = stack.pop()
+        v = parent[key]
+        if isinstance(v, str):
+            parent[key] = clean_text(v, len(v))[0]
+        elif isinstance(v, list):
+            stack.extend((v, i) for i in range(len(v)))
+        elif isinstance(v, dict):
+            if any(_SURROGATES.search(k) for k in v):
+                items = [(clean_text(k, len(k))[0], x) for k, x in v.items()]
+                v.clear()
+                v.update(items)
+            stack.extend((v, k) for k in v)
+    return root[0]
 
 
 def as_object_id(v: Any) -> Optional[int]:
@@ -190,17 +234,22 @@ class FaceRecord:
         except ValueError as e:
             raise ValueError(f"{where}: field {e}") from None
         kw: dict[str, Any] = {}
+        clipped: dict[str, str] = {}
         for k in ("meta_url", "source_url", "source_md5", "image_path", "image_md5", "title",
                   "artist_display_name"):
             v = d.get(k, "")
             if v is not None and not isinstance(v, (str, int, float)):
                 raise ValueError(f"{where}: field {k!r} must be a string, got {type(v).__name__}")
-            kw[k] = "" if v is None else str(v)
+            kw[k], note = clean_text("" if v is None else str(v))
+            if note:
+                clipped[k] = note
         for k in EXTRA_KEYS:
             if d.get(k) is not None:
                 kw[k] = d[k]
         known = set(METFACES_KEYS) | set(EXTRA_KEYS)
         extra = {k: v for k, v in d.items() if k not in known}
+        if clipped:
+            extra["clipped"] = clipped
         return cls(obj_id=obj_id, source_path=sp, face_spec=spec, face_idx=face_idx, extra=extra, **kw)
 
     def to_json(self) -> dict:
@@ -328,6 +377,14 @@ class Rejection:
         return out
 
     @classmethod
-    def from_json(cls, d: dict) -> "Rejection":
-        return cls(str(d["obj_id"]), int(d["face_idx"]), list(d.get("reasons", [])),
-                   dict(d.get("values", {})), dict(d.get("limits") or {}))
+    def from_json(cls, d: Any) -> "Rejection":
+        """A rejected.jsonl line; ValueError when it names no face. Fields of the wrong
+        shape (a hand-edited file) read as empty."""
+        if not isinstance(d, dict) or not isinstance(d.get("obj_id"), (str, int)) \
+                or not _is_int(d.get("face_idx")):
+            raise ValueError("not a rejection: needs obj_id and an integer face_idx")
+        reasons = d.get("reasons")
+        reasons = [r for r in reasons if isinstance(r, str)] if isinstance(reasons, list) else []
+        values, limits = d.get("values"), d.get("limits")
+        return cls(str(d["obj_id"]), d["face_idx"], reasons,
+                   values if isinstance(values, dict) else {}, limits if isinstance(limits, dict) else {})

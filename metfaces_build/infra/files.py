@@ -10,11 +10,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
 from ..core.errors import UsageError
+from ..core.records import clean_text, scrub
 
 from ..core.paths import check_relative_path  # noqa: F401 - re-exported
 
@@ -33,7 +35,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:  # a directory in its place: never deleted by us
+            raise UsageError(f"cannot write {path}: a directory is in its place") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -102,18 +107,35 @@ def loads(data: bytes | str) -> Any:
 
     Only ValueError escapes (nesting deeper than Python's recursion limit would raise
     RecursionError, a 5000-digit number ValueError); NaN and +-Infinity, which are not
-    JSON, become null instead of floats that would turn into the strings "nan"/"inf".
+    JSON, become null instead of floats that would turn into the strings "nan"/"inf", and
+    so do numbers too large for a float (1e999). Lone surrogates ("\\ud800", which UTF-8
+    cannot encode, so every later write would fail) become U+FFFD.
     Invalid UTF-8 is a ValueError here; network answers are decoded with replacement
     before they get here.
     """
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        obj = json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    # a lone surrogate can only come from a "\\ud800" escape: scan only when one may be there
+    pattern = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_B
+    if pattern.search(data):
+        obj = scrub(obj)
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
+_SURROGATE_ESCAPE_B = re.compile(rb"\\[uU][dD][89a-fA-F]")
 
 
 def _no_constant(_name: str) -> None:
     return None
+
+
+def _finite_float(text: str) -> float | None:
+    """1e999 overflows to inf: like Infinity, it is read as null."""
+    v = float(text)
+    return v if v - v == 0 else None
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
@@ -127,6 +149,27 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UsageError(f"{what} is a directory, expected a file: {path}") from None
     except ValueError as e:  # incl. UnicodeDecodeError, JSONDecodeError, too deep
         raise UsageError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def duplicate_keys(path: str | os.PathLike) -> list:
+    """Keys that appear twice in one JSON object of the file at `path` (JSON lets the last
+    win silently; a hand-edited decision file should say so), at most 10; [] when the file
+    cannot be read."""
+    dups: list = []
+
+    def pairs(items):
+        seen = set()
+        for k, _ in items:
+            if k in seen and k not in dups and len(dups) < 10:
+                dups.append(k)
+            seen.add(k)
+        return dict(items)
+    try:
+        with open(path, "rb") as f:
+            json.loads(f.read(), object_pairs_hook=pairs, parse_constant=_no_constant)
+    except (OSError, ValueError, RecursionError):
+        return []
+    return [clean_text(k, 80)[0] for k in dups]
 
 
 def read_json_or_none(path: str | os.PathLike) -> Any:
@@ -179,6 +222,8 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
         f = open(path, "rb")
     except FileNotFoundError:
         return
+    except OSError as e:  # a directory in its place, no permission
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
     with f:
         for line in f:
             line = line.strip()

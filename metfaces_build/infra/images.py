@@ -11,6 +11,9 @@ from typing import Optional
 # Default pixel limit: 40,000 x 40,000 would be 1.6 Gpx; the Met's largest scans are around
 # 10-15k px a side (~200 Mpx). Above this we refuse rather than risk memory.
 DEFAULT_MAX_PIXELS = 250_000_000
+# verify and compare --crops decode crops and references: MetFaces crops are 1024x1024, so
+# a "crop" beyond 8192x8192 is not one (a 140 KB PNG can declare 12000x12000 = 432 MB RGB).
+MAX_CROP_PIXELS = 8192 * 8192
 
 MAGIC = [
     (b"\xff\xd8\xff", "jpg"),
@@ -53,7 +56,7 @@ def pil_image():
 
 
 def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
-               draft: Optional[tuple] = None, load: bool = True):
+               draft: Optional[tuple] = None, load: bool = True, limit_name: str = "--max-pixels"):
     """Open and fully decode an image, refusing decompression bombs before decoding.
 
     `draft=(mode, (w, h))` lets JPEG decode at a reduced scale (DCT scaling), which is much
@@ -85,7 +88,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     if max_pixels and w * h > max_pixels:
         im.close()
         raise ImageProblem("too_large", f"{w}x{h} = {w * h} pixels exceeds the limit of "
-                                        f"{max_pixels} (--max-pixels)")
+                                        f"{max_pixels} ({limit_name})")
     if draft is not None and im.format == "JPEG":
         im.draft(*draft)
     if load:

@@ -68,6 +68,31 @@ ALIGN_RETIRED = ("superseded", "withdrawn")
 HISTORY_KEEP = 10  # image versions remembered per object in objects.jsonl
 
 
+def clean_filter_summary(fs) -> Optional[dict]:
+    """`fs` (parsed filter_summary.json) with each field its readers rely on of the right
+    shape when present: `reasons` {str: int}, `image_problems` and `overrides` dicts,
+    `kept`/`rejected` ints, `config` a dict (a hand-edited or damaged field reads as
+    empty); None if `fs` is not an object at all. A summary written by filter is returned
+    equal to itself."""
+    if not isinstance(fs, dict):
+        return None
+    out = dict(fs)
+    if "reasons" in fs:
+        r = fs["reasons"]
+        out["reasons"] = {k: v for k, v in r.items() if _is_count(v)} if isinstance(r, dict) else {}
+    for k in ("image_problems", "overrides", "config"):
+        if k in fs and not isinstance(fs[k], dict):
+            out[k] = {}
+    for k in ("kept", "rejected"):
+        if k in fs and not _is_count(fs[k]):
+            out[k] = 0
+    return out
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 # ---- journals: the latest line per key ------------------------------------------------
 
 def latest(rows: Iterable[Any], key: str) -> dict:
@@ -135,8 +160,13 @@ def reusable_detections(journal_rows: Iterable[dict], wanted, signature: dict) -
     versions = wanted if isinstance(wanted, dict) else None
     return {k: d for k, d in rows.items()
             if d.get("status") in DETECT_DONE and d.get("settings") == signature
-            and isinstance(d.get("faces"), list)
+            and isinstance(d.get("faces"), list) and all(_face_like(f) for f in d["faces"])
             and (versions is None or same_source(d, versions[k]))}
+
+
+def _face_like(f) -> bool:
+    """A face record as detect writes it (a damaged journal line is detected again)."""
+    return isinstance(f, dict) and isinstance(f.get("face_idx"), int) and isinstance(f.get("face_spec"), dict)
 
 
 # ---- content keys: what an image *is*, so stages redo exactly what changed -------------
@@ -490,8 +520,9 @@ class Work:
         return latest_records(self.detect_journal, "obj_id")
 
     def filter_summary(self) -> Optional[dict]:
-        fs = read_json_or_none(self.filter_summary_json)
-        return fs if isinstance(fs, dict) else None
+        """filter_summary.json with the shapes its readers rely on (a hand-edited or damaged
+        file: wrong-typed fields read as empty), or None when missing or not an object."""
+        return clean_filter_summary(read_json_or_none(self.filter_summary_json))
 
     def aligned(self) -> Optional[list]:
         """images/aligned.json entries, or None when align has not finished here."""
@@ -514,7 +545,7 @@ class Work:
 
     def face_count(self) -> int:
         """Faces recorded in the detect journal (latest line per image)."""
-        return sum(len(r.get("faces") or []) for r in self.detections().values())
+        return sum(len(r["faces"]) for r in self.detections().values() if isinstance(r.get("faces"), list))
 
 
 def as_work(work: Union[str, os.PathLike, Work, None]) -> Work:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
+from ..core.records import MAX_OBJECT_ID, as_object_id
+
 # column names in the real file's header
 COL_ID = "Object ID"
 COL_PUBLIC_DOMAIN = "Is Public Domain"
@@ -23,9 +25,13 @@ COL_CLASSIFICATION = "Classification"
 COL_ARTIST = "Artist Display Name"
 COL_BEGIN = "Object Begin Date"
 COL_END = "Object End Date"
-# a catalogue field may be long (descriptions, tag lists) but never this long: the cap only
-# stops a file with a lost closing quote from swallowing the rest into one field
-FIELD_LIMIT = 16 * 1024 * 1024
+# a catalogue field may be long (tag lists, constituents) but never this long: the cap
+# bounds one row's memory (fields x FIELD_LIMIT) and stops a file with a lost closing quote
+# from swallowing the rest into one field
+FIELD_LIMIT = 1 << 20
+# a row of the real file spans a few lines (newlines inside quoted fields); this many means
+# a stray quote joined rows together: said loudly, with the line number
+MAX_ROW_LINES = 200
 
 
 class CatalogError(ValueError):
@@ -79,6 +85,7 @@ class CatalogStats:
     bad_rows: int = 0
     bad_examples: list = field(default_factory=list)
     stopped_at_limit: bool = False
+    warnings: list = field(default_factory=list)  # rows spanning implausibly many lines
 
     def bad(self, line: int, why: str) -> None:
         self.bad_rows += 1
@@ -113,7 +120,7 @@ def iter_catalog(path, flt: CatalogFilter, stats: Optional[CatalogStats] = None)
     """Yield (object id, department) of each row `flt` keeps, in file order (ids may repeat
     if the file repeats them). Raises CatalogError for a file that cannot be a catalogue."""
     stats = stats if stats is not None else CatalogStats()
-    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+    csv.field_size_limit(FIELD_LIMIT)
     try:
         f = open(path, encoding="utf-8-sig", errors="replace", newline="")
     except FileNotFoundError:
@@ -140,7 +147,13 @@ def iter_catalog(path, flt: CatalogFilter, stats: Optional[CatalogStats] = None)
         i_id, i_dep = col[COL_ID], col.get(COL_DEPARTMENT)
         width = len(header)
         try:
+            start = reader.line_num
             for row in reader:
+                if reader.line_num - start > MAX_ROW_LINES and len(stats.warnings) < 5:
+                    stats.warnings.append(
+                        f"the row starting at line {start + 1} spans {reader.line_num - start} lines "
+                        f"(a stray quote?): the rows in it were read as one")
+                start = reader.line_num
                 stats.rows += 1
                 if len(row) != width:
                     if not row:
@@ -149,14 +162,17 @@ def iter_catalog(path, flt: CatalogFilter, stats: Optional[CatalogStats] = None)
                     stats.bad(reader.line_num, f"{len(row)} fields, header has {width}")
                     continue
                 raw = row[i_id].strip()
-                if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-                    stats.bad(reader.line_num, f"Object ID {raw[:30]!r} is not a whole number")
+                oid = as_object_id(raw)
+                if oid is None:
+                    stats.bad(reader.line_num, f"Object ID {raw[:30]!r}{'...' if len(raw) > 30 else ''} "
+                                               f"is not a whole number from 1 to {MAX_OBJECT_ID}")
                     continue
                 if keep(row):
                     stats.matched += 1
-                    yield int(raw), (row[i_dep].strip() if i_dep is not None else "")
+                    yield oid, (row[i_dep].strip() if i_dep is not None else "")
         except csv.Error as e:
-            raise CatalogError(f"{path} line {reader.line_num}: {e}") from None
+            raise CatalogError(f"{path} line {reader.line_num}: {e}"
+                               + (f" (at most {FIELD_LIMIT} characters per field)" if "limit" in str(e) else "")) from None
 
 
 def select_ids(path, flt: CatalogFilter) -> CatalogSelection:
@@ -236,7 +252,7 @@ def _overlaps(begin: str, end: str, lo: int, hi: int) -> bool:
 def _year(s: str) -> Optional[int]:
     s = s.strip()
     t = s[1:] if s[:1] in "-+" else s
-    if not t.isdigit():
+    if not (t.isascii() and t.isdigit()) or len(t) > 9:  # no year has 4,300 digits
         return None
     return int(s)
 
@@ -249,3 +265,8 @@ def catalog_summary(path, sel: CatalogSelection) -> str:
     if st.bad_rows:
         line += f"; {st.bad_rows} unusable rows skipped (e.g. {st.bad_examples[0]})"
     return line
+
+
+def catalog_warnings(path, sel: CatalogSelection) -> list:
+    """Lines to print even with --quiet: rows that swallowed others."""
+    return [f"warning: {Path(path).name}: {w}" for w in sel.stats.warnings]

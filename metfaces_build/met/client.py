@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
-import json
 import os
 import random
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urljoin, urlsplit
 
-from ..core.records import MAX_OBJECT_ID, as_object_id  # noqa: F401 (re-exported)
+from ..core.records import MAX_OBJECT_ID, as_object_id, clean_text  # noqa: F401 (re-exported)
 from .. import PROJECT_URL, __version__
 from ..infra.images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
 from ..infra.files import TMP_PREFIX
@@ -45,6 +44,10 @@ MAX_JSON_BYTES = 64 << 20
 # An image's decoded body may be at most this many times its encoded (gzip) size: images
 # are compressed already, so a server's gzip gains little; a bomb gains ~1000x.
 MAX_IMAGE_EXPANSION = 32
+# What parse_retry_after reports at most (~31 years): "wait forever" stays a finite float.
+RETRY_AFTER_LIMIT = 1e9
+# An error page is only quoted: read at most this much of it.
+MAX_ERROR_BODY = 1 << 16
 
 
 # ---- outcomes ------------------------------------------------------------------------
@@ -106,7 +109,8 @@ class ClientConfig:
     api_root: str = DEFAULT_API
     rate: float = 10.0             # requests per second, shared by all threads
     retries: int = 8               # extra attempts after the first
-    timeout: float = 60.0          # read timeout (s)
+    timeout: float = 60.0          # read timeout (s): the longest gap between bytes
+    total_timeout: float = 0.0     # bound on one request, headers to last byte (s); 0: 10 x timeout
     connect_timeout: float = 10.0
     backoff_base: float = 1.0      # first backoff (s), doubled each attempt, with jitter
     backoff_max: float = 60.0      # cap on one backoff (s)
@@ -197,22 +201,31 @@ def _effective_port(u) -> int:
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
-    """Seconds to wait from a Retry-After header (seconds or HTTP date), or None."""
+    """Seconds to wait from a Retry-After header (seconds or HTTP date), or None.
+
+    Always finite and at most RETRY_AFTER_LIMIT: a date in the year 10^19, a timezone
+    offset that overflows, or "1e999" is read as "very long" (the caller caps what it
+    honours), never raises. NaN and anything unparseable are None.
+    """
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip()[:200]
     try:
-        return max(0.0, float(value))
+        secs = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            if when is None:
+                return None
+            now = time.time() if now is None else now
+            secs = when.timestamp() - now
+        except (OverflowError, OSError):  # a year or offset beyond datetime's range
+            return RETRY_AFTER_LIMIT
+        except (TypeError, ValueError, IndexError):
+            return None
+    if secs != secs:
         return None
-    if when is None:
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, secs), RETRY_AFTER_LIMIT)
 
 
 def parse_object_ids(data: Any) -> list:
@@ -344,7 +357,7 @@ class MetClient:
         deps = d.get("departments") if isinstance(d, dict) else None
         if not isinstance(deps, list):
             raise FetchFailure("bad_content", "departments: no 'departments' list in the answer")
-        return [Department(int(x["departmentId"]), str(x.get("displayName", "")))
+        return [Department(int(x["departmentId"]), clean_text(str(x.get("displayName", "")))[0])
                 for x in deps if isinstance(x, dict) and as_object_id(x.get("departmentId"))]
 
     def object_ids(self, department_ids: Iterable[int] = (), since: Optional[str] = None) -> list:
@@ -401,7 +414,13 @@ class MetClient:
             attempts += 1
             try:
                 result = attempt_fn()
-            except Transient:
+            except Transient as e:
+                if e.retry_after is not None and e.retry_after > self.cfg.max_outage:
+                    # come back after the run would have stopped anyway: this object fails
+                    # now (a rerun retries it) and the other objects go on
+                    raise FetchFailure(e.status, f"{e.reason}; Retry-After {e.retry_after:.0f} s is beyond "
+                                                 f"--max-outage ({self.cfg.max_outage:g} s): not waiting",
+                                       attempts, e.http_status) from None
                 if self.pacer.seconds_since_success() > self.cfg.max_outage:
                     raise ApiOutage(f"no successful request for {self.cfg.max_outage:g} s: "
                                     "the API looks down; rerun later to resume") from None
@@ -436,9 +455,13 @@ class MetClient:
         import requests
         self.pacer.acquire()
         try:
-            return self.session.get(url, params=params, stream=stream, allow_redirects=False,
-                                    headers=headers,
-                                    timeout=(self.cfg.connect_timeout, self.cfg.timeout))
+            r = self.session.get(url, params=params, stream=stream, allow_redirects=False,
+                                 headers=headers,
+                                 timeout=(self.cfg.connect_timeout, self.cfg.timeout))
+            # iter_body stops reading at this time: --timeout bounds only the gap between bytes
+            r.time_allowed = self.cfg.total_timeout or 10 * self.cfg.timeout
+            r.deadline = time.monotonic() + r.time_allowed
+            return r
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as e:
             raise Transient("http_error", f"{type(e).__name__}: {_short(e)}") from None
@@ -477,7 +500,7 @@ class MetClient:
         if code == 403 or code == 429:
             pause = retry_after if retry_after is not None else (
                 self.cfg.cooldown if code == 403 else self.cfg.backoff_base)
-            self.pacer.cool_down(min(pause, self.cfg.retry_after_max))
+            self.pacer.cool_down(min(pause, self.cfg.retry_after_max, self.cfg.max_outage))
             raise Transient("http_error", f"{what}: blocked or rate-limited", retry_after, code)
         if code >= 500 or code == 408:
             raise Transient("http_error", what, retry_after, code)
@@ -485,7 +508,8 @@ class MetClient:
 
     def _json_attempt(self, url: str, params) -> ApiJson:
         r = self._get(url, params)
-        body = self._read_all(r, self.cfg.max_json_bytes, truncate=not 200 <= r.status_code < 300)
+        ok = 200 <= r.status_code < 300
+        body = self._read_all(r, self.cfg.max_json_bytes if ok else MAX_ERROR_BODY, truncate=not ok)
         if 300 <= r.status_code < 400:
             raise FetchFailure("http_error", f"HTTP {r.status_code} redirect from the API",
                                http_status=r.status_code)
@@ -518,7 +542,7 @@ class MetClient:
             r.close()
             raise FetchFailure("http_error", f"more than {MAX_REDIRECTS} redirects")
         if not 200 <= r.status_code < 300:
-            self._check_status(r, self._read_all(r, 1 << 16, truncate=True))
+            self._check_status(r, self._read_all(r, MAX_ERROR_BODY, truncate=True))
         try:
             return self._save_stream(r, folder, stem)
         finally:
@@ -579,7 +603,9 @@ def iter_body(r, limit: int, max_expansion: float = 0, count: Optional[BodyCount
     let urllib3 inflate a whole network read at once: a 1 MB gzip bomb then costs 1 MB,
     not 1 GB. `max_expansion` > 0 also caps decoded/encoded (an image gains little from
     gzip; a bomb gains ~1000x). Exceeding a cap is FetchFailure("too_large"); a cut
-    connection or corrupt encoding is Transient (retried).
+    connection or corrupt encoding is Transient (retried). Reads return what has arrived
+    (read1), so a server trickling bytes meets `r.deadline` (set by MetClient._get): a
+    Transient "answer incomplete after N s" failure.
     """
     import http.client
 
@@ -601,9 +627,13 @@ def iter_body(r, limit: int, max_expansion: float = 0, count: Optional[BodyCount
             raise FetchFailure("too_large", f"{enc} body decoded to over {count.decoded} bytes from "
                                             f"{count.raw}: more than {max_expansion:g}x (a compression bomb?)")
         return piece
+    deadline = getattr(r, "deadline", None)
     try:
         while True:
-            data = r.raw.read(CHUNK, decode_content=False)
+            if deadline is not None and time.monotonic() > deadline:
+                raise Transient("http_error", f"answer incomplete after {getattr(r, 'time_allowed', 0):g} s, "
+                                              f"the most one request may take (got {count.raw} bytes)")
+            data = r.raw.read1(CHUNK, decode_content=False)
             if not data:
                 break
             count.raw += len(data)
@@ -679,12 +709,14 @@ def _int_or_none(v: Optional[str]) -> Optional[int]:
 
 
 def _message(body: bytes) -> str:
+    """The `message` of a JSON error body, read with the guarded reader (an error body may be
+    as deep or odd as any answer), or "(no message)"."""
     try:
-        d = json.loads(body)
-        if isinstance(d, dict) and d.get("message"):
-            return str(d["message"])[:200]
-    except (ValueError, UnicodeDecodeError):
-        pass
+        d = decode_json(body)
+    except ValueError:
+        return "(no message)"
+    if isinstance(d, dict) and isinstance(d.get("message"), (str, int, float)) and d.get("message"):
+        return _short(d["message"])
     return "(no message)"
 
 

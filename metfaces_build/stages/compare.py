@@ -75,7 +75,33 @@ class FaceMatch:
 
     @classmethod
     def from_json(cls, d: dict) -> "FaceMatch":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        """A compare_faces.jsonl line; ValueError when a field has the wrong type (a
+        damaged line)."""
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+        kw = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
+        if not isinstance(kw.get("obj_id"), str) or kw.get("status") not in ("matched", "missed", "extra"):
+            raise ValueError("needs obj_id and status matched | missed | extra")
+        for k in ("stored_face_idx", "regen_face_idx", "stored_shrink", "regen_shrink"):
+            if kw.get(k) is not None and not _is_int(kw[k]):
+                raise ValueError(f"{k}: expected an integer")
+        for k in ("nme", "iou", "eye_distance", "inter_ocular"):
+            if kw.get(k) is not None and not _is_number(kw[k]):
+                raise ValueError(f"{k}: expected a number")
+        regions = kw.get("regions")
+        if regions is not None and not (isinstance(regions, dict) and all(_is_number(v) for v in regions.values())):
+            raise ValueError("regions: expected {region: number}")
+        if kw.get("regions") is None:
+            kw.pop("regions", None)
+        return cls(**kw)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _round(v):
@@ -238,16 +264,20 @@ class CropPair:
 
 
 def compare_crop_pair(pair: CropPair) -> CropDiff:
-    from PIL import Image
+    from ..infra.images import MAX_CROP_PIXELS, ImageProblem, open_image
     if not pair.a:
         return CropDiff(pair.name, "only_in_b")
     if not pair.b:
         return CropDiff(pair.name, "only_in_a")
-    try:
-        with Image.open(pair.a) as ia, Image.open(pair.b) as ib:
+    try:  # the project's decode guard: a pixel limit read from the header, before decoding
+        limit = "a crop is at most 8192x8192"
+        with open_image(pair.a, MAX_CROP_PIXELS, limit_name=limit) as ia, \
+                open_image(pair.b, MAX_CROP_PIXELS, limit_name=limit) as ib:
             a = np.asarray(ia.convert("RGB"))
             b = np.asarray(ib.convert("RGB"))
-    except Exception as e:  # corrupt PNG, permission ...
+    except ImageProblem as e:
+        return CropDiff(pair.name, "unreadable", reason=e.reason)
+    except Exception as e:  # permission, a decoder error after the header ...
         return CropDiff(pair.name, "unreadable", reason=str(e))
     if a.shape != b.shape:
         return CropDiff(pair.name, "size_mismatch",

@@ -703,7 +703,8 @@ def face_changes(before, after) -> tuple:
     journal lines, matching faces by (obj_id, face_idx): moved = same key, other face_spec."""
     def faces_of(lines) -> dict:
         return {(str(f.get("obj_id")), f.get("face_idx")): f.get("face_spec")
-                for r in lines for f in (r.get("faces") or []) if isinstance(f, dict)}
+                for r in lines for f in (r.get("faces") if isinstance(r.get("faces"), list) else [])
+                if isinstance(f, dict) and isinstance(f.get("face_idx"), int)}
     old, new = faces_of(before), faces_of(after)
     added = new.keys() - old.keys()
     removed = old.keys() - new.keys()

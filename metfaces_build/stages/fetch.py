@@ -146,12 +146,14 @@ def catalog_filter(args):
 def catalog_ids(path: str, flt, log: Callable[[str], None], labels: Optional["IdLabels"] = None):
     """Ids of the MetObjects.csv rows `flt` keeps (no API request); their departments go to
     `labels` when given (dry runs)."""
-    from ..met.catalog import CatalogError, catalog_summary, select_ids
+    from ..met.catalog import CatalogError, catalog_summary, catalog_warnings, select_ids
     try:
         sel = select_ids(path, flt)
     except CatalogError as e:
         raise UsageError(f"--from-csv {e}") from None
     log(catalog_summary(path, sel))
+    for w in catalog_warnings(path, sel):
+        print(w, file=sys.stderr)
     if labels is not None:
         labels.add_each(sel.ids, sel.departments)
     return sel.ids
@@ -317,10 +319,14 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
         obj.extra["meta_url"] = _s(rec.get("objectURL"))
     if _s(rec.get("metadataDate")):  # the Met's own change marker (updates compare it)
         obj.extra["metadata_date"] = _s(rec.get("metadataDate"))
+    _clip_fields(obj)
     if obj.is_public_domain is False:
         obj.status, obj.reason = "not_public_domain", "isPublicDomain is false"
     elif not url:
         obj.status, obj.reason = "no_image", f"{'primaryImage' if image == 'original' else 'primaryImageSmall'} is empty"
+    elif len(url) > MAX_URL:
+        obj.status, obj.reason = "refused", f"image URL of {len(url)} characters (more than {MAX_URL})"
+        return obj  # a failure, not a withdrawal: an earlier original stays
     elif old and old.get("status") == "ok" and old.get("sha256") and old.get("path"):
         if not redo and _same_version(old, obj, work):  # the Met changed nothing: keep it as is
             for k in ("path", "bytes", "sha256", "md5", "width", "height"):
@@ -548,6 +554,29 @@ def source_jobs(path: str, log: Callable[[str], None]) -> tuple:
         elif oid not in jobs:
             refusals[oid] = MetObject(oid, "refused", b.reason)
     return list(jobs.values()), list(refusals.values())
+
+
+MAX_URL = 4096  # characters in an image URL (= records.MAX_TEXT); longer is refused, not cut
+
+
+def _clip_fields(obj) -> None:
+    """Cut each text field of `obj` at MAX_TEXT characters where it enters; `clipped` says
+    what was kept (the whole answer stays once, in DIR/api/{id}.json)."""
+    from ..core.records import clean_text
+    notes = {}
+    for k in ("title", "artist", "department", "date", "image_url"):
+        text, note = clean_text(getattr(obj, k))
+        if note:
+            setattr(obj, k, text)
+            notes[k] = note
+    for k in ("meta_url", "metadata_date"):
+        if isinstance(obj.extra.get(k), str):
+            text, note = clean_text(obj.extra[k])
+            if note:
+                obj.extra[k] = text
+                notes[k] = note
+    if notes:
+        obj.extra["clipped"] = notes
 
 
 def _s(v) -> str:
@@ -925,29 +954,30 @@ def _source_exists(work: Path, job: SourceJob) -> bool:
 
 def _run_pool(batches: Iterable, worker: Callable, workers: int, journal, progress, counts) -> Optional[str]:
     """Run `worker` over jobs with at most 2*workers in flight; journal each result as it
-    lands (main thread only). Returns the outage message if the API went away."""
+    lands (main thread only). Returns the outage message if the API went away. Any other
+    exception in a job (a bug, or an answer hostile in a way nothing checked) is recorded
+    as that object's failure and the run goes on: one object never stops the others, and a
+    rerun does not meet the same crash before it records anything."""
     from ..met.client import ApiOutage
     outage = None
-    crashed: Optional[BaseException] = None  # a bug in one job: the others still get recorded
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as ex:
-        pending: set = set()
+        pending: dict = {}  # future -> job
 
         def drain(block_until_one: bool) -> None:
-            nonlocal pending, outage, crashed
+            nonlocal pending, outage
             if not pending:
                 return
-            done, pending = wait(pending, timeout=None if block_until_one else 0,
-                                 return_when=FIRST_COMPLETED)
+            done, rest = wait(pending, timeout=None if block_until_one else 0,
+                              return_when=FIRST_COMPLETED)
             for fut in done:
+                job = pending.pop(fut)
                 try:
                     obj = fut.result()
                 except ApiOutage as e:
                     outage = str(e)
                     continue
                 except Exception as e:
-                    crashed = crashed or e
-                    outage = outage or f"internal error: {type(e).__name__}: {e}"
-                    continue
+                    obj = _crashed(job, e)
                 journal.write(obj.to_json())
                 counts[obj.status] += 1
                 progress.update(1, last=obj.status)
@@ -958,7 +988,7 @@ def _run_pool(batches: Iterable, worker: Callable, workers: int, journal, progre
                         drain(True)
                     if outage:
                         break
-                    pending.add(ex.submit(worker, job))
+                    pending[ex.submit(worker, job)] = job
                 if outage:
                     break
             while pending:
@@ -967,6 +997,14 @@ def _run_pool(batches: Iterable, worker: Callable, workers: int, journal, progre
             for fut in pending:
                 fut.cancel()
             raise
-    if crashed is not None:
-        raise crashed
     return outage
+
+
+def _crashed(job, e: BaseException):
+    """The failure record of a job that raised: bad_content (not settled, so a rerun tries
+    it again), with the exception's type and message."""
+    from ..core.records import MetObject
+    oid = getattr(job, "obj_id", job)
+    msg = str(e)
+    msg = msg if len(msg) <= 200 else msg[:200] + "..."
+    return MetObject(int(oid), "bad_content", f"could not process this object: {type(e).__name__}: {msg}")

@@ -895,22 +895,25 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
     import time
 
     from ..infra.files import file_digest, read_json
+    from ..infra.workdir import clean_filter_summary
     overrides, stale = overrides_in_force(opts, work, loaded.faces)  # checked before writing
     digest = file_digest(faces_path, "sha256")
     outputs = {"filtered": work.filtered_json, "rejected": work.rejected_jsonl,
                "summary": work.filter_summary_json}
     if not opts.force and all(p.exists() for p in outputs.values()):
         old = read_json(work.filter_summary_json, "filter summary")
-        if isinstance(old, dict) and old.get("input_sha256") == digest \
+        # a damaged summary (a field of the wrong type) is not up to date: filter again
+        if isinstance(old, dict) and clean_filter_summary(old) == old \
+                and old.get("input_sha256") == digest \
                 and old.get("config") == cfg.to_json() \
                 and old.get("source_images") == str(source_root.resolve()) \
                 and (old.get("overrides") or {}).get("sha256", overrides_digest({})) \
                 == overrides_digest(overrides) \
                 and (old.get("overrides") or {}).get("stale", []) == stale:
-            failed = len(old.get("image_problems") or {}) + old["reasons"].get("bad_record", 0)
+            failed = len(old.get("image_problems") or {}) + (old.get("reasons") or {}).get("bad_record", 0)
             return _summary(old, outputs, time.monotonic() - t0, failed + bool(stale),
                             [summary_line(old) + " (up to date; --force redoes it)"],
-                            _stale_notes(stale, work), True)
+                            _stale_notes(stale, work) + _duplicate_notes(opts, work), True)
     cache = {} if opts.force else _read_cache(work.filter_cache_json)
     outcome = filter_faces(loaded.faces, source_root, cfg, opts.workers, opts.quiet, loaded.bad,
                            cache)
@@ -920,7 +923,7 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
     from ..infra.files import atomic_write_json
     atomic_write_json(work.filter_cache_json, {"version": CACHE_VERSION, "images": outcome.cache},
                       indent=None)
-    notes = _stale_notes(stale, work)
+    notes = _stale_notes(stale, work) + _duplicate_notes(opts, work)
     if outcome.image_problems:
         notes.append(f"{len(outcome.image_problems)} source image(s) unusable; their faces are "
                      f"in rejected.jsonl")
@@ -932,6 +935,21 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
                    len(outcome.image_problems) + len(outcome.bad_records) + bool(stale), [line],
                    notes, False)
     out.measured, out.from_cache = outcome.measured, n_images - outcome.measured
+    return out
+
+
+def _duplicate_notes(opts, work) -> list:
+    """A warning per decision file naming a face twice (JSON keeps the last silently)."""
+    from ..infra.files import duplicate_keys
+    paths = [Path(opts.overrides)] if opts.overrides else []
+    if work.overrides_json.is_file() and not any(p.resolve() == work.overrides_json.resolve() for p in paths):
+        paths.append(work.overrides_json)
+    out = []
+    for p in paths:
+        dups = duplicate_keys(p)
+        if dups:
+            out.append(f"warning: {p} names {', '.join(repr(d) for d in dups)} more than once: "
+                       "the last decision for each was used")
     return out
 
 

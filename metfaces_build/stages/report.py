@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from ..core import geometry
+from ..core.errors import UsageError
 from ..infra.stage import StageSummary
 from ..infra.files import read_json_or_none
 from ..infra.workdir import (COMPARE, FACES, FILTER_SUMMARY, FILTERED, IMAGES_DIR, MANIFEST,
@@ -334,6 +335,10 @@ class Section:
     sheets: dict  # name -> PNG path
 
 
+def _str(v) -> str:
+    return v if isinstance(v, str) else ""
+
+
 def _faces_by_key(path: Path) -> dict:
     from ..infra.faces import load_faces
     if not path.is_file():
@@ -351,14 +356,22 @@ def _spread(items: list, n: int) -> list:
 def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles: int) -> Optional[Section]:
     """Counts by reason, thresholds, kept and rejected contact sheets."""
     from ..infra.files import read_json, read_jsonl
+    from ..infra.workdir import clean_filter_summary
     from ..core.records import Rejection
     layout = Work(work)
     if not layout.filtered_json.is_file():
         return None
-    summary = read_json(layout.filter_summary_json) if layout.filter_summary_json.is_file() else {}
+    summary = clean_filter_summary(read_json(layout.filter_summary_json)
+                                   if layout.filter_summary_json.is_file() else {}) or {}
     kept = list(_faces_by_key(layout.filtered_json).values())
-    rejected = [Rejection.from_json(r) for r in read_jsonl(layout.rejected_jsonl)]
-    root = source_root or Path(summary.get("source_images", work))
+    rejected = []
+    for r in read_jsonl(layout.rejected_jsonl):
+        try:
+            rejected.append(Rejection.from_json(r))
+        except ValueError:  # a damaged line names no face: left out of the counts
+            continue
+    src = summary.get("source_images")
+    root = source_root or Path(src if isinstance(src, str) and src else work)
     total = len(kept) + len(rejected)
     counts: dict[str, int] = {}
     for r in rejected:
@@ -371,9 +384,10 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
         blocks.append(Table(["test failed", "faces", "share of input"],
                             [[k, v, _pct(v / total)] for k, v in
                              sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]))
-    gray = sum(1 for f in kept if (f.extra.get("filter", {}).get("grayscale") or {}).get("grayscale"))
-    sharp = [f.extra.get("filter", {}).get("sharpness") for f in kept]
-    sharp = [s for s in sharp if isinstance(s, (int, float))]
+    measures = [f.extra.get("filter") if isinstance(f.extra.get("filter"), dict) else {} for f in kept]
+    gray = sum(1 for m in measures if isinstance(m.get("grayscale"), dict) and m["grayscale"].get("grayscale"))
+    sharp = [m.get("sharpness") for m in measures]
+    sharp = [s for s in sharp if isinstance(s, (int, float)) and not isinstance(s, bool)]
     if sharp:
         crop = (summary.get("config") or {}).get("crop_size", 128)
         blocks.append(Para(f"Kept faces tagged grayscale: {gray}. Sharpness (variance of the "
@@ -488,7 +502,17 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
     if not layout.compare_json.is_file():
         return None
     stats = read_json(layout.compare_json, "compare.json")
-    matches = [FaceMatch.from_json(d) for d in read_jsonl(layout.compare_faces_jsonl)]
+    need = ("matched", "missed", "extra", "median_nme", "p90_nme")
+    if not isinstance(stats, dict) or not all(isinstance(stats.get(k), (int, float, type(None))) for k in need) \
+            or not all(k in stats for k in need):
+        raise UsageError(f"{layout.compare_json} is damaged (expected compare's statistics with "
+                         f"{', '.join(need)}): run compare again")
+    matches = []
+    for d in read_jsonl(layout.compare_faces_jsonl):
+        try:
+            matches.append(FaceMatch.from_json(d))
+        except ValueError:  # a damaged line: left out
+            continue
     blocks = [Heading("Landmarks: regenerated vs stored"),
               Para("Faces matched per object on eye-centre distance (gate "
                    f"{stats.get('gate')} x inter-ocular). NME = mean landmark error over the stored "
@@ -499,7 +523,7 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
                       stats["p90_nme"], _pct(stats.get("within_0.05")), _pct(stats.get("within_0.10")),
                       stats.get("median_iou"), _pct(stats.get("same_shrink"))]])]
     reg = stats.get("region_median_nme") or {}
-    if reg:
+    if isinstance(reg, dict) and reg:
         blocks.append(Table(["region"] + list(reg), [["median NME"] + list(reg.values())]))
     m = sorted((x for x in matches if x.status == "matched" and x.nme is not None),
                key=lambda x: (-x.nme, x.obj_id, x.stored_face_idx))[:worst_n]
@@ -515,9 +539,9 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
             f"{x.obj_id}-{(x.stored_face_idx if x.status == 'missed' else x.regen_face_idx):02d} "
             f"{x.status}" for x in lost)))
     sheets = {}
-    stored = _faces_by_key(Path(stats.get("stored_path", "")))
-    regen = _faces_by_key(Path(stats.get("regenerated_path", "")))
-    root = source_root or Path(stats.get("source_images", work))
+    stored = _faces_by_key(Path(_str(stats.get("stored_path"))))
+    regen = _faces_by_key(Path(_str(stats.get("regenerated_path"))))
+    root = source_root or Path(_str(stats.get("source_images")) or work)
     pairs = [(x, stored.get((x.obj_id, x.stored_face_idx)), regen.get((x.obj_id, x.regen_face_idx)))
              for x in m]
     pairs = [p for p in pairs if p[1] is not None and p[2] is not None]

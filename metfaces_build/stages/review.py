@@ -109,13 +109,35 @@ def object_info(work: Path, obj_ids) -> dict:
         url = api.get("objectURL") or ""
         if not (isinstance(url, str) and url.startswith("https://")):
             url = MET_OBJECT_URL.format(quote(oid))
-        out[oid] = {"title": api.get("title") or row.get("title") or "",
-                    "artist": api.get("artistDisplayName") or row.get("artist") or "",
-                    "department": api.get("department") or row.get("department") or "",
-                    "date": api.get("objectDate") or row.get("date") or "",
-                    "url": url,
-                    "width": row.get("width") or None, "height": row.get("height") or None}
+        out[oid] = {"title": _text(api.get("title")) or _text(row.get("title")),
+                    "artist": _text(api.get("artistDisplayName")) or _text(row.get("artist")),
+                    "department": _text(api.get("department")) or _text(row.get("department")),
+                    "date": _text(api.get("objectDate")) or _text(row.get("date")),
+                    "url": _text(url),
+                    "width": _int(row.get("width")), "height": _int(row.get("height"))}
     return out
+
+
+def _dict(v) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
+def _names(v) -> list:
+    return [t for t in v if isinstance(t, str)] if isinstance(v, list) else []
+
+
+def _text(v) -> str:
+    """A text field for the page: strings cut at MAX_TEXT, numbers as text, else ""."""
+    from ..core.records import clean_text
+    if isinstance(v, str):
+        return clean_text(v)[0]
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return ""
+
+
+def _int(v):
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def _compare_landmarks(work: Path) -> dict:
@@ -137,6 +159,8 @@ def _compare_landmarks(work: Path) -> dict:
     for m in read_jsonl(layout.compare_faces_jsonl):
         if m.get("status") != "matched":
             continue
+        if not all(isinstance(m.get(k), int) for k in ("stored_face_idx", "regen_face_idx")):
+            continue  # a damaged line
         s = stored.get((str(m.get("obj_id")), m.get("stored_face_idx")))
         if s is not None:
             out[(str(m["obj_id"]), m.get("regen_face_idx"))] = (s, m.get("nme"))
@@ -161,6 +185,7 @@ def _failed_tests(values: dict, reasons: list, limits: dict) -> list:
 def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
     """The page's data: one entry per face of faces.json the filter decided on, in
     faces.json order, plus per-object information and the decisions in force."""
+    from ..core.records import Rejection
     from ..infra.files import read_json_or_none, read_jsonl, safe_join
     from .filter import OVERRIDE_REASON, OVERRIDES_FILE, face_id
     layout = as_work(work)
@@ -169,8 +194,13 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
                          f"run `metfaces-build filter --work {work}` first")
     faces = _read_faces(layout.faces_json)
     kept = _read_faces(layout.filtered_json)
-    rejected = {(str(r["obj_id"]), r["face_idx"]): r for r in read_jsonl(layout.rejected_jsonl)
-                if "obj_id" in r and "face_idx" in r}
+    rejected = {}
+    for r in read_jsonl(layout.rejected_jsonl):
+        try:  # a damaged line: wrong-typed fields read as empty, no face named: left out
+            rej = Rejection.from_json(r)
+        except ValueError:
+            continue
+        rejected[(rej.obj_id, rej.face_idx)] = rej
     compared = _compare_landmarks(work)
     manifest = layout.aligned()
     aligned = {}
@@ -189,19 +219,19 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
         rec = faces[key]
         fid = face_id(*key)
         if key in kept:
-            values = kept[key].extra.get("filter") or {}
+            values = _dict(kept[key].extra.get("filter"))
             decision = "kept"
-            ov = values.get(OVERRIDE_REASON) or {}
-            failed = _failed_tests(values, ov.get("tests_failed") or [], ov.get("limits") or {})
+            ov = _dict(values.get(OVERRIDE_REASON))
+            failed = _failed_tests(values, _names(ov.get("tests_failed")), _dict(ov.get("limits")))
         elif key in rejected:
             row = rejected[key]
-            values = row.get("values") or {}
+            values = row.values
             decision = "rejected"
-            ov = values.get(OVERRIDE_REASON) or {}
-            reasons = [r for r in row.get("reasons") or [] if r != OVERRIDE_REASON]
-            reasons += [t for t in ov.get("tests_failed") or [] if t not in reasons]
-            failed = _failed_tests(values, reasons, row.get("limits") or {})
-            if OVERRIDE_REASON in (row.get("reasons") or []):
+            ov = _dict(values.get(OVERRIDE_REASON))
+            reasons = [r for r in row.reasons if r != OVERRIDE_REASON]
+            reasons += [t for t in _names(ov.get("tests_failed")) if t not in reasons]
+            failed = _failed_tests(values, reasons, row.limits)
+            if OVERRIDE_REASON in row.reasons:
                 failed.insert(0, {"test": OVERRIDE_REASON, "value": "rejected by a person",
                                   "limit": OVERRIDES_FILE})
         else:
@@ -214,7 +244,7 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
             src, src_url = None, ""
         entry = {"id": fid, "obj": rec.obj_id, "idx": rec.face_idx,
                  "detector": rec.detector, "score": rec.score, "decision": decision,
-                 "override": (values.get(OVERRIDE_REASON) or {}).get("decision"),
+                 "override": ov.get("decision") if ov.get("decision") in ("keep", "reject") else None,
                  "failed": failed, "qsize": values.get("qsize"),
                  "sharpness": values.get("sharpness"),
                  "grayscale": (values.get("grayscale") or {}).get("grayscale")
@@ -242,7 +272,7 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
                                                          rec.to_json(), str(crop) if crop else None)))
         entries.append(entry)
     stored_ov = read_json_or_none(layout.overrides_json)
-    overrides = stored_ov.get("faces") if isinstance(stored_ov, dict) else None
+    overrides = _dict(stored_ov.get("faces") if isinstance(stored_ov, dict) else None)
     known = {e["id"] for e in entries}
     overrides = {k: v for k, v in (overrides or {}).items() if v in ("keep", "reject")}
     # decisions about faces the page does not show (an update withdrew or re-detected
@@ -363,7 +393,22 @@ def render_page(data: dict, title: str = "MetFaces review") -> str:
     page = page_template()
     if DATA_MARK not in page:
         raise RuntimeError(f"{TEMPLATE} lacks the data marker {DATA_MARK}")
-    return page.replace("{{TITLE}}", html.escape(title)).replace(DATA_MARK, blob)
+    return page.replace("{{TITLE}}", html.escape(title)).replace("{{CSP}}", page_csp(page)) \
+        .replace(DATA_MARK, blob)
+
+
+def page_csp(page: str) -> str:
+    """The page's Content-Security-Policy: only its own script runs (allowed by its sha256,
+    so no inline event handler, javascript: URL or remote script would), images from the
+    page's folders, nothing fetched or posted anywhere."""
+    import base64
+    import re
+    hashes = []
+    for m in re.finditer(r"<script(?![^>]*application/json)[^>]*>(.*?)</script>", page, re.S):
+        digest = hashlib.sha256(m.group(1).encode("utf-8")).digest()
+        hashes.append("'sha256-" + base64.b64encode(digest).decode("ascii") + "'")
+    return ("default-src 'none'; script-src " + " ".join(hashes) + "; style-src 'unsafe-inline'; "
+            "img-src 'self' file: data: blob: http: https:; base-uri 'none'; form-action 'none'")
 
 
 def write_review(work_dir, *, source_images=None, out_dir=None, workers: int = 1,

@@ -92,9 +92,12 @@ class FaceCheck:
 
 
 def _rgb(path: str):
+    """RGB pixels of a crop, decoded with the project's guard (pixel limit from the header,
+    regular files only); ImageProblem says why not."""
     import numpy as np
-    from PIL import Image
-    with Image.open(path) as im:
+
+    from ..infra.images import MAX_CROP_PIXELS, open_image
+    with open_image(path, MAX_CROP_PIXELS, limit_name="a crop is at most 8192x8192") as im:
         return np.asarray(im.convert("RGB"))
 
 

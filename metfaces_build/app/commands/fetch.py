@@ -61,7 +61,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     net.add_argument("--retries", type=int, default=default_of(F, "retries"), metavar="N",
                      help="retries per request on 403/429/5xx/resets/timeouts (default: %(default)s)")
     net.add_argument("--timeout", type=_pos_float, default=default_of(F, "timeout"), metavar="S",
-                     help="read timeout per request in seconds (default: %(default)s)")
+                     help="longest wait for the next byte, in seconds; one request may take "
+                          "10x this in all (default: %(default)s)")
     net.add_argument("--backoff-max", type=_pos_float, default=default_of(F, "backoff_max"), metavar="S",
                      help="cap on one exponential backoff, seconds (default: %(default)s)")
     net.add_argument("--backoff-base", type=_pos_float, default=default_of(F, "backoff_base"), metavar="S",
