@@ -35,12 +35,13 @@ def compare_with_report(opts) -> "stage.CompareSummary":
     """compare, then (landmarks with an output folder) the report of that folder: what
     `metfaces-build compare` does. The report lives above the compare stage, so the two
     stage modules do not import each other."""
-    from ...stages.report import write_report
+    from ...stages.report import ReportOptions, report
     summary = stage.compare(opts)
-    if opts.out and not opts.crops:
-        rep = write_report(opts.out, source_images=summary.source_images)
-        summary.outputs["report"] = rep.markdown
-        summary.lines.append(f"report: {rep.markdown}")
+    if opts.out and not opts.crops:  # the report stage: stamped, so `status` knows it
+        src = summary.source_images
+        rep = report(opts.out, ReportOptions(source_images=str(src) if src else None))
+        summary.outputs["report"] = rep.outputs["markdown"]
+        summary.lines.append(f"report: {rep.outputs['markdown']}")
     return summary
 
 
