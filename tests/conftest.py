@@ -35,6 +35,15 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _pace_cache(tmp_path_factory):
+    """Learned paces (met/pacing.py) go to a folder of this session, never ~/.cache
+    (session scope: module fixtures that fetch come first)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METFACES_CACHE_DIR", str(tmp_path_factory.mktemp("pace-cache")))
+        yield
+
+
 @pytest.fixture
 def shared():
     return shared_path

@@ -529,8 +529,10 @@ def _s(v) -> str:
 @dataclass
 class DryRunPlan:
     """What a fetch would request, from the ids and objects.jsonl alone. Each object costs
-    one record request and, when it has an image, one image request, all at --rate."""
+    one record request and, when it has an image, one image request, each at its host's
+    pace (learned by earlier runs, else the start; met/pacing.py)."""
     rate: float
+    pace: Optional[object] = None  # a pacing.PaceEstimate (None: everything at `rate`)
     selected: int = 0
     to_request: int = 0
     by_department: dict = field(default_factory=dict)  # name -> [selected, to request]
@@ -547,6 +549,8 @@ class DryRunPlan:
 
     def seconds(self) -> tuple:
         """(fewest, most) seconds: records only, or records plus an image each."""
+        if self.pace is not None:
+            return self.pace.seconds(self.to_request)
         return self.to_request / self.rate, 2 * self.to_request / self.rate
 
     def lines(self) -> list:
@@ -557,7 +561,8 @@ class DryRunPlan:
             for key, (n, todo) in sorted(table.items(), key=lambda kv: (-kv[1][0], kv[0])):
                 out.append(f"    {key[:40]:<40} {n:>9} {todo:>11}")
         lo, hi = self.seconds()
-        out.append(f"estimated time at --rate {self.rate:g}/s: {_duration(lo)} to {_duration(hi)} "
+        at = self.pace.describe() if self.pace is not None else f"--rate {self.rate:g}/s"
+        out.append(f"estimated time at {at}: {_duration(lo)} to {_duration(hi)} "
                    f"({self.to_request} record requests, plus up to {self.to_request} image requests)")
         return out
 
@@ -577,9 +582,10 @@ def dry_run(args, layout: Work, log: Callable[[str], None]) -> DryRunPlan:
     work = layout.path
     index = JournalIndex(layout.objects_jsonl)
     skip = fetch_skip_statuses(args.force, args.recheck)
-    plan = DryRunPlan(args.rate)
     labels = IdLabels()
     client = MetClient(client_config(args))
+    pace = client.pace_estimate()
+    plan = DryRunPlan(pace.rate, pace)
     try:
         if args.from_json:
             jobs = source_jobs(args.from_json, log)[0][: args.limit or None]
@@ -629,7 +635,7 @@ class FetchOptions:
     search_in: Optional[str] = None     # title | tags | artist
     api: str = DEFAULT_API
     image: str = "original"             # original | small
-    rate: float = 10.0
+    rate: Optional[float] = None        # ceiling req/s per host (None: 9); see met/pacing.py
     retries: int = 8
     timeout: float = 60.0
     backoff_max: float = 60.0
@@ -652,6 +658,8 @@ class FetchSummary(StageSummary):
     already: dict = field(default_factory=dict)
     outage: Optional[str] = None
     plan: Optional[DryRunPlan] = None  # set by a dry run (nothing was fetched)
+    # {host: {rate, block_rate, blocks, lost}}: the pace learned per host (met/pacing.py)
+    pace: dict = field(default_factory=dict)
     # objects fetched again because the --since listing named them: {update kind: [ids]}
     # (kinds: workdir.UPDATE_KINDS; new objects count here too)
     updates: dict = field(default_factory=dict)
@@ -709,6 +717,7 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     args = opts
     from ..infra.files import JsonlAppender, remove_stale_temps
     from ..met.client import ApiOutage, FetchFailure, MetClient
+    from ..met.pacing import PaceProgress
     from ..infra.executors import Progress, summarize
 
     work = layout.path
@@ -780,7 +789,8 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
                 if changed:
                     journal = _UpdateJournal(journal, previous, changed, updates, _now())
             with Progress(total, "fetch", quiet=args.quiet, unit="obj") as progress:
-                outage = _run_pool(batches, worker, args.workers, journal, progress, counts)
+                outage = _run_pool(batches, worker, args.workers, journal,
+                                   PaceProgress(progress, client.pacing), counts)
     except ApiOutage as e:  # while listing
         outage = str(e)
     finally:
@@ -795,12 +805,14 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     if updates:
         lines.append("fetch updates: " + ", ".join(
             f"{len(updates[k])} {UPDATE_LABELS[k]}" for k in UPDATE_KINDS if updates.get(k)))
+    if client.pacing.pacers:
+        lines.append("fetch " + client.pacing.summary_line())
     return FetchSummary("fetch", dict(counts), {"objects": journal_path, "api": layout.api_dir,
                                                 "originals": layout.originals_dir},
                         time.monotonic() - t0, failed + (1 if outage else 0), lines,
                         [f"stopped early: {outage}"] if outage else [],
                         already=dict(already), outage=outage,
-                        updates={k: sorted(v) for k, v in updates.items()})
+                        updates={k: sorted(v) for k, v in updates.items()}, pace=client.pacing.report())
 
 
 def client_config(args):
