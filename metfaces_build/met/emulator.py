@@ -20,6 +20,15 @@ Faults (deterministic for a given --seed and request sequence per path):
 plus --rate-limit N (429 above N req/s) and --block N,WINDOW,SECONDS (after N requests in
 WINDOW seconds, 403 HTML to every request for SECONDS, like the Met's front end).
 
+Protection mode (--protect RATE[,WINDOW[,SECONDS]][;AT=RATE...] or --protect random[:SEED]):
+a hidden sliding-window limit on the *API* requests (met/protection.py: more than
+RATE x WINDOW requests within WINDOW s blocks every API request with 403 HTML for SECONDS;
+`;AT=RATE` changes the limit AT seconds after the first request). Images are then served
+by a second server on its own port (another host to the client, paced and blocked
+separately, and never limited); fetch needs `--allow-host 127.0.0.1` to download from it.
+API answers set bot-protection cookies (`visid_incap_*`, `incap_ses_*`) as the real front
+end does; `/_emulator/stats` counts requests that sent them back.
+
 example:
   metfaces-build emulator --faults 429,5xx,reset --fault-rate 0.2
   metfaces-build fetch --api http://127.0.0.1:PORT/public/collection/v1 --departments 11
@@ -37,6 +46,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
+
+from .protection import FrontEnd, Protection
 
 API_PREFIX = "/public/collection/v1"
 FAULT_KINDS = ("403html", "429", "5xx", "reset", "truncate", "badlength", "html200", "slow")
@@ -65,6 +76,7 @@ class FaultConfig:
     block: Optional[BlockRule] = None
     retry_after: float = 1.0    # seconds sent with 429 / 503
     slow_delay: float = 2.0
+    protection: Optional[Protection] = None  # hidden limit on API requests (protection mode)
 
     def __post_init__(self):
         bad = [f for f in self.faults if f not in FAULT_KINDS]
@@ -81,10 +93,16 @@ class Stats:
     faults: dict = field(default_factory=collections.Counter)
     blocked: int = 0
     rate_limited: int = 0
+    protection_blocks: list = field(default_factory=list)  # seconds after the first API request
+    api_requests: int = 0
+    image_requests: int = 0
+    with_cookie: int = 0        # API requests that sent the front end's cookie back
 
     def to_json(self) -> dict:
         return {"requests": self.requests, "by_status": dict(self.by_status),
-                "faults": dict(self.faults), "blocked": self.blocked, "rate_limited": self.rate_limited}
+                "faults": dict(self.faults), "blocked": self.blocked, "rate_limited": self.rate_limited,
+                "protection_blocks": list(self.protection_blocks), "api_requests": self.api_requests,
+                "image_requests": self.image_requests, "with_cookie": self.with_cookie}
 
 
 class _State:
@@ -103,6 +121,26 @@ class _State:
         self.tokens: dict = {}
         self.recent: dict = collections.defaultdict(collections.deque)
         self.blocked_until: dict = {}
+        self.front_ends: dict = {}  # client -> FrontEnd (protection mode)
+        self.image_base: Optional[str] = None  # the image server's URL (protection mode)
+
+    def protected(self, client: str) -> bool:
+        """False when protection mode blocks this API request (and counts it)."""
+        p = self.cfg.protection
+        if p is None:
+            return True
+        now = time.monotonic()
+        with self.lock:
+            fe = self.front_ends.get(client)
+            if fe is None or fe.protection != p:
+                fe = self.front_ends[client] = FrontEnd(p)
+            before = fe.blocks
+            ok = fe.admit(now)
+            if fe.blocks > before:
+                self.stats.protection_blocks.append(round(now - fe.first, 2))
+            if not ok:
+                self.stats.blocked += 1
+        return ok
 
     def snapshot(self) -> tuple:
         """(collection, {id: object}) as of now: a change replaces both together, so a
@@ -163,6 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "MetEmulator/1"
     state: _State  # set on a subclass per server
+    images_only = False  # the image server of protection mode
 
     def log_message(self, fmt, *args):  # quiet: tests and demo read stats instead
         pass
@@ -176,6 +215,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._emulator_path(u)
         with st.lock:
             st.paths[u.path] += 1
+        is_api = u.path.startswith(API_PREFIX + "/")
+        if is_api == self.images_only and (is_api or st.image_base):  # each server its own kind
+            return self._send(404, b"<html><body>Not Found</body></html>", "text/html")
+        if is_api:
+            with st.lock:
+                st.stats.api_requests += 1
+                st.stats.with_cookie += "incap_ses_" in (self.headers.get("Cookie") or "")
+            if not st.protected(self.client_address[0]):
+                return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
+        else:
+            with st.lock:
+                st.stats.image_requests += 1
         refusal = st.admission(self.client_address[0])
         if refusal == "blocked":
             return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
@@ -210,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._api(path[len(API_PREFIX) + 1:].rstrip("/"), q)
         if path.startswith("/CRDImages/"):
             parts = path.split("/")
+            if len(parts) == 5 and parts[2] == "syn" and self.state.image_base:
+                return 200, _filler_jpeg(), "image/jpeg"
             if len(parts) == 5:
                 p = self.state.snapshot()[0].image_path(parts[2], parts[3], parts[4])
                 if p is not None:
@@ -220,7 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, rest: str, q: dict):
         st = self.state
         collection, objects = st.snapshot()
-        base = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+        base = st.image_base or f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
         if rest == "departments":
             from .sample_collection import DEPARTMENTS
             return _json(200, {"departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]})
@@ -254,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
             if oid in objects:
                 return _json(200, objects[oid].record(base))
             if SYNTHETIC_BASE < oid <= SYNTHETIC_BASE + st.synthetic:
-                return _json(200, _synthetic_record(oid))
+                return _json(200, _synthetic_record(oid, st.image_base))
             return _json(404, {"message": "ObjectID not found"})
         if rest == "search":
             ids = search(collection.objects, q)
@@ -297,6 +350,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(declared))
+        if not self.images_only and self.path.startswith(API_PREFIX + "/"):
+            for cookie in _incapsula_cookies(self.headers.get("Cookie") or ""):
+                self.send_header("Set-Cookie", cookie)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         if close:
@@ -317,6 +373,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
         except OSError:
             pass
+
+
+_FILLER = []
+
+
+def _filler_jpeg() -> bytes:
+    """The small image every filler object has in protection mode (made once)."""
+    if not _FILLER:
+        import io
+
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.new("RGB", (48, 32), (120, 90, 60)).save(buf, "JPEG")
+        _FILLER.append(buf.getvalue())
+    return _FILLER[0]
+
+
+def _incapsula_cookies(sent: str) -> list:
+    """The bot-protection cookies the real front end sets (values redacted in the
+    recordings): a visitor id once, and a session cookie until the client sends it back."""
+    out = []
+    if "visid_incap_" not in sent:
+        out.append("visid_incap_2871153=emulator0visitor; expires=Sat, 01 Jan 2028 00:00:00 GMT; "
+                   "HttpOnly; path=/")
+    if "incap_ses_" not in sent:
+        out.append("incap_ses_1234_2871153=emulator0session; path=/")
+    return out
 
 
 def _json(status: int, data) -> tuple:
@@ -345,9 +428,11 @@ def _with_duplicates(ids: list) -> list:
     return out
 
 
-def _synthetic_record(oid: int) -> dict:
-    """Filler objects (no image) for benchmarks and long listings."""
-    return {"objectID": oid, "isPublicDomain": True, "primaryImage": "", "primaryImageSmall": "",
+def _synthetic_record(oid: int, image_base: Optional[str] = None) -> dict:
+    """Filler objects for benchmarks and long listings: no image, or with a separate image
+    server (protection mode) a small one there."""
+    url = f"{image_base}/CRDImages/syn/original/{oid}.jpg" if image_base else ""
+    return {"objectID": oid, "isPublicDomain": True, "primaryImage": url, "primaryImageSmall": url,
             "additionalImages": [], "department": "Modern Art", "objectName": "Print",
             "title": f"Untitled {oid}", "artistDisplayName": "", "artistDisplayBio": "", "culture": "",
             "period": "", "objectDate": "", "objectBeginDate": 0, "objectEndDate": 0, "medium": "",
@@ -434,6 +519,12 @@ class EmulatorHandle:
         self.port = port
         self._change_lock = threading.Lock()  # one change at a time (they read-modify-write)
         self._overlay_dir = None              # images written by changes; removed by stop()
+        self.image_server: Optional[ThreadingHTTPServer] = None  # protection mode's image host
+
+    @property
+    def image_url(self) -> str:
+        """Where images are served: this server, or the image server of protection mode."""
+        return self.state.image_base or self.url
 
     @property
     def collection(self):
@@ -448,7 +539,7 @@ class EmulatorHandle:
 
     def records(self) -> dict:
         """{id: API record} of every sample object, as served."""
-        return {o.id: o.record(self.url) for o in self.collection.objects}
+        return {o.id: o.record(self.image_url) for o in self.collection.objects}
 
     def stats(self) -> dict:
         with self.state.lock:
@@ -578,8 +669,10 @@ class EmulatorHandle:
             self.state.cfg = dataclasses.replace(self.state.cfg, **changes)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.image_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
         self.thread.join(timeout=5)
         if self._overlay_dir is not None:
             import shutil
@@ -604,23 +697,36 @@ class _Server(ThreadingHTTPServer):
 def start_emulator(faults=(), fault_rate: float = 0.0, rate_limit: float = 0.0,
                    block: Optional[BlockRule] = None, seed: int = 0, retry_after: float = 1.0,
                    slow_delay: float = 2.0, host: str = "127.0.0.1", port: int = 0,
-                   synthetic: int = 0, cache_dir=None, log=None) -> EmulatorHandle:
+                   synthetic: int = 0, cache_dir=None, log=None, protection=None,
+                   separate_images: Optional[bool] = None) -> EmulatorHandle:
     """Start the emulator in a background thread and return its handle.
 
     `faults` is a list or a comma-separated string of FAULT_KINDS; `block` a BlockRule or a
-    (requests, window, duration) tuple; `synthetic` adds that many image-less filler objects
-    (ids 900001...) to the /objects listing, for benchmarks.
+    (requests, window, duration) tuple; `synthetic` adds that many filler objects (ids
+    900001...) to the /objects listing, for benchmarks. `protection` (a Protection or its
+    text, see Protection.parse) hides a limit on API requests; with it (or
+    `separate_images`) images come from a second server (`handle.image_url`), and the
+    fillers get a small image each there.
     """
     from .sample_collection import load_collection
     if isinstance(faults, str):
         faults = [f.strip() for f in faults.split(",") if f.strip()]
     if isinstance(block, (tuple, list)):
         block = BlockRule(*block)
-    cfg = FaultConfig(tuple(faults), fault_rate, seed, rate_limit, block, retry_after, slow_delay)
+    if isinstance(protection, str):
+        protection = Protection.parse(protection)
+    cfg = FaultConfig(tuple(faults), fault_rate, seed, rate_limit, block, retry_after, slow_delay,
+                      protection)
     collection = load_collection(cache_dir, log=log)
     state = _State(collection, cfg, synthetic)
-    handler = type("Handler", (_Handler,), {"state": state})
-    server = _Server((host, port), handler)
+    server = _Server((host, port), type("Handler", (_Handler,), {"state": state}))
     thread = threading.Thread(target=server.serve_forever, name="met-emulator", daemon=True)
+    images = None
+    if separate_images or (separate_images is None and protection is not None):
+        images = _Server((host, 0), type("ImageHandler", (_Handler,), {"state": state, "images_only": True}))
+        state.image_base = "http://%s:%d" % images.server_address[:2]
+        threading.Thread(target=images.serve_forever, name="met-emulator-images", daemon=True).start()
     thread.start()
-    return EmulatorHandle(server, thread, state)
+    handle = EmulatorHandle(server, thread, state)
+    handle.image_server = images
+    return handle

@@ -189,8 +189,10 @@ class Pacer:
         if not self.adaptive or now - self._adjusted < (GROW_EVERY if self.block_rate is None
                                                         else STEP_EVERY):
             return
-        # the pace held the workers back (someone waited for a token) and answers came
-        busy = self._waited and self._successes_since_adjust > 0
+        # the pace held the workers back (someone waited for a token), or they kept up with
+        # it (another host's pace may hold them), and answers came
+        busy = self._successes_since_adjust > 0 and (
+            self._waited or self.measured_rate(now, 2 * GROW_EVERY) >= 0.7 * self.rate)
         self._adjusted, self._successes_since_adjust, self._waited = now, 0, False
         if not busy:
             return
