@@ -48,6 +48,8 @@ MEASURE_WINDOW = 10.0                # the rate we send at: requests sent in the
 BLOCK_WINDOW = 5.0                   # the rate the front end saw: requests in the last 5 s
 SETTLE = 60.0                        # a block within 60 s of the last one: back off further
 SAME_BLOCK_SUCCESSES = 3             # fewer successes since the pause: the block was still on
+LESSON_PAUSE = 1.0                   # a pause shorter than 1 s is no block of a bot protection
+MIN_RATE = 0.2                       # the floor: below it, waiting (the cool-down) is the answer
 PACE_FILE = "pace.json"
 MAX_HOSTS = 50                       # hosts remembered (emulator ports come and go)
 
@@ -115,9 +117,7 @@ class Pacer:
         self.ceiling = float(ceiling if ceiling is not None else rate)
         self.target = self.ceiling  # (older name)
         self.rate = min(float(rate), self.ceiling)
-        # never below a quarter of the start: below that a block says something other than
-        # pace (an outage, a ban, an injected fault) and the cool-down is the answer
-        self.min_rate = min_rate if min_rate is not None else self.rate / 4
+        self.min_rate = min(self.rate, min_rate if min_rate is not None else MIN_RATE)
         self.burst = burst
         self.capacity = self._capacity()
         self.block_rate = block_rate
@@ -216,12 +216,14 @@ class Pacer:
     # -- what came back --
     def cool_down(self, seconds: float, blocked: bool = True) -> None:
         """Pause every thread for `seconds`; a `blocked` answer (403 block page, 429) that
-        starts a new block also lowers the rate below the rate at which it came."""
+        starts a new block also lowers the rate below the rate at which it came, unless
+        the pause is under LESSON_PAUSE (a server asking for 0.1 s is not blocking a
+        client for its pace; the Met's blocks last about a minute)."""
         with self._lock:
             now = self._clock()
             if now >= self.paused_until:  # a new event (the other threads' reports are the same one)
                 self.cooldowns += 1
-                if blocked:
+                if blocked and seconds >= LESSON_PAUSE:
                     self._learn_block(now)
                 if self._blocked_at is None:
                     self._blocked_at = now
