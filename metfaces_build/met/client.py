@@ -657,8 +657,15 @@ def _short(e) -> str:
 
 
 def resolve_departments(specs: Iterable[str], departments: list) -> list:
-    """Department ids from ids or display names (case-insensitive); ValueError lists choices."""
-    by_name = {d.name.casefold(): d.id for d in departments}
+    """Department ids from ids or names (case-insensitive): the display names `departments`
+    lists, or another name a department goes by in records (shapes.DEPARTMENT_ALIASES:
+    "Modern and Contemporary Art" is 21); ValueError lists choices."""
+    from .shapes import department_aliases
+    by_name = {}
+    for d in departments:  # a display name wins over another department's old name
+        for n in department_aliases(d.id):
+            by_name.setdefault(n.casefold(), d.id)
+    by_name.update({d.name.casefold(): d.id for d in departments})
     ids = {d.id for d in departments}
     out: list = []
     for s in specs:

@@ -299,8 +299,10 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
         return MetObject(oid, f.status, f.reason, attempts=f.attempts)
     atomic_write_bytes(work / API_DIR / f"{oid}.json", answer.raw)
     rec = answer.data
-    obj = MetObject(oid, "ok", department=_s(rec.get("department")), title=_s(rec.get("title")),
-                    artist=_s(rec.get("artistDisplayName")), date=_s(rec.get("objectDate")),
+    from ..met.shapes import artist_of, display_text
+    obj = MetObject(oid, "ok", department=display_text(rec.get("department")),
+                    title=display_text(rec.get("title")), artist=artist_of(rec),
+                    date=display_text(rec.get("objectDate")),
                     is_public_domain=rec.get("isPublicDomain") if isinstance(rec.get("isPublicDomain"), bool) else None,
                     attempts=answer.attempts)
     url = _s(rec.get("primaryImage" if image == "original" else "primaryImageSmall"))
