@@ -293,3 +293,46 @@ def test_empty_search_answers_null_ids():
         assert s.client().search("zzz-no-such-thing") == []
     finally:
         s.stop()
+
+
+def test_emulator_records_look_like_real_ones(real_records):
+    """Same keys in the same order, same JSON types, and the quirks: escaped constituents,
+    CRLF in dimensions, a department name that differs from /departments, compact JSON with
+    a newline, cookies, and the error answers NOTES.md lists."""
+    import requests
+
+    from metfaces_build.met.emulator import SYNTHETIC_BASE, start_emulator
+    real = real_records[436535]  # recorded exactly (http/ cassette)
+
+    def kind(v):
+        return "null" if v is None else "number" if isinstance(v, (int, float)) and not isinstance(v, bool) \
+            else type(v).__name__
+
+    with start_emulator(synthetic=2) as h:
+        served = {**h.records(), SYNTHETIC_BASE + 1: None}
+        for oid in served:
+            r = requests.get(f"{h.api_root}/objects/{oid}", timeout=10)
+            assert r.headers["Content-Type"] == "application/json" and r.content.endswith(b"}\n")
+            assert b'": ' not in r.content[:200] and "incap_ses_" in r.headers.get("Set-Cookie", "")
+            rec = r.json()
+            assert list(rec) == list(real), oid
+            for k, v in rec.items():
+                if v is not None and real[k] is not None:
+                    assert kind(v) == kind(real[k]), (oid, k)
+        recs = [requests.get(f"{h.api_root}/objects/{o}", timeout=10).json() for o in served]
+        assert any("&amp;" in c["name"] for r in recs for c in r["constituents"] or [])
+        assert any("\r\n" in r["dimensions"] for r in recs)
+        deps = {d["departmentId"]: d["displayName"] for d in
+                requests.get(f"{h.api_root}/departments", timeout=10).json()["departments"]}
+        assert any(r["department"] not in deps.values() for r in recs)
+        assert requests.get(f"{h.api_root}/search?q=zzz-none", timeout=10).json() == {"total": 0, "objectIDs": None}
+        bad_date = requests.get(f"{h.api_root}/objects?metadataDate=2024-13-45", timeout=10)
+        assert bad_date.status_code == 400 and isinstance(bad_date.json(), str)
+        for path in ("objects?departmentIds=abc", "search"):
+            r = requests.get(f"{h.api_root}/{path}", timeout=10)
+            assert r.status_code == 502 and r.text.startswith("<!DOCTYPE html>")
+        assert requests.get(f"{h.api_root}/objects/", timeout=10).json() == {"message": "Not Found"}
+        gone = next(o.id for o in h.collection.objects if o.kind == "noface")
+        h.withdraw(gone, "removed")
+        r = requests.get(f"{h.api_root}/objects/{gone}", timeout=10)
+        assert r.status_code == 404 and r.json() == {"message": "Not a valid object"}

@@ -55,6 +55,9 @@ SYNTHETIC_BASE = 900000
 SYNTHETIC_DATE = "2023-01-01T00:00:00Z"  # metadataDate of the filler objects
 WITHDRAWALS = ("rights", "image", "removed")
 CORRECTABLE = ("title", "artist", "begin", "end", "medium", "classification", "is_highlight")
+BAD_GATEWAY_PAGE = (b"<!DOCTYPE html>\n<html><head><title>502 - Web server received an invalid response "
+                    b"while acting as a gateway or proxy server.</title></head><body><h1>Server Error</h1>"
+                    b"</body></html>\n")
 BLOCK_PAGE = (b"<html><head><META NAME=\"robots\" CONTENT=\"noindex,nofollow\"></head><body>"
               b"Request unsuccessful. Incapsula incident ID: 0-1234567890</body></html>")
 
@@ -257,6 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, u):
         q = {k: v[-1] for k, v in parse_qs(u.query).items()}
         path = u.path
+        if path == API_PREFIX + "/objects/":
+            return _json(404, {"message": "Not Found"})
         if path.startswith(API_PREFIX + "/"):
             return self._api(path[len(API_PREFIX) + 1:].rstrip("/"), q)
         if path.startswith("/CRDImages/"):
@@ -283,16 +288,16 @@ class _Handler(BaseHTTPRequestHandler):
             if deps:
                 try:
                     wanted = {int(d) for d in deps.split("|")}
-                except ValueError:
-                    return _json(400, {"message": "departmentIds must be integers separated by |"})
+                except ValueError:  # the real front end answers an HTML error page
+                    return 502, BAD_GATEWAY_PAGE, "text/html"
                 ids = [o.id for o in collection.objects if o.department_id in wanted]
                 synth = 21 in wanted
             else:
                 synth = True
             since = q.get("metadataDate")
             if since:
-                if not _is_date(since):
-                    return _json(400, {"message": "metadataDate must be YYYY-MM-DD"})
+                if not _is_date(since):  # a bare JSON string, not an object, as the real API
+                    return _json(400, "The request is invalid.")
                 ids = [i for i in ids if objects[i].metadata_date[:10] >= since]
                 synth = synth and SYNTHETIC_DATE[:10] >= since
             ids = _with_duplicates(ids)
@@ -302,21 +307,25 @@ class _Handler(BaseHTTPRequestHandler):
         if rest.startswith("objects/"):
             sid = rest[len("objects/"):]
             if not sid.isdigit():
-                return _json(400, {"message": "Not a valid object"})
+                return _json(400, {"message": "could not parse objectID"})
             oid = int(sid)
             if oid in objects:
                 return _json(200, objects[oid].record(base))
             if SYNTHETIC_BASE < oid <= SYNTHETIC_BASE + st.synthetic:
                 return _json(200, _synthetic_record(oid, st.image_base))
+            if any(c.obj_id == oid and c.kind == "withdraw:removed" for c in st.changes):
+                return _json(404, {"message": "Not a valid object"})  # as loans and withdrawn objects
             return _json(404, {"message": "ObjectID not found"})
         if rest == "search":
+            if not q.get("q"):
+                return 502, BAD_GATEWAY_PAGE, "text/html"
             ids = search(collection.objects, q)
             return _json(200, {"total": len(ids or []), "objectIDs": ids})
         return _json(404, {"message": "Not Found"})
 
     def _emulator_path(self, u):
         st = self.state
-        base = f"http://{self.headers.get('Host')}"
+        base = st.image_base or f"http://{self.headers.get('Host')}"
         if u.path == "/_emulator/truth.json":
             from .sample_collection import truth
             md5 = parse_qs(u.query).get("md5", ["0"])[-1] == "1"
@@ -403,7 +412,9 @@ def _incapsula_cookies(sent: str) -> list:
 
 
 def _json(status: int, data) -> tuple:
-    return status, json.dumps(data).encode(), "application/json"
+    """A JSON answer as the real API writes it: compact, UTF-8, ending with a newline."""
+    return status, (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode(), \
+        "application/json"
 
 
 def _num(v: float) -> str:
@@ -430,14 +441,18 @@ def _with_duplicates(ids: list) -> list:
 
 def _synthetic_record(oid: int, image_base: Optional[str] = None) -> dict:
     """Filler objects for benchmarks and long listings: no image, or with a separate image
-    server (protection mode) a small one there."""
+    server (protection mode) a small one there. Every key of a real record, in its order,
+    with its types and quirks (an HTML-escaped constituent, CRLF in dimensions)."""
+    from .sample_collection import SampleObject
     url = f"{image_base}/CRDImages/syn/original/{oid}.jpg" if image_base else ""
-    return {"objectID": oid, "isPublicDomain": True, "primaryImage": url, "primaryImageSmall": url,
-            "additionalImages": [], "department": "Modern Art", "objectName": "Print",
-            "title": f"Untitled {oid}", "artistDisplayName": "", "artistDisplayBio": "", "culture": "",
-            "period": "", "objectDate": "", "objectBeginDate": 0, "objectEndDate": 0, "medium": "",
-            "classification": "", "tags": None, "objectURL": "", "metadataDate": SYNTHETIC_DATE,
-            "accessionNumber": "", "creditLine": "", "rightsAndReproduction": ""}
+    rec = SampleObject(oid, 21, f"Untitled {oid}", "", 0, 0, "noface", metadata_date=SYNTHETIC_DATE).record("")
+    rec.update({"primaryImage": url, "primaryImageSmall": url, "objectName": "Print",
+                "accessionNumber": f"1987.{oid % 1000}", "objectURL": "", "artistRole": "",
+                "objectDate": "", "creditLine": "", "repository": "Metropolitan Museum of Art, New York, NY",
+                "dimensions": "Image: 10 x 8 in. (25.4 x 20.3 cm)\r\nSheet: 12 x 10 in.",
+                "constituents": [{"constituentID": 4321, "role": "Publisher", "name": "Underwood &amp; Underwood",
+                                  "constituentULAN_URL": "", "constituentWikidata_URL": "", "gender": ""}]})
+    return rec
 
 
 def search(objects: list, q: dict) -> Optional[list]:
@@ -535,7 +550,7 @@ class EmulatorHandle:
         """Ground truth, metfaces.json-compatible (see sample_collection.truth); `with_md5`
         fills source_md5 (a PNG encode per original: ~2 s each the first time, then cached)."""
         from .sample_collection import truth
-        return truth(self.collection, self.url, with_md5=with_md5)
+        return truth(self.collection, self.image_url, with_md5=with_md5)
 
     def records(self) -> dict:
         """{id: API record} of every sample object, as served."""
