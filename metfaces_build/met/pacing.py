@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 DEFAULT_CEILING = 9.0
 DEFAULT_START = 1.0      # first pace of a host nothing is known about (reported safe)
 GROW, GROW_EVERY = 1.3, 1.5          # slow start: x1.3 every 1.5 s while the pace holds the workers back
-BACKOFF = 0.7                        # after a block: resume at this x the blocked rate
-                                     # (squared after a second block within SETTLE s, ...)
+BACKOFF = 0.7                        # after a block: resume at this x the blocked rate,
+REPEAT = 0.65                        # x this again for each block within SETTLE s of the last
 HOLD = 0.9                           # then climb to, and hold, this x the blocked rate
 STEP, STEP_EVERY = 0.025, 5.0        # the climb: +2.5% of the blocked rate every 5 s
 PROBE_AFTER, PROBE_STEP = 300.0, 1.1  # a rare probe: 5 min without a block lifts block_rate 10%
@@ -246,7 +246,7 @@ class Pacer:
         self._last_block = now
         # the rate the front end saw (lower than ours when the workers did not keep up)
         self.block_rate = min(self.rate, self.measured_rate(now, BLOCK_WINDOW))
-        self.rate = max(self.min_rate, min(self.ceiling, BACKOFF ** self._streak * self.block_rate))
+        self.rate = max(self.min_rate, min(self.ceiling, BACKOFF * REPEAT ** (self._streak - 1) * self.block_rate))
         self._climb_from = self.rate
         self._held_since = None
 
