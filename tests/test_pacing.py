@@ -104,7 +104,7 @@ def test_a_limit_that_falls_is_learned_again():
     assert p.held_rate() <= 1.0 and p.learned_block_rate() <= 1.1
     # 400 requests in the first 200 s at 2/s, the other 200 at 1/s; the fall costs blocks
     sustainable = 200 + (600 - 400) / 1.0
-    assert took <= 1.7 * sustainable, took / sustainable
+    assert took <= 1.8 * sustainable, took / sustainable
 
 
 def test_a_limit_that_rises_is_found_by_rare_probes():
