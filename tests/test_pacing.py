@@ -303,7 +303,7 @@ def test_fetch_reports_pace_and_blocks_and_the_next_dry_run_uses_them(cli, tmp_p
     work = tmp_path / "w"
     with start_emulator(synthetic=30, protection=Protection(4.0, 2.0, 2.0)) as h:
         args = ["fetch", "--work", work, "--api", h.api_root, "--ids", ids, "--allow-host", "127.0.0.1",
-                "--rate", "20", "--cooldown", "2", "--workers", "2"]
+                "--rate", "8", "--cooldown", "2", "--workers", "2"]
         rc, out, err = cli(*args, "--quiet")
         assert rc == 0 and "30 ok" in out
         blocks = len(h.stats()["protection_blocks"])
@@ -312,8 +312,8 @@ def test_fetch_reports_pace_and_blocks_and_the_next_dry_run_uses_them(cli, tmp_p
         assert f"fetch pace learned: " in out and api_host in out and f"{blocks} block" in out
         assert "s lost to them" in out
         saved = json.loads(pace_file().read_text())["hosts"][api_host]
-        # below the limit, not far below: started at 5x it, blocked at most 3 times
-        assert saved["blocks"] == blocks and 1.5 < saved["rate"] < 4.0 < saved["block_rate"] * 2
+        # below the limit, not far below: started at twice it, blocked at most 3 times
+        assert saved["blocks"] == blocks and 1.0 < saved["rate"] < 4.0 < saved["block_rate"] * 4
         assert str(pace_file()).startswith(os.environ["METFACES_CACHE_DIR"])
         rc, out, _ = cli(*args, "--quiet", "--dry-run", "--force")
-        assert rc == 0 and f"estimated time at {saved['rate']:.3g} req/s (learned; at most 20/s)" in out
+        assert rc == 0 and f"estimated time at {saved['rate']:.3g} req/s (learned; at most 8/s)" in out
