@@ -149,6 +149,28 @@ def test_hosts_pace_and_block_separately(tmp_path):
     assert t.now >= 30.0
 
 
+def test_progress_shows_each_hosts_pace_and_the_blocks(tmp_path):
+    t = FakeTime()
+    pacing = Pacing(ceiling=5.0, start=2.0, path=tmp_path / "pace.json", clock=t.clock, sleep=t.sleep)
+    pacing.api_host = "api.example"
+    api, img = pacing.for_host("api.example"), pacing.for_host("img.example")
+    for _ in range(20):
+        api.acquire()
+        api.succeeded()
+    api.cool_down(30.0)
+    seen = []
+
+    class Bar:
+        def update(self, n, **postfix):
+            seen.append(postfix)
+    from metfaces_build.met.pacing import PaceProgress
+    PaceProgress(Bar(), pacing).update(1, last="ok")
+    assert seen == [{"last": "ok", "api": f"{api.rate:.3g}/s", "images": "2/s", "blocks": 1}]
+    assert api.rate < api.block_rate and img.rate == 2.0
+    line = pacing.summary_line()
+    assert line.startswith("pace learned: api.example ") and "1 block, 0 s lost" in line
+
+
 def test_learned_pace_is_kept_per_host_for_the_next_run(tmp_path):
     path = tmp_path / "cache" / "pace.json"
     t = FakeTime()

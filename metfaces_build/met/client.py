@@ -271,6 +271,7 @@ class MetClient:
         if urlsplit(self.api_root).scheme not in ("http", "https"):
             raise ValueError(f"API root must be an http(s) URL, got {config.api_root!r}")
         self.pacing = Pacing(config.rate, config.start_rate, config.pace_file, config.remember_pace)
+        self.pacing.api_host = host_of(self.api_root)
         if pacer is not None:
             self.pacing.set(host_of(self.api_root), pacer)
         self.session = requests.Session()

@@ -319,6 +319,7 @@ class Pacing:
         self._clock, self._sleep, self._burst = clock, sleep, burst
         self._lock = threading.Lock()
         self.pacers: dict = {}
+        self.api_host = ""  # labelled "api" in the progress bar (the client sets it)
 
     def starting_pace(self, host: str) -> tuple:
         """(rate, block_rate, where from) a new pacer for `host` starts with."""
@@ -356,8 +357,10 @@ class Pacing:
     def postfix(self) -> dict:
         """For the progress bar: the pace of each host and the blocks so far."""
         out = {}
-        for i, (host, p) in enumerate(sorted(self.pacers.items())):
-            out[f"pace{i + 1}" if len(self.pacers) > 1 else "pace"] = f"{p.rate:.3g}/s"
+        others = [h for h in sorted(self.pacers) if h != self.api_host]
+        for host, p in sorted(self.pacers.items()):
+            label = ("api" if host == self.api_host else "images" if len(others) == 1 else host)
+            out[label] = f"{p.rate:.3g}/s"
         out["blocks"] = self.blocks
         return out
 

@@ -21,11 +21,13 @@ Its image is downloaded to a temporary name and replaces the original only when 
 sha256 changed; the objects.jsonl line then keeps `previous_sha256`, `changed_at` and a
 short `history`. An object that left the public domain or lost its image has its original
 removed (detect, filter and align then withdraw its faces and crops). A refetch that
-fails keeps the old line and files (`refresh_error` says why). The API
-is paced (--rate, shared by all --workers threads), retried with backoff, and a 403 block
-page pauses all threads together. Ctrl-C or a kill loses nothing: rerun to resume.
+fails keeps the old line and files (`refresh_error` says why). Each
+host (the API's, the images') is paced by all --workers threads together at a pace learned
+from its blocks and remembered between runs (--rate is the ceiling; met/pacing.py),
+retried with backoff, and a 403 block page pauses all threads together. Ctrl-C or a kill
+loses nothing: rerun to resume.
 --dry-run prints what would be requested (by department and by status already in
-objects.jsonl) and how long it would take at --rate, without requesting any object record
+objects.jsonl) and how long it would take at that pace, without requesting any object record
 or image (a --departments, --search or --since source still makes its listing requests).
 
 examples:
