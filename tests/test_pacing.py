@@ -339,3 +339,11 @@ def test_fetch_reports_pace_and_blocks_and_the_next_dry_run_uses_them(cli, tmp_p
         assert str(pace_file()).startswith(os.environ["METFACES_CACHE_DIR"])
         rc, out, _ = cli(*args, "--quiet", "--dry-run", "--force")
         assert rc == 0 and f"estimated time at {saved['rate']:.3g} req/s (learned; at most 8/s)" in out
+
+
+def test_emulator_protect_flag_usage_errors(cli):
+    rc, out, _ = cli("emulator", "--help")
+    assert rc == 0 and "--protect" in out
+    for bad in ("2,x", "0", "2,5,25;soon=1"):
+        rc, _, err = cli("emulator", "--protect", bad)
+        assert rc == 2 and "RATE[,WINDOW[,SECONDS]]" in err and "Traceback" not in err
