@@ -41,7 +41,8 @@ DEFAULT_START = 1.0      # first pace of a host nothing is known about (reported
 GROW, GROW_EVERY = 1.3, 1.5          # slow start: x1.3 every 1.5 s while the pace holds the workers back
 BACKOFF = 0.7                        # after a block: resume at this x the blocked rate,
 REPEAT = 0.65                        # x this again for each block within SETTLE s of the last
-HOLD = 0.9                           # then climb to, and hold, this x the blocked rate
+HOLD = 0.85                          # then climb to, and hold, this x the blocked rate (a
+                                     # token bucket may still send one extra request per window)
 STEP, STEP_EVERY = 0.025, 5.0        # the climb: +2.5% of the blocked rate every 5 s
 PROBE_AFTER, PROBE_STEP = 300.0, 1.1  # a rare probe: 5 min without a block lifts block_rate 10%
 MEASURE_WINDOW = 10.0                # the rate we send at: requests sent in the last 10 s
