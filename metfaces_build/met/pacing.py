@@ -9,14 +9,18 @@ actually sent, not the rate it allowed) and:
 
 - before any block, starts at a polite pace (1 request/s, reported safe on the real Met)
   and grows it by 30% every 1.5 s while it holds the workers back (slow start), never
-  above the ceiling (`--rate`, default 10/s);
+  above the ceiling (`--rate`, default 9/s);
 - on a block, pauses every thread together (a shared cool-down), sets `block_rate` and
   resumes at `BACKOFF` x block_rate, then climbs additively to `HOLD` x block_rate and
-  stays there: below the rate that was blocked, close enough to lose little;
+  stays there: below the rate that was blocked, close enough to lose little; a block soon
+  after another means the hold was too high: it resumes `REPEAT` times lower again and
+  holds there;
 - probes above that only rarely: after `PROBE_AFTER` s without a block it lets
   block_rate rise by `PROBE_STEP` (a limit that rose is found again, slowly);
-- a block page on the first requests after a pause is the same block still going, not a
-  new lesson: it pauses again without lowering the rate.
+- a block page before any success after a pause is the same block still going, not a
+  new lesson: it pauses again without lowering the rate; nor is a pause under a second
+  (a server's Retry-After of 0.1 s is no bot protection), and the pace never falls under
+  `MIN_RATE`.
 
 What was learned is kept per host in the user's cache (`pace.json`; see `pace_file`), so
 the next run starts at the pace that held, and `fetch --dry-run` estimates with it. The
@@ -48,7 +52,6 @@ PROBE_AFTER, PROBE_STEP = 300.0, 1.1  # a rare probe: 5 min without a block lift
 MEASURE_WINDOW = 10.0                # the rate we send at: requests sent in the last 10 s
 BLOCK_WINDOW = 5.0                   # the rate the front end saw: requests in the last 5 s
 SETTLE = 60.0                        # a block within 60 s of the last one: back off further
-SAME_BLOCK_SUCCESSES = 3             # fewer successes since the pause: the block was still on
 LESSON_PAUSE = 1.0                   # a pause shorter than 1 s is no block of a bot protection
 MIN_RATE = 0.2                       # the floor: below it, waiting (the cool-down) is the answer
 PACE_FILE = "pace.json"
@@ -116,11 +119,10 @@ class Pacer:
         if rate <= 0:
             raise ValueError("rate must be > 0")
         self.ceiling = float(ceiling if ceiling is not None else rate)
-        self.target = self.ceiling  # (older name)
         self.rate = min(float(rate), self.ceiling)
         self.min_rate = min(self.rate, min_rate if min_rate is not None else MIN_RATE)
-        self.burst = burst
-        self.capacity = self._capacity()
+        # a burst of at most one request by default: a window limiter counts bursts too
+        self.capacity = burst if burst is not None else 1.0
         self.block_rate = block_rate
         self.adaptive = adaptive
         self._clock, self._sleep = clock, sleep
@@ -139,16 +141,11 @@ class Pacer:
         self._resumed = now         # when sending (re)started: start, or the end of a pause
         self._adjusted = now        # last growth step
         self._held_since: Optional[float] = None
-        self._successes_since_resume = 0
         self._successes_since_adjust = 0
         self._waited = False
         self._streak = 0
         self._last_block = -1e18
         self._climb_from: Optional[float] = None
-
-    def _capacity(self) -> float:
-        # a burst of at most one request: a window limiter counts bursts too
-        return self.burst if self.burst is not None else 1.0
 
     # -- sending --
     def acquire(self) -> None:
@@ -233,11 +230,10 @@ class Pacer:
             self._updated = self.paused_until
             self._resumed = self.paused_until
             self._adjusted = self.paused_until
-            self._successes_since_resume = 0
 
     def _learn_block(self, now: float) -> None:
-        if self._blocked_at is not None and self._successes_since_resume < SAME_BLOCK_SUCCESSES:
-            return  # the block was still on when we resumed: nothing new learned
+        if self._blocked_at is not None:
+            return  # no success since the last block: it was still on, nothing new learned
         self.blocks += 1
         if not self.adaptive:
             self.rate = max(self.min_rate, self.rate / 2)
@@ -255,7 +251,6 @@ class Pacer:
         with self._lock:
             now = self._clock()
             self.last_success = now
-            self._successes_since_resume += 1
             self._successes_since_adjust += 1
             if self._blocked_at is not None:
                 self.lost += now - self._blocked_at
