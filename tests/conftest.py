@@ -35,6 +35,17 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _pace_cache(tmp_path_factory):
+    """Learned paces (met/pacing.py) go to a folder of this session, never ~/.cache
+    (session scope: module fixtures that fetch come first)."""
+    from metfaces_build.core.jit import cache_dir
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NUMBA_CACHE_DIR", cache_dir())  # compiled kernels: the user's cache, kept
+        mp.setenv("METFACES_CACHE_DIR", str(tmp_path_factory.mktemp("pace-cache")))
+        yield
+
+
 @pytest.fixture
 def shared():
     return shared_path

@@ -210,7 +210,8 @@ def test_dry_run_requests_no_record_or_image(cli, tmp_path, clean_emu):
     assert lines["ok"] == ["1", "0"] and lines["not_found"] == ["1", "0"]
     assert lines["new"] == [str(n11 - 2)] * 2
     secs = (n11 - 2) / 2
-    assert f"estimated time at --rate 2/s: {secs:.0f} s to {2 * secs:.0f} s" in out
+    # the first fetch learned 200/s for this host; --rate 2 is the ceiling now
+    assert f"estimated time at 2 req/s (learned; at most 2/s): {secs:.0f} s to {2 * secs:.0f} s" in out
     assert (work / "objects.jsonl").read_bytes() == journal_before
     # a department source lists (departments + one listing per department), nothing more
     fresh = tmp_path / "fresh"

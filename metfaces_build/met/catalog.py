@@ -102,13 +102,16 @@ class CatalogSelection:
 
 
 def department_names(specs: Iterable[str]) -> tuple:
-    """Display names from department ids or names (case-insensitive), via the table the API
-    serves (MET_API.md); ValueError lists the choices."""
+    """Every name of the departments given by id or name (case-insensitive), via the table
+    the API serves (MET_API.md) and the other names they go by in the catalogue
+    (shapes.DEPARTMENT_ALIASES: department 21 is "Modern and Contemporary Art" there);
+    ValueError lists the choices."""
     from .client import Department, resolve_departments
     from .sample_collection import DEPARTMENTS
+    from .shapes import department_aliases
     table = [Department(i, n) for i, n in DEPARTMENTS]
     names = dict(DEPARTMENTS)
-    return tuple(names[d] for d in resolve_departments(specs, table))
+    return tuple(n for d in resolve_departments(specs, table) for n in department_aliases(d, names[d]))
 
 
 def split_alternatives(text: Optional[str]) -> tuple:

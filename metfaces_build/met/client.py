@@ -31,6 +31,7 @@ from ..core.records import MAX_OBJECT_ID, as_object_id, clean_text  # noqa: F401
 from .. import PROJECT_URL, __version__
 from ..infra.images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
 from ..infra.files import TMP_PREFIX
+from .pacing import Pacer, Pacing, host_of  # noqa: F401 (Pacer re-exported)
 
 DEFAULT_API = "https://collectionapi.metmuseum.org/public/collection/v1"
 MET_IMAGE_HOST = "images.metmuseum.org"
@@ -107,7 +108,11 @@ class Department:
 class ClientConfig:
     """Everything that decides how hard and how patiently we talk to the API."""
     api_root: str = DEFAULT_API
-    rate: float = 10.0             # requests per second, shared by all threads
+    rate: Optional[float] = None   # ceiling in requests/s per host, shared by all threads
+    #                                (None: pacing.DEFAULT_CEILING); see met/pacing.py
+    start_rate: Optional[float] = None  # first pace of a host nothing was learned about
+    remember_pace: bool = True     # start from, and save, the paces learned (pacing.pace_file)
+    pace_file: Optional[Path] = None
     retries: int = 8               # extra attempts after the first
     timeout: float = 60.0          # read timeout (s): the longest gap between bytes
     total_timeout: float = 0.0     # bound on one request, headers to last byte (s); 0: 10 x timeout
@@ -264,72 +269,12 @@ def looks_like_html(content_type: str, body_head: bytes) -> bool:
     return "html" in (content_type or "").lower() or body_head.lstrip()[:1] == b"<"
 
 
-# ---- pacing ------------------------------------------------------------------------------
-
-class Pacer:
-    """Token bucket shared by worker threads, with a shared cool-down and adaptive pacing.
-
-    `acquire()` blocks until a request may go. `cool_down(s)` pauses every thread for `s`
-    seconds and halves the rate (once per block, however many threads report it);
-    each `succeeded()` then adds back 2% of the target rate, so pacing creeps up again.
-    """
-
-    def __init__(self, rate: float, burst: Optional[float] = None, min_rate: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        if rate <= 0:
-            raise ValueError("rate must be > 0")
-        self.target = float(rate)
-        self.rate = float(rate)
-        self.min_rate = min_rate if min_rate is not None else min(1.0, rate)
-        self.capacity = burst if burst is not None else max(1.0, rate / 5)
-        self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
-        self.tokens = self.capacity
-        self._updated = clock()
-        self.paused_until = 0.0
-        self.last_success = clock()
-        self.cooldowns = 0
-
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                if now < self.paused_until:
-                    wait = self.paused_until - now
-                else:
-                    start = max(self._updated, self.paused_until)
-                    self.tokens = min(self.capacity, self.tokens + (now - start) * self.rate)
-                    self._updated = now
-                    if self.tokens >= 1.0 - 1e-9:  # float slack: 0.1 s * 10/s may be 0.999...
-                        self.tokens = max(0.0, self.tokens - 1.0)
-                        return
-                    wait = max((1.0 - self.tokens) / self.rate, 1e-4)
-            self._sleep(wait)
-
-    def cool_down(self, seconds: float) -> None:
-        with self._lock:
-            now = self._clock()
-            if now >= self.paused_until:  # a new block event: slow down once
-                self.rate = max(self.min_rate, self.rate / 2)
-                self.cooldowns += 1
-            self.paused_until = max(self.paused_until, now + seconds)
-            self.tokens = 0.0
-            self._updated = self.paused_until
-
-    def succeeded(self) -> None:
-        with self._lock:
-            self.last_success = self._clock()
-            self.rate = min(self.target, self.rate + self.target * 0.02)
-
-    def seconds_since_success(self) -> float:
-        with self._lock:
-            return self._clock() - self.last_success
-
-
 # ---- the client ------------------------------------------------------------------------------
 
 class MetClient:
-    """One requests Session + one Pacer, shared by every worker thread."""
+    """One requests Session (its cookie jar keeps each host's cookies, as a browser does:
+    the bot protection's cookies go back to it, so we look like one visitor) and one
+    Pacer per host (the API's and the image host's), shared by every worker thread."""
 
     def __init__(self, config: ClientConfig, pacer: Optional[Pacer] = None):
         import requests
@@ -338,7 +283,10 @@ class MetClient:
         self.api_root = config.api_root.rstrip("/")
         if urlsplit(self.api_root).scheme not in ("http", "https"):
             raise ValueError(f"API root must be an http(s) URL, got {config.api_root!r}")
-        self.pacer = pacer or Pacer(config.rate)
+        self.pacing = Pacing(config.rate, config.start_rate, config.pace_file, config.remember_pace)
+        self.pacing.api_host = host_of(self.api_root)
+        if pacer is not None:
+            self.pacing.set(host_of(self.api_root), pacer)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         # only what `iter_body` decodes itself, with a bound on the output
@@ -348,7 +296,21 @@ class MetClient:
         self.session.mount("https://", adapter)
         self._rng = random.Random()
 
+    @property
+    def pacer(self) -> Pacer:
+        """The API host's pacer."""
+        return self.pacing.for_url(self.api_root)
+
+    def pace_estimate(self):
+        """The pace this client would start at (pacing.PaceEstimate), for --dry-run: images
+        come from the Met's image host when the API is the Met's, else from the API host."""
+        from .pacing import PaceEstimate
+        api = host_of(self.api_root)
+        images = MET_IMAGE_HOST if api == host_of(DEFAULT_API) else api
+        return PaceEstimate.of(self.pacing, api, images)
+
     def close(self) -> None:
+        self.pacing.save()
         self.session.close()
 
     # -- endpoints --
@@ -394,7 +356,7 @@ class MetClient:
     # -- plumbing --
     def get_json(self, path: str, params: Optional[dict] = None) -> ApiJson:
         url = f"{self.api_root}/{path.lstrip('/')}"
-        return self._retrying(lambda: self._json_attempt(url, params))
+        return self._retrying(lambda: self._json_attempt(url, params), url)
 
     def download(self, url: str, folder: Path, stem: str) -> Download:
         """Fetch an image into `folder/{stem}.{ext}`; nothing lands there unless it is valid."""
@@ -403,11 +365,12 @@ class MetClient:
             raise FetchFailure("refused", why, 0)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        return self._retrying(lambda: self._download_attempt(url, folder, stem))
+        return self._retrying(lambda: self._download_attempt(url, folder, stem), url)
 
-    def _retrying(self, attempt_fn: Callable[[], Any]) -> Any:
+    def _retrying(self, attempt_fn: Callable[[], Any], url: str = "") -> Any:
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
         attempts = 0
+        pacer = self.pacing.for_url(url or self.api_root)
 
         def one():
             nonlocal attempts
@@ -421,11 +384,11 @@ class MetClient:
                     raise FetchFailure(e.status, f"{e.reason}; Retry-After {e.retry_after:.0f} s is beyond "
                                                  f"--max-outage ({self.cfg.max_outage:g} s): not waiting",
                                        attempts, e.http_status) from None
-                if self.pacer.seconds_since_success() > self.cfg.max_outage:
+                if pacer.seconds_since_success() > self.cfg.max_outage:
                     raise ApiOutage(f"no successful request for {self.cfg.max_outage:g} s: "
                                     "the API looks down; rerun later to resume") from None
                 raise
-            self.pacer.succeeded()
+            pacer.succeeded()
             return result
 
         retrying = Retrying(stop=stop_after_attempt(self.cfg.retries + 1), wait=self._wait,
@@ -453,7 +416,7 @@ class MetClient:
 
     def _get(self, url: str, params=None, stream=True, headers=None):
         import requests
-        self.pacer.acquire()
+        self.pacing.for_url(url).acquire()
         try:
             r = self.session.get(url, params=params, stream=stream, allow_redirects=False,
                                  headers=headers,
@@ -500,7 +463,9 @@ class MetClient:
         if code == 403 or code == 429:
             pause = retry_after if retry_after is not None else (
                 self.cfg.cooldown if code == 403 else self.cfg.backoff_base)
-            self.pacer.cool_down(min(pause, self.cfg.retry_after_max, self.cfg.max_outage))
+            # this host's pacer only: a block page from the image host never pauses the API
+            self.pacing.for_url(r.url or "").cool_down(min(pause, self.cfg.retry_after_max,
+                                                           self.cfg.max_outage))
             raise Transient("http_error", f"{what}: blocked or rate-limited", retry_after, code)
         if code >= 500 or code == 408:
             raise Transient("http_error", what, retry_after, code)
@@ -726,8 +691,15 @@ def _short(e) -> str:
 
 
 def resolve_departments(specs: Iterable[str], departments: list) -> list:
-    """Department ids from ids or display names (case-insensitive); ValueError lists choices."""
-    by_name = {d.name.casefold(): d.id for d in departments}
+    """Department ids from ids or names (case-insensitive): the display names `departments`
+    lists, or another name a department goes by in records (shapes.DEPARTMENT_ALIASES:
+    "Modern and Contemporary Art" is 21); ValueError lists choices."""
+    from .shapes import department_aliases
+    by_name = {}
+    for d in departments:  # a display name wins over another department's old name
+        for n in department_aliases(d.id):
+            by_name.setdefault(n.casefold(), d.id)
+    by_name.update({d.name.casefold(): d.id for d in departments})
     ids = {d.id for d in departments}
     out: list = []
     for s in specs:

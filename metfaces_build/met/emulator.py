@@ -23,6 +23,15 @@ Faults (deterministic for a given --seed and request sequence per path):
 plus --rate-limit N (429 above N req/s) and --block N,WINDOW,SECONDS (after N requests in
 WINDOW seconds, 403 HTML to every request for SECONDS, like the Met's front end).
 
+Protection mode (--protect RATE[,WINDOW[,SECONDS]][;AT=RATE...] or --protect random[:SEED]):
+a hidden sliding-window limit on the *API* requests (met/protection.py: more than
+RATE x WINDOW requests within WINDOW s blocks every API request with 403 HTML for SECONDS;
+`;AT=RATE` changes the limit AT seconds after the first request). Images are then served
+by a second server on its own port (another host to the client, paced and blocked
+separately, and never limited); fetch needs `--allow-host 127.0.0.1` to download from it.
+API answers set bot-protection cookies (`visid_incap_*`, `incap_ses_*`) as the real front
+end does; `/_emulator/stats` counts requests that sent them back.
+
 example:
   metfaces-build emulator --faults 429,5xx,reset --fault-rate 0.2
   metfaces-build fetch --api http://127.0.0.1:PORT/public/collection/v1 --departments 11
@@ -41,6 +50,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
+from .protection import FrontEnd, Protection
+
 API_PREFIX = "/public/collection/v1"
 FAULT_KINDS = ("403html", "429", "5xx", "reset", "truncate", "badlength", "html200", "slow")
 SYNTHETIC_BASE = 900000
@@ -50,6 +61,9 @@ WITHDRAWALS = ("rights", "image", "removed")
 IMAGE_BREAKS = ("404", "corrupt", "elsewhere", "reset")
 ELSEWHERE = "http://images.example.invalid"  # a host outside fetch's allow-list
 CORRECTABLE = ("title", "artist", "begin", "end", "medium", "classification", "is_highlight")
+BAD_GATEWAY_PAGE = (b"<!DOCTYPE html>\n<html><head><title>502 - Web server received an invalid response "
+                    b"while acting as a gateway or proxy server.</title></head><body><h1>Server Error</h1>"
+                    b"</body></html>\n")
 BLOCK_PAGE = (b"<html><head><META NAME=\"robots\" CONTENT=\"noindex,nofollow\"></head><body>"
               b"Request unsuccessful. Incapsula incident ID: 0-1234567890</body></html>")
 
@@ -71,6 +85,7 @@ class FaultConfig:
     block: Optional[BlockRule] = None
     retry_after: float = 1.0    # seconds sent with 429 / 503
     slow_delay: float = 2.0
+    protection: Optional[Protection] = None  # hidden limit on API requests (protection mode)
 
     def __post_init__(self):
         bad = [f for f in self.faults if f not in FAULT_KINDS]
@@ -87,10 +102,16 @@ class Stats:
     faults: dict = field(default_factory=collections.Counter)
     blocked: int = 0
     rate_limited: int = 0
+    protection_blocks: list = field(default_factory=list)  # seconds after the first API request
+    api_requests: int = 0
+    image_requests: int = 0
+    with_cookie: int = 0        # API requests that sent the front end's cookie back
 
     def to_json(self) -> dict:
         return {"requests": self.requests, "by_status": dict(self.by_status),
-                "faults": dict(self.faults), "blocked": self.blocked, "rate_limited": self.rate_limited}
+                "faults": dict(self.faults), "blocked": self.blocked, "rate_limited": self.rate_limited,
+                "protection_blocks": list(self.protection_blocks), "api_requests": self.api_requests,
+                "image_requests": self.image_requests, "with_cookie": self.with_cookie}
 
 
 class _State:
@@ -110,6 +131,26 @@ class _State:
         self.recent: dict = collections.defaultdict(collections.deque)
         self.blocked_until: dict = {}
         self.image_breaks: dict = {}  # obj id -> one of IMAGE_BREAKS
+        self.front_ends: dict = {}  # client -> FrontEnd (protection mode)
+        self.image_base: Optional[str] = None  # the image server's URL (protection mode)
+
+    def protected(self, client: str) -> bool:
+        """False when protection mode blocks this API request (and counts it)."""
+        p = self.cfg.protection
+        if p is None:
+            return True
+        now = time.monotonic()
+        with self.lock:
+            fe = self.front_ends.get(client)
+            if fe is None or fe.protection != p:
+                fe = self.front_ends[client] = FrontEnd(p)
+            before = fe.blocks
+            ok = fe.admit(now)
+            if fe.blocks > before:
+                self.stats.protection_blocks.append(round(now - fe.first, 2))
+            if not ok:
+                self.stats.blocked += 1
+        return ok
 
     def snapshot(self) -> tuple:
         """(collection, {id: object}) as of now: a change replaces both together, so a
@@ -170,6 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "MetEmulator/1"
     state: _State  # set on a subclass per server
+    images_only = False  # the image server of protection mode
 
     def log_message(self, fmt, *args):  # quiet: tests and demo read stats instead
         pass
@@ -183,6 +225,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._emulator_path(u)
         with st.lock:
             st.paths[u.path] += 1
+        is_api = u.path.startswith(API_PREFIX + "/")
+        if is_api == self.images_only and (is_api or st.image_base):  # each server its own kind
+            return self._send(404, b"<html><body>Not Found</body></html>", "text/html")
+        if is_api:
+            with st.lock:
+                st.stats.api_requests += 1
+                st.stats.with_cookie += "incap_ses_" in (self.headers.get("Cookie") or "")
+            if not st.protected(self.client_address[0]):
+                return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
+        else:
+            with st.lock:
+                st.stats.image_requests += 1
         refusal = st.admission(self.client_address[0])
         if refusal == "blocked":
             return self._send(403, BLOCK_PAGE, "text/html; charset=utf-8")
@@ -215,6 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, u):
         q = {k: v[-1] for k, v in parse_qs(u.query).items()}
         path = u.path
+        if path == API_PREFIX + "/objects/":
+            return _json(404, {"message": "Not Found"})
         if path.startswith(API_PREFIX + "/"):
             return self._api(path[len(API_PREFIX) + 1:].rstrip("/"), q)
         if path.startswith("/CRDImages/"):
@@ -225,6 +281,8 @@ class _Handler(BaseHTTPRequestHandler):
             if broken == "corrupt":  # a JPEG's first bytes, then noise
                 return 200, b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + hashlib.sha256(path.encode()).digest() * 64, \
                     "image/jpeg"
+            if len(parts) == 5 and parts[2] == "syn" and self.state.image_base:
+                return 200, _filler_jpeg(), "image/jpeg"
             if len(parts) == 5:
                 p = self.state.snapshot()[0].image_path(parts[2], parts[3], parts[4])
                 if p is not None:
@@ -249,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, rest: str, q: dict):
         st = self.state
         collection, objects = st.snapshot()
-        base = f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+        base = st.image_base or f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
         if rest == "departments":
             from .sample_collection import DEPARTMENTS
             return _json(200, {"departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]})
@@ -259,16 +317,16 @@ class _Handler(BaseHTTPRequestHandler):
             if deps:
                 try:
                     wanted = {int(d) for d in deps.split("|")}
-                except ValueError:
-                    return _json(400, {"message": "departmentIds must be integers separated by |"})
+                except ValueError:  # the real front end answers an HTML error page
+                    return 502, BAD_GATEWAY_PAGE, "text/html"
                 ids = [o.id for o in collection.objects if o.department_id in wanted]
                 synth = 21 in wanted
             else:
                 synth = True
             since = q.get("metadataDate")
             if since:
-                if not _is_date(since):
-                    return _json(400, {"message": "metadataDate must be YYYY-MM-DD"})
+                if not _is_date(since):  # a bare JSON string, not an object, as the real API
+                    return _json(400, "The request is invalid.")
                 ids = [i for i in ids if objects[i].metadata_date[:10] >= since]
                 synth = synth and SYNTHETIC_DATE[:10] >= since
             ids = _with_duplicates(ids)
@@ -278,23 +336,27 @@ class _Handler(BaseHTTPRequestHandler):
         if rest.startswith("objects/"):
             sid = rest[len("objects/"):]
             if not sid.isdigit():
-                return _json(400, {"message": "Not a valid object"})
+                return _json(400, {"message": "could not parse objectID"})
             oid = int(sid)
             if oid in objects:
                 with st.lock:
                     elsewhere = st.image_breaks.get(oid) == "elsewhere"
                 return _json(200, objects[oid].record(ELSEWHERE if elsewhere else base))
             if SYNTHETIC_BASE < oid <= SYNTHETIC_BASE + st.synthetic:
-                return _json(200, _synthetic_record(oid))
+                return _json(200, _synthetic_record(oid, st.image_base))
+            if any(c.obj_id == oid and c.kind == "withdraw:removed" for c in st.changes):
+                return _json(404, {"message": "Not a valid object"})  # as loans and withdrawn objects
             return _json(404, {"message": "ObjectID not found"})
         if rest == "search":
+            if not q.get("q"):
+                return 502, BAD_GATEWAY_PAGE, "text/html"
             ids = search(collection.objects, q)
             return _json(200, {"total": len(ids or []), "objectIDs": ids})
         return _json(404, {"message": "Not Found"})
 
     def _emulator_path(self, u):
         st = self.state
-        base = f"http://{self.headers.get('Host')}"
+        base = st.image_base or f"http://{self.headers.get('Host')}"
         if u.path == "/_emulator/truth.json":
             from .sample_collection import truth
             md5 = parse_qs(u.query).get("md5", ["0"])[-1] == "1"
@@ -328,6 +390,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(declared))
+        if not self.images_only and self.path.startswith(API_PREFIX + "/"):
+            for cookie in _incapsula_cookies(self.headers.get("Cookie") or ""):
+                self.send_header("Set-Cookie", cookie)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         if close:
@@ -350,8 +415,37 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
+_FILLER = []
+
+
+def _filler_jpeg() -> bytes:
+    """The small image every filler object has in protection mode (made once)."""
+    if not _FILLER:
+        import io
+
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.new("RGB", (48, 32), (120, 90, 60)).save(buf, "JPEG")
+        _FILLER.append(buf.getvalue())
+    return _FILLER[0]
+
+
+def _incapsula_cookies(sent: str) -> list:
+    """The bot-protection cookies the real front end sets (values redacted in the
+    recordings): a visitor id once, and a session cookie until the client sends it back."""
+    out = []
+    if "visid_incap_" not in sent:
+        out.append("visid_incap_2871153=emulator0visitor; expires=Sat, 01 Jan 2028 00:00:00 GMT; "
+                   "HttpOnly; path=/")
+    if "incap_ses_" not in sent:
+        out.append("incap_ses_1234_2871153=emulator0session; path=/")
+    return out
+
+
 def _json(status: int, data) -> tuple:
-    return status, json.dumps(data).encode(), "application/json"
+    """A JSON answer as the real API writes it: compact, UTF-8, ending with a newline."""
+    return status, (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode(), \
+        "application/json"
 
 
 def _num(v: float) -> str:
@@ -376,14 +470,20 @@ def _with_duplicates(ids: list) -> list:
     return out
 
 
-def _synthetic_record(oid: int) -> dict:
-    """Filler objects (no image) for benchmarks and long listings."""
-    return {"objectID": oid, "isPublicDomain": True, "primaryImage": "", "primaryImageSmall": "",
-            "additionalImages": [], "department": "Modern Art", "objectName": "Print",
-            "title": f"Untitled {oid}", "artistDisplayName": "", "artistDisplayBio": "", "culture": "",
-            "period": "", "objectDate": "", "objectBeginDate": 0, "objectEndDate": 0, "medium": "",
-            "classification": "", "tags": None, "objectURL": "", "metadataDate": SYNTHETIC_DATE,
-            "accessionNumber": "", "creditLine": "", "rightsAndReproduction": ""}
+def _synthetic_record(oid: int, image_base: Optional[str] = None) -> dict:
+    """Filler objects for benchmarks and long listings: no image, or with a separate image
+    server (protection mode) a small one there. Every key of a real record, in its order,
+    with its types and quirks (an HTML-escaped constituent, CRLF in dimensions)."""
+    from .sample_collection import SampleObject
+    url = f"{image_base}/CRDImages/syn/original/{oid}.jpg" if image_base else ""
+    rec = SampleObject(oid, 21, f"Untitled {oid}", "", 0, 0, "noface", metadata_date=SYNTHETIC_DATE).record("")
+    rec.update({"primaryImage": url, "primaryImageSmall": url, "objectName": "Print",
+                "accessionNumber": f"1987.{oid % 1000}", "objectURL": "", "artistRole": "",
+                "objectDate": "", "creditLine": "", "repository": "Metropolitan Museum of Art, New York, NY",
+                "dimensions": "Image: 10 x 8 in. (25.4 x 20.3 cm)\r\nSheet: 12 x 10 in.",
+                "constituents": [{"constituentID": 4321, "role": "Publisher", "name": "Underwood &amp; Underwood",
+                                  "constituentULAN_URL": "", "constituentWikidata_URL": "", "gender": ""}]})
+    return rec
 
 
 def search(objects: list, q: dict) -> Optional[list]:
@@ -465,6 +565,12 @@ class EmulatorHandle:
         self.port = port
         self._change_lock = threading.Lock()  # one change at a time (they read-modify-write)
         self._overlay_dir = None              # images written by changes; removed by stop()
+        self.image_server: Optional[ThreadingHTTPServer] = None  # protection mode's image host
+
+    @property
+    def image_url(self) -> str:
+        """Where images are served: this server, or the image server of protection mode."""
+        return self.state.image_base or self.url
 
     @property
     def collection(self):
@@ -475,11 +581,11 @@ class EmulatorHandle:
         """Ground truth, metfaces.json-compatible (see sample_collection.truth); `with_md5`
         fills source_md5 (a PNG encode per original: ~2 s each the first time, then cached)."""
         from .sample_collection import truth
-        return truth(self.collection, self.url, with_md5=with_md5)
+        return truth(self.collection, self.image_url, with_md5=with_md5)
 
     def records(self) -> dict:
         """{id: API record} of every sample object, as served."""
-        return {o.id: o.record(self.url) for o in self.collection.objects}
+        return {o.id: o.record(self.image_url) for o in self.collection.objects}
 
     def stats(self) -> dict:
         with self.state.lock:
@@ -625,8 +731,10 @@ class EmulatorHandle:
             self.state.cfg = dataclasses.replace(self.state.cfg, **changes)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in (self.server, self.image_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
         self.thread.join(timeout=5)
         if self._overlay_dir is not None:
             import shutil
@@ -651,23 +759,36 @@ class _Server(ThreadingHTTPServer):
 def start_emulator(faults=(), fault_rate: float = 0.0, rate_limit: float = 0.0,
                    block: Optional[BlockRule] = None, seed: int = 0, retry_after: float = 1.0,
                    slow_delay: float = 2.0, host: str = "127.0.0.1", port: int = 0,
-                   synthetic: int = 0, cache_dir=None, log=None) -> EmulatorHandle:
+                   synthetic: int = 0, cache_dir=None, log=None, protection=None,
+                   separate_images: Optional[bool] = None) -> EmulatorHandle:
     """Start the emulator in a background thread and return its handle.
 
     `faults` is a list or a comma-separated string of FAULT_KINDS; `block` a BlockRule or a
-    (requests, window, duration) tuple; `synthetic` adds that many image-less filler objects
-    (ids 900001...) to the /objects listing, for benchmarks.
+    (requests, window, duration) tuple; `synthetic` adds that many filler objects (ids
+    900001...) to the /objects listing, for benchmarks. `protection` (a Protection or its
+    text, see Protection.parse) hides a limit on API requests; with it (or
+    `separate_images`) images come from a second server (`handle.image_url`), and the
+    fillers get a small image each there.
     """
     from .sample_collection import load_collection
     if isinstance(faults, str):
         faults = [f.strip() for f in faults.split(",") if f.strip()]
     if isinstance(block, (tuple, list)):
         block = BlockRule(*block)
-    cfg = FaultConfig(tuple(faults), fault_rate, seed, rate_limit, block, retry_after, slow_delay)
+    if isinstance(protection, str):
+        protection = Protection.parse(protection)
+    cfg = FaultConfig(tuple(faults), fault_rate, seed, rate_limit, block, retry_after, slow_delay,
+                      protection)
     collection = load_collection(cache_dir, log=log)
     state = _State(collection, cfg, synthetic)
-    handler = type("Handler", (_Handler,), {"state": state})
-    server = _Server((host, port), handler)
+    server = _Server((host, port), type("Handler", (_Handler,), {"state": state}))
     thread = threading.Thread(target=server.serve_forever, name="met-emulator", daemon=True)
+    images = None
+    if separate_images or (separate_images is None and protection is not None):
+        images = _Server((host, 0), type("ImageHandler", (_Handler,), {"state": state, "images_only": True}))
+        state.image_base = "http://%s:%d" % images.server_address[:2]
+        threading.Thread(target=images.serve_forever, name="met-emulator-images", daemon=True).start()
     thread.start()
-    return EmulatorHandle(server, thread, state)
+    handle = EmulatorHandle(server, thread, state)
+    handle.image_server = images
+    return handle

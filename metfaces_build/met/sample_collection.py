@@ -12,6 +12,7 @@ a version key, so only the first start pays the ~30 s build.
 from __future__ import annotations
 
 import hashlib
+import html
 import importlib.util
 import json
 import math
@@ -40,6 +41,9 @@ DEPARTMENTS = [
     (21, "Modern Art"),
 ]
 DEPT_NAME = dict(DEPARTMENTS)
+# the name a record carries, where it differs from the /departments display name (as at the
+# real Met: met/shapes.py)
+DEPT_RECORD_NAME = {1: "The American Wing", 15: "Robert Lehman Collection", 21: "Modern and Contemporary Art"}
 # department -> (image path code, styles used, medium, classification)
 DEPT_STYLE = {
     11: ("ep", ("oil", "posterize"), "Oil on canvas", "Paintings"),
@@ -101,11 +105,22 @@ class SampleObject:
         name = self.image_file.split("/")[-1] if self.image_file else ""
         primary = f"{base_url}/CRDImages/{code}/original/{name}" if self.image_file else ""
         small = f"{base_url}/CRDImages/{code}/web-large/{name}" if self.image_file and self.kind != "huge" else ""
+        # as the real records: constituents' names HTML-escaped, CRLF in dimensions, sizes
+        # in measurements, the department under the name records use
+        constituents = [{"constituentID": 160000 + sum(map(ord, self.artist)), "role": "Artist",
+                         "name": html.escape(self.artist, quote=False), "constituentULAN_URL": "",
+                         "constituentWikidata_URL": "", "gender": ""}] if self.artist else None
+        h_cm, w_cm = round(self.height / 40, 1), round(self.width / 40, 1)
+        dimensions = (f"{h_cm / 2.54:.1f} x {w_cm / 2.54:.1f} in. ({h_cm:g} x {w_cm:g} cm)\r\n"
+                      f"Framed: {h_cm / 2.54 + 4:.1f} x {w_cm / 2.54 + 4:.1f} in.") if self.width else ""
+        measurements = [{"elementName": "Overall", "elementDescription": None,
+                         "elementMeasurements": {"Height": h_cm, "Width": w_cm}}] if self.width else None
         return {
             "objectID": self.id, "isHighlight": self.is_highlight, "accessionNumber": f"{self.begin}.{self.id % 1000}",
             "accessionYear": "1929", "isPublicDomain": self.is_public_domain,
             "primaryImage": primary, "primaryImageSmall": small, "additionalImages": [],
-            "constituents": None, "department": self.department, "objectName": self.classification[:-1] or "Object",
+            "constituents": constituents,
+            "department": DEPT_RECORD_NAME.get(self.department_id, self.department), "objectName": self.classification[:-1] or "Object",
             "title": self.title, "culture": "", "period": "", "dynasty": "", "reign": "", "portfolio": "",
             "artistRole": "Artist", "artistPrefix": "", "artistDisplayName": self.artist,
             "artistDisplayBio": "", "artistSuffix": "", "artistAlphaSort": self.artist,
@@ -113,7 +128,7 @@ class SampleObject:
             "artistWikidata_URL": "", "artistULAN_URL": "",
             "objectDate": f"ca. {self.begin}" if self.begin == self.end else f"{self.begin}-{self.end}",
             "objectBeginDate": self.begin, "objectEndDate": self.end, "medium": self.medium,
-            "dimensions": "", "measurements": None, "creditLine": "Sample collection (metfaces-build emulator)",
+            "dimensions": dimensions, "measurements": measurements, "creditLine": "Sample collection (metfaces-build emulator)",
             "geographyType": "", "city": "", "state": "", "county": "", "country": "", "region": "",
             "subregion": "", "locale": "", "locus": "", "excavation": "", "river": "",
             "classification": self.classification,

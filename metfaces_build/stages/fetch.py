@@ -25,11 +25,13 @@ fails for any reason (the new image URL answers 404, a refused host, a corrupt i
 network) keeps the old line, original and api/{id}.json (the new record is written only
 once its image is accepted), so its faces and crops stay; the line says why in
 `refresh_error`, and every later fetch of the selection retries it (--force too refreshes:
-an object fetched before keeps its files when its refetch fails). The API
-is paced (--rate, shared by all --workers threads), retried with backoff, and a 403 block
-page pauses all threads together. Ctrl-C or a kill loses nothing: rerun to resume.
+an object fetched before keeps its files when its refetch fails). Each
+host (the API's, the images') is paced by all --workers threads together at a pace learned
+from its blocks and remembered between runs (--rate is the ceiling; met/pacing.py),
+retried with backoff, and a 403 block page pauses all threads together. Ctrl-C or a kill
+loses nothing: rerun to resume.
 --dry-run prints what would be requested (by department and by status already in
-objects.jsonl) and how long it would take at --rate, without requesting any object record
+objects.jsonl) and how long it would take at that pace, without requesting any object record
 or image (a --departments, --search or --since source still makes its listing requests).
 
 examples:
@@ -309,8 +311,10 @@ def fetch_object(client, work: Path, oid: int, image: str = "original", old: Opt
             return refresh_failed(old, failed)
         return failed
     rec = answer.data
-    obj = MetObject(oid, "ok", department=_s(rec.get("department")), title=_s(rec.get("title")),
-                    artist=_s(rec.get("artistDisplayName")), date=_s(rec.get("objectDate")),
+    from ..met.shapes import artist_of, display_text
+    obj = MetObject(oid, "ok", department=display_text(rec.get("department")),
+                    title=display_text(rec.get("title")), artist=artist_of(rec),
+                    date=display_text(rec.get("objectDate")),
                     is_public_domain=rec.get("isPublicDomain") if isinstance(rec.get("isPublicDomain"), bool) else None,
                     attempts=answer.attempts)
     url = _s(rec.get("primaryImage" if image == "original" else "primaryImageSmall"))
@@ -596,8 +600,10 @@ def _s(v) -> str:
 @dataclass
 class DryRunPlan:
     """What a fetch would request, from the ids and objects.jsonl alone. Each object costs
-    one record request and, when it has an image, one image request, all at --rate."""
+    one record request and, when it has an image, one image request, each at its host's
+    pace (learned by earlier runs, else the start; met/pacing.py)."""
     rate: float
+    pace: Optional[object] = None  # a pacing.PaceEstimate (None: everything at `rate`)
     selected: int = 0
     to_request: int = 0
     by_department: dict = field(default_factory=dict)  # name -> [selected, to request]
@@ -614,6 +620,8 @@ class DryRunPlan:
 
     def seconds(self) -> tuple:
         """(fewest, most) seconds: records only, or records plus an image each."""
+        if self.pace is not None:
+            return self.pace.seconds(self.to_request)
         return self.to_request / self.rate, 2 * self.to_request / self.rate
 
     def lines(self) -> list:
@@ -624,7 +632,8 @@ class DryRunPlan:
             for key, (n, todo) in sorted(table.items(), key=lambda kv: (-kv[1][0], kv[0])):
                 out.append(f"    {key[:40]:<40} {n:>9} {todo:>11}")
         lo, hi = self.seconds()
-        out.append(f"estimated time at --rate {self.rate:g}/s: {_duration(lo)} to {_duration(hi)} "
+        at = self.pace.describe() if self.pace is not None else f"--rate {self.rate:g}/s"
+        out.append(f"estimated time at {at}: {_duration(lo)} to {_duration(hi)} "
                    f"({self.to_request} record requests, plus up to {self.to_request} image requests)")
         return out
 
@@ -644,9 +653,10 @@ def dry_run(args, layout: Work, log: Callable[[str], None]) -> DryRunPlan:
     work = layout.path
     index = JournalIndex(layout.objects_jsonl)
     skip = fetch_skip_statuses(args.force, args.recheck)
-    plan = DryRunPlan(args.rate)
     labels = IdLabels()
     client = MetClient(client_config(args))
+    pace = client.pace_estimate()
+    plan = DryRunPlan(pace.rate, pace)
     try:
         if args.from_json:
             jobs = source_jobs(args.from_json, log)[0][: args.limit or None]
@@ -696,7 +706,7 @@ class FetchOptions:
     search_in: Optional[str] = None     # title | tags | artist
     api: str = DEFAULT_API
     image: str = "original"             # original | small
-    rate: float = 10.0
+    rate: Optional[float] = None        # ceiling req/s per host (None: 9); see met/pacing.py
     retries: int = 8
     timeout: float = 60.0
     backoff_max: float = 60.0
@@ -719,6 +729,8 @@ class FetchSummary(StageSummary):
     already: dict = field(default_factory=dict)
     outage: Optional[str] = None
     plan: Optional[DryRunPlan] = None  # set by a dry run (nothing was fetched)
+    # {host: {rate, block_rate, blocks, lost}}: the pace learned per host (met/pacing.py)
+    pace: dict = field(default_factory=dict)
     # objects fetched again because the --since listing named them: {update kind: [ids]}
     # (kinds: workdir.UPDATE_KINDS; new objects count here too)
     updates: dict = field(default_factory=dict)
@@ -779,6 +791,7 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     args = opts
     from ..infra.files import JsonlAppender, remove_stale_temps
     from ..met.client import ApiOutage, FetchFailure, MetClient
+    from ..met.pacing import PaceProgress
     from ..infra.executors import Progress, summarize
 
     work = layout.path
@@ -855,7 +868,8 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
                 if changed or args.force:
                     journal = update_journal = _UpdateJournal(journal, previous, changed, updates, _now())
             with Progress(total, "fetch", quiet=args.quiet, unit="obj") as progress:
-                outage = _run_pool(batches, worker, args.workers, journal, progress, counts)
+                outage = _run_pool(batches, worker, args.workers, journal,
+                                   PaceProgress(progress, client.pacing), counts)
     except ApiOutage as e:  # while listing
         outage = str(e)
     finally:
@@ -878,11 +892,13 @@ def _fetch_locked(layout: Work, opts: FetchOptions) -> FetchSummary:
     if updates:
         lines.append("fetch updates: " + ", ".join(
             f"{len(updates[k])} {UPDATE_LABELS[k]}" for k in UPDATE_KINDS if updates.get(k)))
+    if client.pacing.pacers:
+        lines.append("fetch " + client.pacing.summary_line())
     return FetchSummary("fetch", dict(counts), {"objects": journal_path, "api": layout.api_dir,
                                                 "originals": layout.originals_dir},
                         time.monotonic() - t0, failed + (1 if outage else 0), lines, notes,
                         already=dict(already), outage=outage,
-                        updates={k: sorted(v) for k, v in updates.items()})
+                        updates={k: sorted(v) for k, v in updates.items()}, pace=client.pacing.report())
 
 
 def client_config(args):

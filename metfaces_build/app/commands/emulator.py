@@ -6,6 +6,7 @@ import sys
 import time
 
 from ...met.emulator import FAULT_KINDS, BlockRule, start_emulator
+from ...met.protection import Protection
 from ...met import emulator as stage
 from ..flags import nonneg_float
 
@@ -34,6 +35,14 @@ def _block_rule(s: str) -> BlockRule:
     return rule
 
 
+def _protection(s: str) -> Protection:
+    try:
+        return Protection.parse(s)
+    except (ValueError, TypeError) as e:
+        raise argparse.ArgumentTypeError(f"expected RATE[,WINDOW[,SECONDS]][;AT=RATE...] (e.g. "
+                                          f"2,5,25 or 2,5,25;60=1) or random[:SEED], got {s!r}: {e}") from None
+
+
 def _rate(s: str) -> float:
     v = nonneg_float(s)
     if v > 1:
@@ -53,6 +62,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="answer 429 with Retry-After above N requests/s per client (0 = off)")
     p.add_argument("--block", type=_block_rule, default=None, metavar="N,WINDOW,SECONDS",
                    help="after N requests within WINDOW s, 403 HTML to everything for SECONDS s")
+    p.add_argument("--protect", type=_protection, default=None, metavar="SPEC",
+                   help="protection mode: a hidden limit on API requests, RATE[,WINDOW[,SECONDS]] "
+                        "(more than RATE x WINDOW requests within WINDOW s (default 5) blocks "
+                        "every API request with 403 HTML for SECONDS (default 25)); ';AT=RATE' "
+                        "changes it AT s after the first request; 'random[:SEED]' draws one. "
+                        "Images then come from a second port (fetch --allow-host 127.0.0.1)")
     p.add_argument("--retry-after", type=nonneg_float, default=1.0, metavar="S",
                    help="Retry-After sent with 429/503 (default: %(default)s)")
     p.add_argument("--slow", type=nonneg_float, default=2.0, metavar="S",
@@ -69,14 +84,22 @@ def main(args) -> int:
     try:
         handle = start_emulator(args.faults, args.fault_rate, args.rate_limit, args.block, args.seed,
                                 args.retry_after, args.slow, args.host, args.port, args.synthetic,
-                                args.cache_dir, log=lambda m: print(m, file=sys.stderr))
+                                args.cache_dir, log=lambda m: print(m, file=sys.stderr),
+                                protection=args.protect)
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e}") from None
     except RuntimeError as e:
         raise UsageError(str(e)) from None
     print(f"Met API emulator: {handle.api_root}", flush=True)
     print(f"ground truth:     {handle.url}/_emulator/truth.json", flush=True)
-    print(f"try: metfaces-build fetch --api {handle.api_root} --departments 11 --work ./emu-work",
+    allow = ""
+    if handle.image_server is not None:
+        allow = f" --allow-host {args.host}"
+        print(f"images:           {handle.image_url} (a separate host, not limited)", flush=True)
+        if args.protect is not None:
+            print("protection:       on (hidden limit; blocks are counted in /_emulator/stats)",
+                  file=sys.stderr, flush=True)
+    print(f"try: metfaces-build fetch --api {handle.api_root} --departments 11 --work ./emu-work{allow}",
           flush=True)
     try:
         while True:

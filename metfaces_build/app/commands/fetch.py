@@ -56,8 +56,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     net.add_argument("--image", choices=("original", "small"), default=default_of(F, "image"),
                      help="primaryImage (full size, default) or primaryImageSmall (~800 px)")
     net.add_argument("--rate", type=_pos_float, default=default_of(F, "rate"), metavar="R",
-                     help="requests per second, shared by all workers (default: %(default)s; the "
-                          "documented limit is 80, but bursts of ~30 get a 30 s block)")
+                     help="ceiling in requests per second per host, shared by all workers "
+                          "(default: 9; the documented limit is 80, but bursts of ~30 get a block). "
+                          "The pace adapts below it: it starts at what earlier runs learned for "
+                          "the host, else at R when given, else at 1/s, and stays under the rate "
+                          "at which a block came (learned paces: ~/.cache/metfaces-build/pace.json)")
     net.add_argument("--retries", type=int, default=default_of(F, "retries"), metavar="N",
                      help="retries per request on 403/429/5xx/resets/timeouts (default: %(default)s)")
     net.add_argument("--timeout", type=_pos_float, default=default_of(F, "timeout"), metavar="S",
@@ -81,7 +84,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    help="also retry settled non-ok objects (no_image, not_found, too_large, ...)")
     p.add_argument("--dry-run", action="store_true",
                    help="print how many objects would be requested (by department and by status "
-                        "in objects.jsonl) and the time at --rate; requests no object record or "
+                        "in objects.jsonl) and the time at the learned pace; requests no object record or "
                         "image (--departments/--search/--since still make their listing requests)")
     add_common(p, workers=False)
 
