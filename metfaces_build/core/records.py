@@ -7,6 +7,7 @@ keys (detector, score, ...), which NVIDIA's script ignores.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
@@ -22,6 +23,12 @@ REQUIRED_KEYS = ("obj_id", "source_path", "face_spec", "face_idx")
 # Our optional extras, written after NVIDIA's keys when set.
 EXTRA_KEYS = ("detector", "score", "subdetector", "image_width", "image_height", "shrink_method",
               "exif_orientation", "department")
+
+# what each extra must be (the FaceRecord field's type)
+_EXTRA_TYPES = {"detector": str, "score": float, "subdetector": int, "image_width": int,
+                "image_height": int, "shrink_method": str, "exif_orientation": int,
+                "department": str}
+_TYPE_WORDS = {str: "a string", int: "a whole number", float: "a finite number"}
 
 N_LANDMARKS = 68
 # Coordinates and shrink beyond 32 bits are not pixels of any image; they would overflow
@@ -244,8 +251,17 @@ class FaceRecord:
             if note:
                 clipped[k] = note
         for k in EXTRA_KEYS:
-            if d.get(k) is not None:
-                kw[k] = d[k]
+            v = d.get(k)
+            if v is None:
+                continue
+            want = _EXTRA_TYPES[k]
+            ok = isinstance(v, str) if want is str else (
+                _is_int(v) if want is int else
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+            if not ok:  # a damaged or hand-edited record: named, never a crash later
+                raise ValueError(f"{where}: field {k!r} must be {_TYPE_WORDS[want]}, got "
+                                 f"{_short_repr(v)}")
+            kw[k] = clean_text(v)[0] if want is str else v
         known = set(METFACES_KEYS) | set(EXTRA_KEYS)
         extra = {k: v for k, v in d.items() if k not in known}
         if clipped:
