@@ -225,6 +225,12 @@ def parse_faces(data: Any, what: str = "face list") -> LoadedFaces:
         data = data["faces"]
     if not isinstance(data, list):
         raise RecordError(f"{what}: expected a JSON list of face records, got {type(data).__name__}")
+    return parse_face_items(data)
+
+
+def parse_face_items(data: Iterable) -> LoadedFaces:
+    """parse_faces over the entries of a list as they come (a file read item by item:
+    only the records are kept, never the whole parsed list)."""
     faces: list[FaceRecord] = []
     bad: list[BadRecord] = []
     seen: dict[tuple, int] = {}

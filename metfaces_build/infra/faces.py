@@ -4,17 +4,22 @@ Parsing and validation are pure (core.records.parse_faces); this is the file edg
 from __future__ import annotations
 
 from ..core.errors import RecordError
-from ..core.records import LoadedFaces, parse_faces
-from .files import read_json
+from ..core.records import LoadedFaces, parse_face_items, parse_faces
+from .jsonstream import read_json_items
 
 
 def load_faces(path, skip_bad: bool = False, what: str = "face list") -> LoadedFaces:
     """Read a metfaces.json-compatible file. Without `skip_bad`, any bad entry refuses the
     whole file with a RecordError listing (up to 10 of) them."""
-    loaded = parse_faces(read_json(path, what), f"{what} {path}")
+    data = read_json_items(path, what)  # a list is parsed item by item: records only in memory
+    loaded = parse_faces(data, f"{what} {path}") if not _is_iterator(data) else parse_face_items(data)
     if loaded.bad and not skip_bad:
         lines = [b.reason for b in loaded.bad[:10]]
         more = f"\n  ... and {len(loaded.bad) - 10} more" if len(loaded.bad) > 10 else ""
         raise RecordError(f"{path}: {len(loaded.bad)} invalid record(s):\n  " + "\n  ".join(lines)
                           + more + "\n(use --skip-bad to record them as failed and go on)")
     return loaded
+
+
+def _is_iterator(v) -> bool:
+    return hasattr(v, "__next__")

@@ -73,7 +73,7 @@ import numpy as np
 from ..core import geometry
 from ..core.errors import UsageError
 from ..core.metrics import box_iou, hash_distance, popcount  # noqa: F401 (hash_distance: API)
-from ..core.records import FaceRecord, Rejection, faces_to_json
+from ..core.records import FaceRecord, Rejection
 from ..infra.faces import load_faces
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import OVERRIDES as OVERRIDES_FILE  # the decisions in force
@@ -644,14 +644,16 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
         else:
             verdicts.extend(res.verdicts)
             new_cache[keys[t.source_path]] = entry
+    kept = sum(v.keep for v in verdicts)  # a running count: no rescan per image
     with Progress(len(todo), "filter", quiet=quiet or not todo, unit="img") as bar:
         for res in LocalExecutor(min(workers, max(1, len(todo)))).imap(check_image_faces, todo):
             verdicts.extend(res.verdicts)
+            kept += sum(v.keep for v in res.verdicts)
             if res.problem:
                 problems[res.source_path] = res.problem
             elif keys[res.source_path]:
                 new_cache[keys[res.source_path]] = cache_entry(res)
-            bar.update(1, kept=sum(v.keep for v in verdicts))
+            bar.update(1, kept=kept)
     verdicts.sort(key=lambda v: v.index)
     resolve_duplicates(verdicts, cfg)
     return FilterOutcome(verdicts, list(bad_records or []), problems, len(todo), new_cache)
@@ -712,16 +714,16 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
     """filtered.json, rejected.jsonl and filter_summary.json (each written atomically)."""
     from ..infra.files import atomic_write_json, write_jsonl
     from ..infra.executors import library_versions
-    kept = []
-    for v in outcome.kept:
-        rec = v.record.replace(extra={**v.record.extra, "filter": v.values()})
-        kept.append(rec)
+    from ..infra.jsonstream import atomic_write_json_list
+    kept = outcome.kept
     rows = [v.rejection().to_json() for v in outcome.rejected]
     for b in outcome.bad_records:
         rows.append(Rejection(b.obj_id or "", -1 if b.face_idx is None else b.face_idx,
                               ["bad_record"], {"record_index": b.index, "error": b.reason}).to_json())
     work = as_work(work)
-    atomic_write_json(work.filtered_json, faces_to_json(kept))
+    # one record at a time: never the whole list as dicts and text
+    atomic_write_json_list(work.filtered_json, ({**v.record.to_json(), "filter": v.values()}
+                                                for v in kept))
     write_jsonl(work.rejected_jsonl, rows)
     decided = [v for v in outcome.verdicts if v.override is not None]
     summary = {

@@ -1,0 +1,73 @@
+"""Face lists read and written item by item: the same values and bytes as whole-file JSON."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metfaces_build.core.errors import UsageError
+from metfaces_build.core.records import parse_faces
+from metfaces_build.infra import jsonstream
+from metfaces_build.infra.faces import load_faces
+from metfaces_build.infra.files import atomic_write_json, read_json
+
+from synthfaces import face_json, place
+
+ITEMS = [{"a": 1, "s": "] , [ \" }{ \\", "u": "É\u2603\U0001F600", "n": [1.5e10, -0, None]},
+         123456789, "tail ]", [], {}, [[1, [2]], {"x": {"y": [3]}}], True, None, 0.25]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+def test_items_as_whole_json_reads_them_for_any_chunk(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(jsonstream, "CHUNK", chunk)
+    p = tmp_path / "l.json"
+    for indent in (None, 1, 4):
+        p.write_text(json.dumps(ITEMS, indent=indent, ensure_ascii=indent is None))
+        assert list(jsonstream.read_json_items(p)) == ITEMS
+    p.write_text(" \n[ ] \n")
+    assert list(jsonstream.read_json_items(p)) == []
+    p.write_text("[NaN, 1]")  # not JSON: becomes null as in files.loads
+    assert list(jsonstream.read_json_items(p)) == [None, 1]
+
+
+def test_list_written_item_by_item_is_byte_identical(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for items in (ITEMS, [], [{"k": "line\nbreak", "l": [1, {"m": []}]}]):
+        atomic_write_json(a, items)
+        assert jsonstream.atomic_write_json_list(b, iter(items)) == len(items)
+        assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("text", ["[1, 2", "[1 2]", "[1,]", "[1] x", "[{\"a\": }]", "[", "[\"\udc80\"]"])
+def test_malformed_list_is_a_usage_error(tmp_path, monkeypatch, text):
+    monkeypatch.setattr(jsonstream, "CHUNK", 2)
+    p = tmp_path / "bad.json"
+    p.write_bytes(text.encode("utf-8", "surrogatepass"))
+    with pytest.raises(UsageError, match="not valid JSON"):
+        list(jsonstream.read_json_items(p, "faces file"))
+
+
+def test_other_values_are_read_whole(tmp_path):
+    p = tmp_path / "o.json"
+    p.write_text('{"faces": [1]}')
+    assert jsonstream.read_json_items(p) == {"faces": [1]}
+    with pytest.raises(UsageError, match="not found"):
+        jsonstream.read_json_items(tmp_path / "missing.json")
+
+
+def test_load_faces_streamed_equals_whole_parse(tmp_path, monkeypatch):
+    monkeypatch.setattr(jsonstream, "CHUNK", 100)
+    faces = [face_json(str(100 + i), i % 3, place(40 + i, 200, 200), score=0.5 + i / 100)
+             for i in range(12)]
+    faces.insert(5, {"obj_id": "bad"})           # invalid entry
+    faces.append(dict(faces[0]))                 # duplicate key
+    p = tmp_path / "faces.json"
+    p.write_text(json.dumps(faces, indent=1))
+    got = load_faces(p, skip_bad=True)
+    want = parse_faces(read_json(p))
+    assert got.faces == want.faces and len(got.faces) == 12
+    assert [(b.index, b.reason) for b in got.bad] == [(b.index, b.reason) for b in want.bad]
+    assert len(got.bad) == 2
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"faces": faces[:3]}))
+    assert load_faces(wrapped).faces == want.faces[:3]
