@@ -475,31 +475,28 @@ def _duplicate_rank(v: FaceVerdict) -> tuple:
 
 def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:
     """Across objects: among faces still kept, one whose hash is within max_hash_distance
-    of a better face of another object fails `near_duplicate`. Order-independent of how
-    the work was split, so the same for any worker count."""
+    of a better face of another object fails `near_duplicate` (naming the closest, then
+    the better). Order-independent of how the work was split, so the same for any worker
+    count. Near-linear (core.hamming): a face that passes records no distance, as its
+    nearest face is farther than the limit."""
     if cfg.max_hash_distance < 0:
         return
+    from ..core.hamming import greedy_duplicates
     limit = f"> {cfg.max_hash_distance} bits from other objects"
     cands = sorted((v for v in verdicts if v.keep and v.measures is not None), key=_duplicate_rank)
-    kept_hash = np.zeros(0, dtype=np.uint64)
-    kept: list = []
-    for v in cands:
-        h = np.uint64(int(v.measures.phash, 16))
-        dist = popcount(np.bitwise_xor(kept_hash, h)) if kept else np.zeros(0, dtype=np.int64)
-        others = [j for j, k in enumerate(kept) if k.record.obj_id != v.record.obj_id]
-        if others:
-            j = min(others, key=lambda j: (int(dist[j]), j))
-            d = int(dist[j])
-            if d <= cfg.max_hash_distance:
-                o = kept[j].record
-                v.checks.append(Check("near_duplicate", False, {"distance": d, "duplicate_of":
-                                                                f"{o.obj_id}-{o.face_idx:02d}"}, limit))
-                continue
-            v.checks.append(Check("near_duplicate", True, {"distance": d}, limit))
+    codes: dict = {}
+    objects = np.array([codes.setdefault(v.record.obj_id, len(codes)) for v in cands], dtype=np.int64)
+    hashes = np.array([int(v.measures.phash, 16) for v in cands], dtype=np.uint64)
+    match, dist, others = greedy_duplicates(hashes, objects, cfg.max_hash_distance)
+    for v, j, d, other in zip(cands, match.tolist(), dist.tolist(), others.tolist()):
+        if j >= 0:
+            o = cands[j].record
+            v.checks.append(Check("near_duplicate", False, {"distance": d, "duplicate_of":
+                                                            f"{o.obj_id}-{o.face_idx:02d}"}, limit))
+        elif other:
+            v.checks.append(Check("near_duplicate", True, {"distance": None}, limit))
         else:
             v.checks.append(Check("near_duplicate", True, {"distance": None}, "first of its kind"))
-        kept.append(v)
-        kept_hash = np.append(kept_hash, h)
 
 
 # ---- overrides: a person's keep / reject decisions ----------------------------------------
