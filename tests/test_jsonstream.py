@@ -71,3 +71,20 @@ def test_load_faces_streamed_equals_whole_parse(tmp_path, monkeypatch):
     wrapped = tmp_path / "wrapped.json"
     wrapped.write_text(json.dumps({"faces": faces[:3]}))
     assert load_faces(wrapped).faces == want.faces[:3]
+
+
+def test_packed_faces_write_and_measure_the_same(tmp_path):
+    from metfaces_build.core import geometry
+    faces = [face_json(str(100 + i), 0, place(40 + 3 * i, 200, 200, angle=i), shrink=1 + i % 3)
+             for i in range(5)]
+    p = tmp_path / "faces.json"
+    p.write_text(json.dumps(faces))
+    plain, packed = load_faces(p).faces, load_faces(p, pack=True).faces
+    for a, b in zip(plain, packed):
+        assert b.to_json() == a.to_json() and json.dumps(b.to_json()) == json.dumps(a.to_json())
+        assert b.face_spec == a.face_spec and type(b.face_spec) is not type(a.face_spec)
+        assert b.face_spec.landmarks.nbytes == 68 * 2 * 8
+        la = geometry.landmarks_full(a.face_spec.landmarks, a.face_spec.shrink)
+        lb = geometry.landmarks_full(b.face_spec.landmarks, b.face_spec.shrink)
+        assert la.dtype == lb.dtype and (la == lb).all()
+    assert packed[0].face_spec != packed[1].face_spec

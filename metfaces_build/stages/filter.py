@@ -644,6 +644,8 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
     kept = sum(v.keep for v in verdicts)  # a running count: no rescan per image
     with Progress(len(todo), "filter", quiet=quiet or not todo, unit="img") as bar:
         for res in LocalExecutor(min(workers, max(1, len(todo)))).imap(check_image_faces, todo):
+            for v in res.verdicts:  # the parent's record, not a worker's copy of it
+                v.record = faces[v.index]
             verdicts.extend(res.verdicts)
             kept += sum(v.keep for v in res.verdicts)
             if res.problem:
@@ -837,7 +839,7 @@ def filter(work, opts: FilterOptions = FilterOptions()) -> FilterSummary:  # noq
     faces_path = Path(opts.faces) if opts.faces else work.faces_json
     source_root = Path(opts.source_images) if opts.source_images else work.path
     cfg = build_config(opts)
-    loaded = load_faces(faces_path, skip_bad=opts.skip_bad, what="faces file")
+    loaded = load_faces(faces_path, skip_bad=opts.skip_bad, what="faces file", pack=True)
     if not source_root.is_dir():
         raise UsageError(f"--source-images {source_root} is not a folder")
     if opts.explain is not None:
