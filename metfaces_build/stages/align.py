@@ -377,7 +377,7 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
 
     from ..infra.executors import Progress, library_versions, make_executor, summarize
     from ..infra.faces import load_faces
-    from ..infra.files import atomic_write_json, remove_stale_temps, safe_join
+    from ..infra.files import remove_stale_temps, safe_join
     loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json")
     params = opts.params
     executor = make_executor(opts.executor, opts.workers, opts.scheduler)
@@ -461,7 +461,8 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
                         "versions": versions})
     retired, removed = retire_missing(previous, faces, out_dir, src_root)
     entries += retired
-    atomic_write_json(out_dir / MANIFEST, entries)
+    from ..infra.jsonstream import atomic_write_json_list
+    atomic_write_json_list(out_dir / MANIFEST, entries)  # entry by entry: no whole-list text
     journal.unlink(missing_ok=True)
     remove_stale_temps(out_dir)
 
