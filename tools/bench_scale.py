@@ -97,6 +97,18 @@ def build_work(work: Path, n: int, seed: int = 1) -> float:
     return time.perf_counter() - t0
 
 
+BUILT = {"originals", "api", "objects.jsonl", "synthetic_faces.json"}
+
+
+def reset_work(work: Path) -> None:
+    """A kept work directory back to what build_work wrote (every stage's output gone),
+    so each stage measures a first run, not a skip."""
+    import shutil
+    for p in work.iterdir():
+        if p.name not in BUILT:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
 def timed(cmd: list, log: Path, env: dict) -> tuple:
     """(wall seconds, CPU seconds, peak RSS in MB, exit status) of one command in a fresh
     process (CPU: user + system of it and the workers it waited for)."""
@@ -173,6 +185,8 @@ def main() -> int:
             if not (work / "synthetic_faces.json").exists():
                 took = build_work(work, n)
                 print(f"<!-- built {n} objects in {took:.0f} s: {work} -->", flush=True)
+            else:
+                reset_work(work)
             logs = root / f"logs{n}"
             logs.mkdir(exist_ok=True)
             cmds = stage_commands(work, args)
