@@ -19,7 +19,9 @@ Tests (defaults in brackets; every one can be set by a flag or a TOML file):
                     keep the better (passes the other tests, then score, then size)
   near_duplicate    64-bit perceptual hash of the crop within --max-hash-distance [6]
                     bits of a face of another object: keep the larger (then higher
-                    score, then earlier in faces.json), record the other
+                    score, then earlier in faces.json), record the other (with its
+                    distance; a face that passes records none: multi-index hashing
+                    looks only within the limit, in near-linear time)
   sharpness         variance of the Laplacian of the crop; tagged, rejects only with
                     --min-sharpness
   grayscale         mean channel spread of the crop < --grayscale-chroma [0.02]; tagged,
