@@ -59,7 +59,7 @@ def check_same(h, objects, radius) -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("radius", [0, 1, 3, 6, 9])
+@pytest.mark.parametrize("radius", [0, 1, 3, 4, 6, 7, 9, 12])
 def test_same_decisions_as_the_quadratic_rule(seed, radius):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(50, 400))

@@ -5,7 +5,7 @@
     python tools/bench_hamming.py --sizes 100000 --radius 8
 
 Hashes are uniform random (one object per 3 hashes on average), so nearly every face is
-kept: the worst case for the kept set's size. Times `core.hamming.greedy_duplicates`
+kept: the worst case for the kept set's size; --clustered makes most of them near copies. Times `core.hamming.greedy_duplicates`
 (prefilter plan printed); at --check sizes it also runs the old method (tests/test_hamming's
 reference) and asserts the same decisions.
 """
@@ -27,6 +27,9 @@ def main() -> int:
     ap.add_argument("--check", type=int, default=10_000, help="compare with the old method up to this size")
     ap.add_argument("--radius", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--clustered", action="store_true",
+                    help="near copies of n/4 random hashes (up to 4 bits flipped): most faces "
+                         "have neighbours, the worst case of the exact step")
     args = ap.parse_args()
     import numpy as np
 
@@ -34,6 +37,11 @@ def main() -> int:
     for n in args.sizes:
         rng = np.random.default_rng(args.seed)
         h = rng.integers(0, 2 ** 64, n, dtype=np.uint64, endpoint=False)
+        if args.clustered:
+            h = h[rng.integers(0, max(1, n // 4), n)]
+            for _ in range(4):
+                bit = np.uint64(1) << rng.integers(0, 64, n).astype(np.uint64)
+                h = np.where(rng.random(n) < 0.5, h ^ bit, h)
         objects = rng.integers(0, max(1, n // 3), n)
         t0 = time.perf_counter()
         match, dist, _ = hamming.greedy_duplicates(h, objects, args.radius)

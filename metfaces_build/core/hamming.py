@@ -9,8 +9,9 @@ quadratic (hours at 100,000 faces). Here:
    bits, over all faces at once: split the 64 bits into m blocks, m > radius; two hashes
    within `radius` bits agree exactly on at least k = m - radius blocks, so each set of
    k blocks is a sort key, and only hashes sharing a key are compared (popcount);
-2. the faces it found (few: duplicates are rare) are decided in rank order against an
-   index of the kept ones (again: agreeing exactly on one of radius + 1 blocks).
+2. the faces it found are decided in rank order against an index of the kept ones
+   (4 blocks of 16 bits, each looked up as is and with each bit flipped: within 7 bits,
+   one block differs by at most one bit).
 
 A face with no neighbour within `radius` is kept and can be no one's duplicate, so
 deciding only the others gives exactly the sequential rule's decisions.
@@ -65,15 +66,21 @@ def prefilter_plan(n: int, radius: int) -> Optional[tuple]:
 def with_neighbours(hashes: np.ndarray, objects: np.ndarray, radius: int) -> np.ndarray:
     """True for each hash with a hash of another object (object codes differ) within
     `radius` bits (a superset when a key is shared by more than BIG_RUN hashes)."""
-    h = np.asarray(hashes, dtype=np.uint64)
-    obj = np.asarray(objects, dtype=np.int64)
+    return _near(np.asarray(hashes, dtype=np.uint64), np.asarray(objects, dtype=np.int64),
+                 radius)[0]
+
+
+def _near(h: np.ndarray, obj: np.ndarray, radius: int) -> tuple:
+    """(with_neighbours mask, near pairs (a, b, d) or None when not all were listed)."""
     n = len(h)
     plan = prefilter_plan(n, radius)
     if plan is None:
-        return np.ones(n, dtype=bool) if radius >= 0 and n >= 2 else np.zeros(n, dtype=bool)
+        every = radius >= 0 and n >= 2
+        return np.full(n, every, dtype=bool), None
     m, k = plan
     blocks = block_edges(m)
     found = np.zeros(n, dtype=bool)
+    pairs: list = []
     index_bits = max(1, (n - 1).bit_length())
     for subset in combinations(range(m), k):
         key = np.zeros(n, dtype=np.uint64)  # the subset's blocks side by side
@@ -89,14 +96,21 @@ def with_neighbours(hashes: np.ndarray, objects: np.ndarray, radius: int) -> np.
         else:
             order = np.argsort(key, kind="stable")
             ks = key[order]
-        _mark_within_runs(h, obj, order, ks, radius, found)
-    return found
+        if not _mark_within_runs(h, obj, order, ks, radius, found, pairs):
+            pairs = None  # a crowd was marked, not listed: decide with the index
+    if pairs is None:
+        return found, None
+    if not pairs:
+        return found, (np.zeros(0, np.int64),) * 3
+    return found, tuple(np.concatenate(x) for x in zip(*pairs))
 
 
-def _mark_within_runs(h, obj, order, ks, radius, found) -> None:
+def _mark_within_runs(h, obj, order, ks, radius, found, pairs) -> bool:
+    """Mark hashes sharing a key with a near hash of another object; list the pairs in
+    `pairs` (when not None). False when a crowd (> BIG_RUN) was marked without pairs."""
     same = ks[1:] == ks[:-1]
     if not same.any():
-        return
+        return True
     # members of runs (equal keys) of two or more
     member = np.zeros(len(ks), dtype=bool)
     member[1:] |= same
@@ -106,6 +120,7 @@ def _mark_within_runs(h, obj, order, ks, radius, found) -> None:
     run = np.cumsum(starts) - 1
     length = np.bincount(run)
     big = length[run] > BIG_RUN
+    listed = True
     if big.any():  # a crowd on one key: mark the members when objects differ, compare none
         o = obj[idx[big]]
         r = run[big]
@@ -115,14 +130,19 @@ def _mark_within_runs(h, obj, order, ks, radius, found) -> None:
         np.maximum.at(hi, r, o)
         found[idx[big][lo[r] != hi[r]]] = True
         idx, run = idx[~big], run[~big]
+        listed = False
     for off in range(1, int(length[length <= BIG_RUN].max(initial=1))):
         same_run = run[off:] == run[:-off]
         if not same_run.any():
             break
         a, b = idx[:-off][same_run], idx[off:][same_run]
-        near = (obj[a] != obj[b]) & (popcount(h[a] ^ h[b]) <= radius)
+        d = popcount(h[a] ^ h[b])
+        near = (obj[a] != obj[b]) & (d <= radius)
         found[a[near]] = True
         found[b[near]] = True
+        if pairs is not None and near.any():
+            pairs.append((a[near], b[near], d[near]))
+    return listed
 
 
 def greedy_duplicates(hashes: np.ndarray, objects: np.ndarray, radius: int) -> tuple:
@@ -139,9 +159,30 @@ def greedy_duplicates(hashes: np.ndarray, objects: np.ndarray, radius: int) -> t
     dist = np.full(n, -1, dtype=np.int64)
     if radius < 0 or n == 0:
         return match, dist, np.zeros(n, dtype=bool)
-    todo = np.flatnonzero(with_neighbours(h, obj, radius))
-    _decide(h, obj, radius, todo, match, dist)
+    found, pairs = _near(h, obj, radius)
+    if pairs is not None:  # every near pair listed: decide from them
+        _decide_pairs(n, *pairs, match, dist)
+    else:
+        _decide(h, obj, radius, np.flatnonzero(found), match, dist)
     return match, dist, _others_before(obj, match < 0)
+
+
+def _decide_pairs(n: int, a, b, d, match, dist) -> None:
+    """The rule over the listed near pairs: each later face takes its closest (then
+    earliest) earlier neighbour that was kept; neighbours decide before it."""
+    if not len(a):
+        return
+    later, earlier = np.maximum(a, b), np.minimum(a, b)
+    key = np.unique(later * n + earlier, return_index=True)[1]  # a pair found twice: once
+    later, earlier, d = later[key], earlier[key], d[key]
+    order = np.lexsort((earlier, d, later))
+    kept = np.ones(n, dtype=bool)
+    done = -1
+    for i, j, dd in zip(later[order].tolist(), earlier[order].tolist(), d[order].tolist()):
+        if i == done or not kept[j]:
+            continue
+        match[i], dist[i], kept[i] = j, dd, False
+        done = i
 
 
 def _decide(h, obj, radius, todo, match, dist) -> None:
@@ -149,21 +190,28 @@ def _decide(h, obj, radius, todo, match, dist) -> None:
     hs = [int(x) for x in h[todo]]
     os_ = [int(x) for x in obj[todo]]
     if radius + 1 <= 16:
-        masks = block_masks(radius + 1)
+        # 4 blocks of 16 bits, each probed within radius // 4 bits (0 or 1) when radius
+        # <= 7, so buckets stay small however many faces are kept; else radius + 1
+        # blocks probed exactly. Either way a hash within `radius` shares a probed key.
+        m = 4 if radius <= 7 else radius + 1
+        masks = block_masks(m)
+        flips = [[0] + ([1 << (a + b) for b in range(w)] if radius // 4 else [])
+                 for a, w in block_edges(m)] if m == 4 else [[0]] * m
         tables: list = [dict() for _ in masks]
         for pos, i in enumerate(todo):
             x, o = hs[pos], os_[pos]
             best = None
             seen = set()
-            for t, bm in zip(tables, masks):
-                for q in t.get(x & bm, ()):
-                    if q in seen:
-                        continue
-                    seen.add(q)
-                    if os_[q] != o:
-                        d = _bits(x ^ hs[q])
-                        if d <= radius and (best is None or (d, q) < best):
-                            best = (d, q)
+            for t, bm, fl in zip(tables, masks, flips):
+                for f in fl:
+                    for q in t.get((x & bm) ^ f, ()):
+                        if q in seen:
+                            continue
+                        seen.add(q)
+                        if os_[q] != o:
+                            d = _bits(x ^ hs[q])
+                            if d <= radius and (best is None or (d, q) < best):
+                                best = (d, q)
             if best is None:
                 for t, bm in zip(tables, masks):
                     t.setdefault(x & bm, []).append(pos)
