@@ -88,3 +88,14 @@ def test_packed_faces_write_and_measure_the_same(tmp_path):
         lb = geometry.landmarks_full(b.face_spec.landmarks, b.face_spec.shrink)
         assert la.dtype == lb.dtype and (la == lb).all()
     assert packed[0].face_spec != packed[1].face_spec
+
+
+def test_filter_cache_written_entry_by_entry_is_byte_identical(tmp_path):
+    from metfaces_build.stages import filter as flt
+    images = {"k1": {"faces": [{"qsize": 1.5, "checks": [["overlap", True, {"iou": 0.0}, "IoU <= 0.3 é"]],
+                                "measures": None}]}, "k\"2": {"faces": []}}
+    for held in (images, {k: json.dumps(v) for k, v in images.items()}, {}):
+        want = {k: v if isinstance(v, dict) else json.loads(v) for k, v in held.items()}
+        atomic_write_json(tmp_path / "a.json", {"version": flt.CACHE_VERSION, "images": want}, indent=None)
+        flt.write_cache(tmp_path / "b.json", held)
+        assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()

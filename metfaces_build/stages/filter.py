@@ -585,7 +585,7 @@ class FilterOutcome:
     bad_records: list
     image_problems: dict  # source_path -> status
     measured: int = 0     # images measured now (the rest came from the cache)
-    cache: dict = field(default_factory=dict)  # the per-image cache entries of this input
+    cache: dict = field(default_factory=dict)  # the per-image cache entries of this input (dicts, or their JSON text)
     overrides: dict = field(default_factory=dict)  # face id -> decision, as applied
     stale_overrides: list = field(default_factory=list)  # saved decisions for faces gone
 
@@ -653,7 +653,7 @@ def filter_faces(faces: list, source_root: Path, cfg: FilterConfig, workers: int
             if res.problem:
                 problems[res.source_path] = res.problem
             elif keys[res.source_path]:
-                new_cache[keys[res.source_path]] = cache_entry(res)
+                new_cache[keys[res.source_path]] = json.dumps(cache_entry(res))  # text: ~1/4 the memory
             bar.update(1, kept=kept)
     verdicts.sort(key=lambda v: v.index)
     resolve_duplicates(verdicts, cfg)
@@ -702,6 +702,18 @@ def cached_result(task: FilterTask, entry: Any) -> Optional[FilterResult]:
     except (KeyError, TypeError, ValueError):
         return None
     return FilterResult(task.source_path, verdicts)
+
+
+def write_cache(path: Path, images: dict) -> None:
+    """filter_cache.json, entry by entry (the bytes of json.dumps of the whole, indent
+    None), from entries held as dicts or as their JSON text."""
+    from ..infra.files import atomic_open
+    with atomic_open(path, "wb") as f:
+        f.write(f'{{"version": {CACHE_VERSION}, "images": {{'.encode())
+        for n, (key, entry) in enumerate(images.items()):
+            text = entry if isinstance(entry, str) else json.dumps(entry)
+            f.write(f'{", " if n else ""}{json.dumps(key)}: {text}'.encode())
+        f.write(b"}}\n")
 
 
 def _plain(v: Any) -> Any:
@@ -879,9 +891,7 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
     apply_overrides(outcome.verdicts, overrides)
     outcome.overrides, outcome.stale_overrides = overrides, stale
     summary = write_outputs(work, outcome, cfg, digest, source_root)
-    from ..infra.files import atomic_write_json
-    atomic_write_json(work.filter_cache_json, {"version": CACHE_VERSION, "images": outcome.cache},
-                      indent=None)
+    write_cache(work.filter_cache_json, outcome.cache)
     notes = _stale_notes(stale, work)
     if outcome.image_problems:
         notes.append(f"{len(outcome.image_problems)} source image(s) unusable; their faces are "
