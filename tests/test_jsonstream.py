@@ -99,3 +99,27 @@ def test_filter_cache_written_entry_by_entry_is_byte_identical(tmp_path):
         atomic_write_json(tmp_path / "a.json", {"version": flt.CACHE_VERSION, "images": want}, indent=None)
         flt.write_cache(tmp_path / "b.json", held)
         assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_work_outcomes_counted_line_by_line(tmp_path):
+    from collections import Counter
+
+    from metfaces_build.infra.workdir import Work, latest_records, status_counts
+    w = Work(tmp_path)
+    w.objects_jsonl.write_text("\n".join(json.dumps(r) for r in [
+        {"id": 1, "status": "http_error"}, {"id": 2, "status": "ok"}, {"id": 1, "status": "ok"},
+        {"id": 3}, [1, 2], {"status": "ok"}]) + "\n")
+    w.detect_journal.write_text("\n".join(json.dumps(r) for r in [
+        {"obj_id": "1", "status": "ok", "faces": [{}, {}]}, {"obj_id": "2", "status": "no_face", "faces": []},
+        {"obj_id": "1", "status": "ok", "faces": [{}]}, {"obj_id": "3", "status": "ok", "faces": "x"}]) + "\n")
+    assert w.face_count() == 1 and w.outcomes() == {
+        "fetch": status_counts(latest_records(w.objects_jsonl, "id").values()),
+        "detect": Counter({"ok": 2, "no_face": 1})}
+    assert w.outcomes()["fetch"] == Counter({"ok": 2, "?": 1})
+    w.images_dir.mkdir()
+    (w.images_dir / "aligned.json").write_text(json.dumps([{"status": "ok"}, {"status": "failed"}, 3]))
+    assert w.outcomes()["align"] == Counter({"ok": 1, "failed": 1})
+    (w.images_dir / "aligned.json").write_text('[{"status": "ok"}, ')
+    assert "align" not in w.outcomes()
+    (w.images_dir / "aligned.json").write_text('{"status": "ok"}')
+    assert "align" not in w.outcomes()
