@@ -69,7 +69,7 @@ class Crop:
     file_md5: str       # from the manifest
     pixel_md5: str
     department: str     # "" when unknown
-    record: dict
+    record: dict        # the SIDECAR_KEYS of the face record (not its landmarks: memory)
     versions: dict      # the libraries align made it with
 
 
@@ -101,12 +101,16 @@ def object_departments(objects_jsonl: Path) -> dict:
             if d.get("department")}
 
 
+SIDECAR_KEYS = ("source_url", "meta_url", "title")  # what dataset_metfaces.json keeps of a record
+
+
 def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     """(crops in export order, number of manifest entries not ok)."""
-    from ..infra.files import check_relative_path, read_json
+    from ..infra.files import check_relative_path
+    from ..infra.jsonstream import read_json_items
     manifest = manifest_path(images_dir)
-    entries = read_json(manifest, "align manifest")
-    if not isinstance(entries, list):
+    entries = read_json_items(manifest, "align manifest")  # entry by entry: a list is not held
+    if not hasattr(entries, "__next__"):
         raise UsageError(f"{manifest}: expected a list of align results")
     depts = object_departments(objects_jsonl) if objects_jsonl else {}
     crops: dict = {}
@@ -128,7 +132,8 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
             raise UsageError(f"{manifest}: entry {i}: face {key[0]}-{key[1]:02d} appears twice")
         dept = rec.get("department") or depts.get(key[0], "")
         crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
-                          str(e.get("pixel_md5") or ""), str(dept), rec,
+                          str(e.get("pixel_md5") or ""), str(dept),
+                          {k: rec[k] for k in SIDECAR_KEYS if k in rec},  # not the landmarks
                           e.get("versions") if isinstance(e.get("versions"), dict) else {})
     ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k[0]), k[1]))]
     return ordered, not_ok
