@@ -65,6 +65,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,10 @@ class Check:
     passed: bool
     value: Any = None
     limit: str = ""
+
+    def __post_init__(self) -> None:
+        if type(self.limit) is str:  # one copy of each limit text, not one per face
+            self.limit = sys.intern(self.limit)
 
     def line(self) -> str:
         mark = "PASS" if self.passed else "FAIL"
