@@ -378,7 +378,7 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
     from ..infra.executors import Progress, library_versions, make_executor, summarize
     from ..infra.faces import load_faces
     from ..infra.files import remove_stale_temps, safe_join
-    loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json")
+    loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json", pack=True)
     params = opts.params
     executor = make_executor(opts.executor, opts.workers, opts.scheduler)
     versions = library_versions()
@@ -454,6 +454,7 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
                     prog.write(f"{r.output}: {r.status}: {r.reason}")
                 prog.update(1)
 
+    tasks = by_source = None  # the jobs' records: freed before the manifest is built
     entries = [results[i] for i in sorted(results)]
     for b in loaded.bad:
         entries.append({"record": b.raw, "output": "", "status": "bad_record", "reason": b.reason,
