@@ -176,7 +176,8 @@ def test_near_duplicates_keep_one_deterministically():
     vs[1].qsize = vs[0].qsize + 10  # the larger one wins
     flt.resolve_duplicates(vs, CFG)
     assert [v.keep for v in vs] == [False, True, True, True]
-    assert check(vs[3], "near_duplicate").value["distance"] > 6  # compared with obj 3 only
+    assert check(vs[3], "near_duplicate").value == {"distance": None}  # none within 6 bits
+    assert check(vs[3], "near_duplicate").limit == "> 6 bits from other objects"
     assert check(vs[0], "near_duplicate").value == {"distance": 2, "duplicate_of": "2-00"}
     off = [_verdict_with_hash("1", 0, "ffff0000ffff0000"), _verdict_with_hash("2", 1, "ffff0000ffff0000")]
     flt.resolve_duplicates(off, flt.config_from_mapping({"max_hash_distance": -1}, CFG))

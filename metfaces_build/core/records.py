@@ -151,6 +151,29 @@ class FaceSpec:
         return tuple(((x + 0.5) * s, (y + 0.5) * s) for x, y in self.landmarks)
 
 
+    def packed(self) -> "PackedFaceSpec":
+        """The same face_spec with its landmarks in one int64 array: about 1 KB instead of
+        8 KB of tuples, for a stage that holds hundreds of thousands of faces."""
+        import numpy as np
+        return PackedFaceSpec(self.rect, np.array(self.landmarks, dtype=np.int64).reshape(-1, 2),
+                              self.shrink)
+
+
+@dataclass(frozen=True, eq=False)
+class PackedFaceSpec(FaceSpec):
+    """A FaceSpec whose `landmarks` is a (68, 2) int64 array; the same JSON, and equal to
+    the FaceSpec it packs."""
+
+    def to_json(self) -> dict:
+        return {"rect": list(self.rect), "landmarks": self.landmarks.tolist(), "shrink": self.shrink}
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, FaceSpec) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash((self.rect, self.shrink))
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -306,6 +329,13 @@ def parse_faces(data: Any, what: str = "face list") -> LoadedFaces:
         data = data["faces"]
     if not isinstance(data, list):
         raise RecordError(f"{what}: expected a JSON list of face records, got {type(data).__name__}")
+    return parse_face_items(data)
+
+
+def parse_face_items(data: Iterable, pack: bool = False) -> LoadedFaces:
+    """parse_faces over the entries of a list as they come (a file read item by item:
+    only the records are kept, never the whole parsed list); `pack` keeps each face_spec
+    as a PackedFaceSpec."""
     faces: list[FaceRecord] = []
     bad: list[BadRecord] = []
     seen: dict[tuple, int] = {}
@@ -324,7 +354,7 @@ def parse_faces(data: Any, what: str = "face list") -> LoadedFaces:
                                  rec.obj_id, rec.face_idx, d))
             continue
         seen[rec.key] = i
-        faces.append(rec)
+        faces.append(rec.replace(face_spec=rec.face_spec.packed()) if pack else rec)
     return LoadedFaces(faces, bad)
 
 

@@ -23,7 +23,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Tuple, Union
+from typing import Any, Iterable, Iterator, Optional, Tuple, Union
 
 from ..core.records import as_object_id
 from .files import read_json_or_none, read_jsonl
@@ -532,20 +532,44 @@ class Work:
         """{stage: Counter of statuses} for fetch, detect and align (stages whose files
         are absent are left out): the one count run, report and demo show."""
         out: dict = {}
-        objects = self.objects()
+        # only each line's key and status are kept: bounded memory per item at any scale
+        objects = latest(_only(read_jsonl(self.objects_jsonl), ("id", "status")), "id")
         if objects:
             out["fetch"] = status_counts(objects.values())
-        images = self.detections()
+        images = latest(_only(read_jsonl(self.detect_journal), ("obj_id", "status")), "obj_id")
         if images:
             out["detect"] = status_counts(images.values())
-        entries = self.aligned()
+        entries = _manifest_statuses(self.images_dir)
         if entries is not None:
             out["align"] = status_counts(entries)
         return out
 
     def face_count(self) -> int:
         """Faces recorded in the detect journal (latest line per image)."""
-        return sum(len(r["faces"]) for r in self.detections().values() if isinstance(r.get("faces"), list))
+        rows = ({"obj_id": r.get("obj_id"), "n": len(r.get("faces") or [])
+                 if isinstance(r.get("faces"), list) else 0}
+                for r in read_jsonl(self.detect_journal) if isinstance(r, dict))
+        return sum(r["n"] for r in latest(rows, "obj_id").values())
+
+
+def _only(rows: Iterable[Any], keys: tuple) -> Iterator[Any]:
+    """Each dict row cut down to `keys` (other rows as they are)."""
+    for r in rows:
+        yield {k: r[k] for k in keys if k in r} if isinstance(r, dict) else r
+
+
+def _manifest_statuses(images_dir) -> Optional[list]:
+    """[{"status": ...}] per entry of align's manifest, read entry by entry; None when
+    missing, unreadable or not a list (as read_manifest)."""
+    from ..core.errors import UsageError
+    from .jsonstream import read_json_items
+    try:
+        items = read_json_items(manifest_path(images_dir))
+        if not hasattr(items, "__next__"):
+            return None
+        return [{"status": e.get("status")} if isinstance(e, dict) else e for e in items]
+    except (UsageError, OSError):
+        return None
 
 
 def as_work(work: Union[str, os.PathLike, Work, None]) -> Work:

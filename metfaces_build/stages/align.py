@@ -405,8 +405,8 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
 
     from ..infra.executors import Progress, library_versions, make_executor, summarize
     from ..infra.faces import load_faces
-    from ..infra.files import atomic_write_json, remove_stale_temps, safe_join
-    loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json")
+    from ..infra.files import remove_stale_temps, safe_join
+    loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json", pack=True)
     params = opts.params
     executor = make_executor(opts.executor, opts.workers, opts.scheduler)
     versions = library_versions()
@@ -485,6 +485,7 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
                     prog.write(f"{r.output}: {r.status}: {r.reason}")
                 prog.update(1)
 
+    tasks = by_source = None  # the jobs' records: freed before the manifest is built
     entries = [{**results[i], "inputs": claimed_by(previous.get((f.obj_id, f.face_idx)), input_ref)}
                for i, f in enumerate(faces) if i in results]
     for b in loaded.bad:
@@ -493,7 +494,8 @@ def _align_locked(opts: AlignOptions, src_root: Path, out_dir: Path, t0: float) 
                         "versions": versions, "inputs": [input_ref]})
     retired, removed = retire_missing(previous, faces, out_dir, src_root, input_ref)
     entries += retired
-    atomic_write_json(out_dir / MANIFEST, entries)
+    from ..infra.jsonstream import atomic_write_json_list
+    atomic_write_json_list(out_dir / MANIFEST, entries)  # entry by entry: no whole-list text
     journal.unlink(missing_ok=True)
     remove_stale_temps(out_dir)
 

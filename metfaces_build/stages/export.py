@@ -69,7 +69,7 @@ class Crop:
     file_md5: str       # from the manifest
     pixel_md5: str
     department: str     # "" when unknown
-    record: dict
+    record: dict        # the face record (provenance: face_spec, md5s, text)
     versions: dict      # the libraries align made it with
     params: dict = field(default_factory=dict)  # align's parameters for it
 
@@ -108,12 +108,16 @@ def object_departments(objects_jsonl: Path) -> dict:
             if d.get("department")}
 
 
+SIDECAR_KEYS = ("source_url", "meta_url", "title")  # what dataset_metfaces.json keeps of a record
+
+
 def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     """(crops in export order, number of manifest entries not ok)."""
-    from ..infra.files import check_relative_path, read_json
+    from ..infra.files import check_relative_path
+    from ..infra.jsonstream import read_json_items
     manifest = manifest_path(images_dir)
-    entries = read_json(manifest, "align manifest")
-    if not isinstance(entries, list):
+    entries = read_json_items(manifest, "align manifest")  # entry by entry: a list is not held
+    if not hasattr(entries, "__next__"):
         raise UsageError(f"{manifest}: expected a list of align results")
     depts = object_departments(objects_jsonl) if objects_jsonl else {}
     crops: dict = {}

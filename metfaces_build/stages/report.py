@@ -343,7 +343,7 @@ def _faces_by_key(path: Path) -> dict:
     from ..infra.faces import load_faces
     if not path.is_file():
         return {}
-    return {f.key: f for f in load_faces(path, skip_bad=True).faces}
+    return {f.key: f for f in load_faces(path, skip_bad=True, pack=True).faces}  # landmarks packed
 
 
 def _spread(items: list, n: int) -> list:

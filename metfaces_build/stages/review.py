@@ -92,7 +92,7 @@ def _read_faces(path: Path) -> dict:
     from ..infra.faces import load_faces
     if not path.is_file():
         return {}
-    return {f.key: f for f in load_faces(path, skip_bad=True).faces}
+    return {f.key: f for f in load_faces(path, skip_bad=True, pack=True).faces}  # landmarks packed
 
 
 def object_info(work: Path, obj_ids) -> dict:
@@ -168,7 +168,8 @@ def _compare_landmarks(work: Path) -> dict:
 
 
 def _flat_landmarks(rec) -> list:
-    return [v for p in rec.face_spec.landmarks for v in p]
+    lm = rec.face_spec.landmarks
+    return lm.ravel().tolist() if hasattr(lm, "ravel") else [v for p in lm for v in p]
 
 
 def _failed_tests(values: dict, reasons: list, limits: dict) -> list:
