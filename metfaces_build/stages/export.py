@@ -108,7 +108,6 @@ def object_departments(objects_jsonl: Path) -> dict:
             if d.get("department")}
 
 
-SIDECAR_KEYS = ("source_url", "meta_url", "title")  # what dataset_metfaces.json keeps of a record
 
 
 def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
