@@ -25,7 +25,9 @@ TMP_PREFIX = ".tmp-"
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temp file beside `path`; on clean exit fsync and rename it over `path`."""
+    """Open a temp file beside `path`; on clean exit fsync and rename it over `path`, unless
+    `path` already holds exactly those bytes (then it is left untouched, mtime and all, so
+    a rerun with nothing to do rewrites no file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
@@ -35,6 +37,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if _same_bytes(tmp, path):
+            os.unlink(tmp)
+            return
         try:
             os.replace(tmp, path)
         except IsADirectoryError:  # a directory in its place: never deleted by us
@@ -43,6 +48,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _same_bytes(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Do two files hold the same bytes (False when either cannot be read)?"""
+    try:
+        if os.path.getsize(a) != os.path.getsize(b) or not os.path.isfile(b):
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x, y = fa.read(1 << 20), fb.read(1 << 20)
+                if x != y:
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
 
 
 def default_file_mode() -> int:

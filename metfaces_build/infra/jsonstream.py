@@ -13,7 +13,8 @@ import os
 from typing import Any, Iterable, Iterator
 
 from ..core.errors import UsageError
-from .files import _no_constant, atomic_open, read_json
+from ..core.records import scrub
+from .files import _SURROGATE_ESCAPE, _finite_float, _no_constant, atomic_open, read_json
 
 CHUNK = 1 << 20  # characters read at a time
 _WS = " \t\n\r"
@@ -46,7 +47,8 @@ def _iter_list(path, what) -> Iterator[Any]:
 
 
 def _items(f) -> Iterator[Any]:
-    dec = json.JSONDecoder(parse_constant=_no_constant)
+    # as files.loads: NaN, Infinity and 1e999 read as null, lone surrogates as U+FFFD
+    dec = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
     buf, pos, eof = "", 0, False
 
     def more() -> bool:
@@ -95,6 +97,8 @@ def _items(f) -> Iterator[Any]:
             if (nxt >= len(buf) or buf[nxt] not in ",]") and more():
                 continue
             break
+        if _SURROGATE_ESCAPE.search(buf, pos, end):
+            item = scrub(item)
         pos = end
         yield item
         c = skip_ws()
