@@ -138,11 +138,25 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
             raise UsageError(f"{manifest}: entry {i}: face {key[0]}-{key[1]:02d} appears twice")
         dept = rec.get("department") or depts.get(key[0], "")
         crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
-                          str(e.get("pixel_md5") or ""), str(dept), rec,
+                          str(e.get("pixel_md5") or ""), str(dept), _packed(rec),
                           e.get("versions") if isinstance(e.get("versions"), dict) else {},
                           e.get("params") if isinstance(e.get("params"), dict) else {})
     ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k[0]), k[1]))]
     return ordered, not_ok
+
+
+def _packed(rec: dict) -> dict:
+    """The record with its 68 landmarks as one integer array (~1 KB, not ~8 KB of lists):
+    an export holds every face's record, so this is what keeps memory small per face.
+    Landmarks that are not all whole numbers are left as they are."""
+    spec = rec.get("face_spec")
+    lm = spec.get("landmarks") if isinstance(spec, dict) else None
+    if not isinstance(lm, list) or not all(isinstance(p, list) and len(p) == 2 and
+                                           all(type(v) is int and abs(v) < 2 ** 62 for v in p)
+                                           for p in lm):
+        return rec
+    import numpy as np
+    return {**rec, "face_spec": {**spec, "landmarks": np.asarray(lm, dtype=np.int64)}}
 
 
 def department_labels(crops: list) -> dict:

@@ -91,7 +91,9 @@ def face_spec(crop, where: str) -> dict:
     if not isinstance(spec, dict) or not {"rect", "landmarks", "shrink"} <= spec.keys():
         raise UsageError(f"{where}: face {crop.obj_id}-{crop.face_idx:02d} has no face_spec "
                          "(rect, landmarks, shrink)")
-    return {"rect": spec["rect"], "landmarks": spec["landmarks"], "shrink": spec["shrink"]}
+    lm = spec["landmarks"]  # a packed array (export._packed) or the record's lists
+    return {"rect": spec["rect"], "landmarks": lm.tolist() if hasattr(lm, "tolist") else lm,
+            "shrink": spec["shrink"]}
 
 
 def face_row(p, info: dict, names: Optional[list], where: str) -> dict:

@@ -7,6 +7,7 @@ cannot know what the Met added since the last fetch: `run` asks the API for that
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +16,8 @@ from ..core.errors import UsageError
 from ..infra.files import loads, read_json_or_none, read_jsonl
 from ..infra.recipe import changed_inputs, read_stamps
 from ..infra.stage import StageSummary
-from ..infra.workdir import ALIGN_RETIRED, Work, as_work, latest, reusable_detections, status_counts
+from ..infra.workdir import (ALIGN_RETIRED, Work, as_work, latest, manifest_path,
+                             reusable_detections, status_counts)
 from .recipe import recipe_of
 from .report import REPORT_INPUTS
 from .review import REVIEW_INPUTS
@@ -253,50 +255,69 @@ def align_state(work: Work, recipe, fix: str) -> StageState:
 
 def crop_drift(work: Work, recipe=None) -> CropDrift:
     """How images/ differs from filtered.json: the one comparison `status` and `export`
-    make (the align parameters come from the recipe, MetFaces' defaults without one)."""
-    from .align import AlignOptions, input_reference, pixel_record
+    make (the align parameters come from the recipe, MetFaces' defaults without one).
+    Both files are read entry by entry and each face kept as a digest of what decides its
+    pixels, so memory is a few hundred bytes per face, not its record."""
+    from .align import AlignOptions, input_reference
     from .recipe import use_table
-    from ..infra.faces import load_faces
-    try:  # the records as align reads them (normalised), bad ones left out as align does
-        kept = [f.to_json() for f in load_faces(work.filtered_json, skip_bad=True,
-                                                what="filtered.json").faces]
-    except UsageError:
-        kept = []
-    entries = work.aligned() or []
-    ok, failed = {}, {}
-    for e in entries:
-        rec = e.get("record") if isinstance(e, dict) else None
-        if isinstance(e, dict) and isinstance(rec, dict) and isinstance(rec.get("face_idx"), int):
-            key = (str(rec.get("obj_id")), rec["face_idx"])
-            if e.get("status") == "ok":
-                ok[key] = e
-            elif e.get("status") not in ALIGN_RETIRED:
-                failed[key] = e
     params = None  # without a recipe, the crops' own settings are the intended ones
     if recipe is not None and "align" in recipe.sections:
         opts = AlignOptions(json="", source_images="", output_dir="")
         params = asdict(use_table(work, "align", opts, given=set(), save=False).options.params)
-    drift = CropDrift()
-    wanted = drift.kept
-    for d in kept:
-        if not isinstance(d, dict) or not isinstance(d.get("face_idx"), int):
+    ref = input_reference(work.filtered_json, work.images_dir)
+    ok, failed = {}, {}  # key -> (pixel digest, made with other params, ours to remove)
+    for e in _items(manifest_path(work.images_dir)):
+        rec = e.get("record") if isinstance(e, dict) else None
+        if not (isinstance(rec, dict) and isinstance(rec.get("face_idx"), int)):
             continue
+        key = (str(rec.get("obj_id")), rec["face_idx"])
+        if e.get("status") == "ok":
+            ours = not isinstance(e.get("inputs"), list) or ref in e["inputs"]
+            other = params is not None and _params_differ(e.get("params"), params)
+            ok[key] = (_pixel_digest(rec), other, ours)
+        elif e.get("status") not in ALIGN_RETIRED:
+            failed[key] = _pixel_digest(rec)
+    drift = CropDrift()
+    for d in _kept_records(work):
         key = (str(d.get("obj_id")), d["face_idx"])
-        wanted.add(key)
-        e = ok.get(key)
-        if e is None and key in failed and \
-                pixel_record(failed[key].get("record") or {}) == pixel_record(d):
+        drift.kept.add(key)
+        digest, e = _pixel_digest(d), ok.get(key)
+        if e is None and failed.get(key) == digest:
             drift.failed.append(key)
         elif e is None:
             drift.to_make.append(key)
-        elif pixel_record(e["record"]) != pixel_record(d) or \
-                (params is not None and _params_differ(e.get("params"), params)):
+        elif e[0] != digest or e[1]:
             drift.changed.append(key)
     # crops another face list claims (align --json other.json into images/) are not ours
-    ref = input_reference(work.filtered_json, work.images_dir)
-    drift.to_remove = sorted(k for k, e in ok.items() if k not in wanted
-                             and (not isinstance(e.get("inputs"), list) or ref in e["inputs"]))
+    drift.to_remove = sorted(k for k, e in ok.items() if k not in drift.kept and e[2])
     return drift
+
+
+def _items(path: Path):
+    """The entries of a JSON list file one by one (nothing when missing or not a list)."""
+    from ..infra.jsonstream import read_json_items
+    try:
+        items = read_json_items(path, path.name)
+        yield from (items if hasattr(items, "__next__") else ())
+    except UsageError:
+        return
+
+
+def _kept_records(work: Work):
+    """filtered.json's records as align reads them (normalised; bad ones left out as align
+    does with --skip-bad)."""
+    from ..core.records import FaceRecord
+    for i, d in enumerate(_items(work.filtered_json)):
+        try:
+            yield FaceRecord.from_json(d, i).to_json()
+        except ValueError:
+            continue
+
+
+def _pixel_digest(rec: dict) -> bytes:
+    from .align import pixel_record
+    blob = json.dumps(pixel_record(rec), sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode("utf-8", "replace"), digest_size=16).digest()
 
 
 def _params_differ(recorded, params: dict) -> bool:
