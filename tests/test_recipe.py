@@ -209,3 +209,51 @@ def test_requests_counted_by_the_emulator_are_records(emu):
     requests.get(emu.api_root + "/objects/436008", timeout=10)
     assert emu.object_requests()[436008] == 1
     assert API_PREFIX.endswith("/v1")
+
+
+# ---- the pieces: unchanged files stay untouched, the recipe file round-trips ------------------
+
+def test_writers_leave_a_file_holding_the_same_bytes_untouched(tmp_path):
+    import os
+
+    from metfaces_build.infra.files import atomic_open, atomic_write_bytes, atomic_write_json
+    p = tmp_path / "a.json"
+    assert atomic_write_json(p, {"x": 1}) is True
+    os.utime(p, ns=(1, 1))
+    assert atomic_write_json(p, {"x": 1}) is False and p.stat().st_mtime_ns == 1
+    with atomic_open(p, "wb") as f:  # a streamed writer: same bytes, same file
+        f.write(json.dumps({"x": 1}, indent=1).encode() + b"\n")
+    assert p.stat().st_mtime_ns == 1
+    assert atomic_write_bytes(p, b"other") is True and p.read_bytes() == b"other"
+    assert p.stat().st_mtime_ns != 1
+    assert not [q for q in tmp_path.iterdir() if q.name.startswith(".tmp-")]
+
+
+def test_a_compact_journal_is_not_rewritten(tmp_path):
+    import os
+
+    from metfaces_build.infra.workdir import compact_journal
+    p = tmp_path / "objects.jsonl"
+    p.write_text('{"id": 2, "status": "ok"}\n{"id": 1, "status": "ok"}\n{"id": 2, "status": "no_image"}\n')
+    assert compact_journal(p) == 2
+    assert p.read_text() == '{"id": 1, "status": "ok"}\n{"id": 2, "status": "no_image"}\n'
+    os.utime(p, ns=(1, 1))
+    assert compact_journal(p) == 2 and p.stat().st_mtime_ns == 1
+    p.write_text(p.read_text() + "{garbled\n")  # a damaged line is kept, and kept alone after
+    assert compact_journal(p) == 2 and p.read_text().endswith("{garbled\n")
+    os.utime(p, ns=(1, 1))
+    assert compact_journal(p) == 2 and p.stat().st_mtime_ns == 1
+
+
+def test_recipe_file_round_trips_any_text(tmp_path):
+    from metfaces_build.infra.recipe import Recipe, load_recipe, save_recipe
+    table = {"search": 'quote " back \\ tab \t newline \n émoji 🙂', "rate": 2.5, "limit": 3,
+             "has_images": True, "allow_host": ["a.example", "b.example"]}
+    p = tmp_path / "recipe.toml"
+    assert save_recipe(p, Recipe({"fetch": table, "filter": {"min_score": {"cnn": 0.3}}}))
+    back = load_recipe(p)
+    assert back.sections == {"fetch": table, "filter": {"min_score": {"cnn": 0.3}}}
+    assert not save_recipe(p, back)  # the same recipe: nothing written
+    lone = Recipe({"fetch": {"search": "bad \ud800"}})
+    save_recipe(p, lone)
+    assert load_recipe(p).section("fetch")["search"] == "bad \ufffd"

@@ -126,6 +126,7 @@ def _show(v: Any) -> str:
 # ---- a TOML writer for the values a recipe holds ---------------------------------------
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _key(k: str) -> str:
@@ -145,8 +146,8 @@ def _value(v: Any) -> str:
         return repr(v)
     if isinstance(v, str):
         # JSON's string escapes are TOML basic-string escapes; a lone surrogate cannot
-        # be written as UTF-8, so it is replaced
-        return json.dumps(v.encode("utf-8", "replace").decode("utf-8"), ensure_ascii=False)
+        # be written as UTF-8, so it becomes U+FFFD (as everywhere records enter)
+        return json.dumps(_SURROGATE.sub("\ufffd", v), ensure_ascii=False)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, dict):
