@@ -257,3 +257,14 @@ def test_recipe_file_round_trips_any_text(tmp_path):
     lone = Recipe({"fetch": {"search": "bad \ud800"}})
     save_recipe(p, lone)
     assert load_recipe(p).section("fetch")["search"] == "bad \ufffd"
+
+
+def test_a_moved_work_directory_is_still_current(built, emu, tmp_path, cli):
+    work = copy_of(built, tmp_path)  # copytree keeps mtimes: a folder moved as a whole
+    rc, out, _ = cli("status", "--work", work)
+    assert rc == 0, out
+    before = mtimes(work)
+    emu.reset_requests()
+    rc, out, err = cli("run", "--work", work, "--quiet")
+    assert rc == 0 and "everything was current: nothing to do" in out, err
+    assert mtimes(work) == before and not emu.object_requests()

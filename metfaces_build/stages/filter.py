@@ -779,6 +779,8 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
     summary = {
         "input": FACES, "input_sha256": input_digest,
         "source_images": str((source_root or work.path).resolve()),
+        # the sources are the work directory itself: still true after the folder is moved
+        "source_is_work": (source_root or work.path).resolve() == work.path.resolve(),
         "faces": len(outcome.verdicts) + len(outcome.bad_records),
         "kept": len(kept), "rejected": len(rows),
         "reasons": dict(sorted(outcome.reason_counts().items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -926,7 +928,9 @@ def _filter_locked(opts: FilterOptions, work, faces_path: Path, source_root: Pat
         if isinstance(old, dict) and clean_filter_summary(old) == old \
                 and old.get("input_sha256") == digest \
                 and old.get("config") == cfg.to_json() \
-                and old.get("source_images") == str(source_root.resolve()) \
+                and (old.get("source_images") == str(source_root.resolve())
+                     or old.get("source_is_work") is True
+                     and source_root.resolve() == work.path.resolve()) \
                 and (old.get("overrides") or {}).get("sha256", overrides_digest({})) \
                 == overrides_digest(overrides) \
                 and (old.get("overrides") or {}).get("stale", []) == stale:
