@@ -421,8 +421,9 @@ def compact_journal(path: Path) -> int:
     ids, offsets = [], []
     damaged: dict = {}  # id (None: unreadable) -> offsets of damaged lines not superseded (yet)
     with open(path, "rb") as f:
-        off = 0
+        off = n_lines = 0
         for line in f:
+            n_lines += 1
             _, oid, ok = _parse_line(line) if line.strip() else (None, None, True)
             if ok and oid is not None:
                 ids.append(oid)
@@ -435,7 +436,7 @@ def compact_journal(path: Path) -> int:
     uniq, first_rev = np.unique(a[::-1], return_index=True)
     keep = o[::-1][first_rev]  # offsets of the last line per id, in id order
     kept_damaged = sorted(x for offs in damaged.values() for x in offs)
-    if np.array_equal(keep, o) and _all_lines_kept(path, len(o) + len(kept_damaged)) \
+    if np.array_equal(keep, o) and n_lines == len(o) + len(kept_damaged) \
             and all(x > (o[-1] if len(o) else -1) for x in kept_damaged):
         return len(keep)  # already compact: rewrite nothing
     with open(path, "rb") as src, atomic_open(path, "wb") as dst:
@@ -444,12 +445,6 @@ def compact_journal(path: Path) -> int:
             line = src.readline()
             dst.write(line if line.endswith(b"\n") else line + b"\n")
     return len(keep)
-
-
-def _all_lines_kept(path: Path, kept: int) -> bool:
-    """Is every line of `path` one of the `kept` lines (no garbled or superseded line)?"""
-    with open(path, "rb") as f:
-        return sum(1 for _ in f) == kept
 
 
 class Work:

@@ -1,6 +1,6 @@
 """What the real Met's records look like, where that differs from what one would assume.
 
-Measured over real recordings (`../shared/data/met-real/NOTES.md`): the department name
+Measured over real recordings of the Met Collection API (2025-2026): the department name
 inside a record (and in the open-access catalogue) can differ from the `/departments`
 display name of the same department, and names change over the years, so departments
 are matched by id and every name a department goes by is kept; `constituents[].name` is

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from ..core.errors import UsageError
 from ..infra.recipe import Recipe, changes, load_recipe, save_recipe
+from ..infra.stage import default_of, option_names
 from ..infra.workdir import Work
 
 # the options of each table (the rest of each options dataclass is run-time only)
@@ -55,18 +56,15 @@ def explicit_fields(opts, given: Optional[set] = None) -> set:
     keywords), else the fields that differ from their defaults."""
     if given is not None:
         return set(given)
-    out = set()
-    for f in dataclasses.fields(opts):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            out.add(f.name)
-            continue
-        if getattr(opts, f.name) != default:
-            out.add(f.name)
-    return out
+    cls = type(opts)
+    return {name for name in option_names(cls)
+            if not _has_default(cls, name) or getattr(opts, name) != default_of(cls, name)}
+
+
+def _has_default(cls, name: str) -> bool:
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default is not dataclasses.MISSING or \
+        f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
 
 
 def table_of(opts, keys: tuple) -> dict:
@@ -90,15 +88,8 @@ def options_from_table(opts, table: dict, keys: tuple, explicit: set, where: str
         if k in table:
             values[k] = _checked(table[k], str(types.get(k, "")), f"{where}: {k}")
         else:
-            values[k] = _default(opts, k)
+            values[k] = default_of(type(opts), k)
     return dataclasses.replace(opts, **values)
-
-
-def _default(opts, name: str):
-    f = {f.name: f for f in dataclasses.fields(opts)}[name]
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return f.default_factory()  # type: ignore[misc]
 
 
 def _checked(v: Any, ann: str, where: str) -> Any:

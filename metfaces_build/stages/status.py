@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import UsageError
-from ..infra.files import loads, read_json_or_none, read_jsonl
+from ..infra.files import read_jsonl
 from ..infra.recipe import changed_inputs, read_stamps
 from ..infra.stage import StageSummary
 from ..infra.workdir import (ALIGN_RETIRED, Work, as_work, latest, manifest_path,
@@ -127,11 +127,11 @@ def status(work) -> StatusSummary:
 # ---- per stage -----------------------------------------------------------------------------
 
 def fetch_state(work: Work, recipe, fix: str) -> StageState:
+    from ..infra.workdir import scan_objects
     if not work.objects_jsonl.exists():
         return StageState("fetch", MISSING, ["nothing fetched yet"],
                           fix if recipe else f"{fix} --departments LIST (or --search, --ids, ...)")
-    rows, damaged = _journal_rows(work.objects_jsonl)
-    objs = latest(rows, "id")
+    objs, damage = scan_objects(work.objects_jsonl)
     reasons = []
     counts = status_counts(objs.values())
     failed = sum(counts.get(s, 0) for s in NETWORK_FAILED)
@@ -141,34 +141,16 @@ def fetch_state(work: Work, recipe, fix: str) -> StageState:
     if refresh:
         reasons.append(f"{refresh} refresh(es) failed (the old image and record are kept), "
                        "rerun to retry")
-    if damaged:
-        reasons.append(f"{len(damaged)} damaged line(s) in {work.objects_jsonl.name} (line "
-                       f"{', '.join(map(str, damaged[:5]))}): kept as they are, never read as "
+    if damage:
+        numbers = [n for n, _ in damage.lines]
+        reasons.append(f"{len(numbers)} damaged line(s) in {work.objects_jsonl.name} (line "
+                       f"{', '.join(map(str, numbers[:5]))}): kept as they are, never read as "
                        "an object gone; fix or delete them by hand")
     stamp = read_stamps(work.stamps_json).get("fetch") or {}
     if recipe is not None and "fetch" in recipe.sections and \
             stamp.get("recipe") != recipe.digest("fetch"):
         reasons.append("the recipe's [fetch] table changed since the last fetch")
     return StageState("fetch", STALE if reasons else CURRENT, reasons, fix)
-
-
-def _journal_rows(path: Path) -> tuple:
-    """(rows, numbers of damaged lines) of a JSONL journal."""
-    rows, damaged = [], []
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = loads(line)
-            except ValueError:
-                damaged.append(n)
-                continue
-            if isinstance(obj, dict):
-                rows.append(obj)
-            else:
-                damaged.append(n)
-    return rows, damaged
 
 
 def detect_state(work: Work, recipe, fix: str) -> StageState:
@@ -235,12 +217,9 @@ def filter_state(work: Work, recipe, fix: str) -> StageState:
 
 
 def _face_ids(path: Path) -> set:
-    data = read_json_or_none(path)
-    out = set()
-    for d in data if isinstance(data, list) else []:
-        if isinstance(d, dict) and isinstance(d.get("face_idx"), int):
-            out.add(f"{d.get('obj_id')}-{d['face_idx']:02d}")
-    return out
+    from .filter import face_id
+    return {face_id(str(d.get("obj_id")), d["face_idx"]) for d in _items(path)
+            if isinstance(d, dict) and isinstance(d.get("face_idx"), int)}
 
 
 def align_state(work: Work, recipe, fix: str) -> StageState:
