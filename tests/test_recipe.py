@@ -153,7 +153,12 @@ def test_malformed_recipe_names_file_and_line(built, tmp_path, cli):
     assert rc == 2 and "recipe.toml is not valid TOML" in err and "line 3" in err
     (work / "recipe.toml").write_text('version = 1\n[fetch]\ndepartments = "11"\nrate = "fast"\n')
     rc, _, err = cli("run", "--work", work, "--quiet")
-    assert rc == 2 and "[fetch]: rate should be a float" in err
+    assert rc == 2 and "[fetch]: rate must be a number" in err
+    # the recipe goes through the same checks as flags and keywords: choices too
+    (work / "recipe.toml").write_text('version = 1\n[fetch]\ndepartments = "11"\n'
+                                      '[detect]\ndetector = "CNN"\n')
+    rc, _, err = cli("run", "--work", work, "--quiet")
+    assert rc == 2 and "[detect]: detector must be one of hog, cnn, cascade" in err
 
 
 def test_an_api_root_that_is_gone_is_said_at_once(built, tmp_path, cli):

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from ..core.errors import UsageError
 from ..infra.recipe import Recipe, changes, load_recipe, save_recipe
-from ..infra.stage import default_of, option_names
+from ..infra.stage import check_values, default_of, option_names
 from ..infra.workdir import Work
 
 # the options of each table (the rest of each options dataclass is run-time only)
@@ -78,34 +78,12 @@ def table_of(opts, keys: tuple) -> dict:
 
 
 def options_from_table(opts, table: dict, keys: tuple, explicit: set, where: str):
-    """`opts` with each recipe value not given explicitly; a value of the wrong type is a
-    UsageError naming the recipe entry."""
-    values = {}
-    types = {f.name: f.type for f in dataclasses.fields(opts)}
-    for k in keys:
-        if k in explicit:
-            continue
-        if k in table:
-            values[k] = _checked(table[k], str(types.get(k, "")), f"{where}: {k}")
-        else:
-            values[k] = default_of(type(opts), k)
-    return dataclasses.replace(opts, **values)
-
-
-def _checked(v: Any, ann: str, where: str) -> Any:
-    ok = {"bool": isinstance(v, bool), "tuple": isinstance(v, list),
-          "int": isinstance(v, int) and not isinstance(v, bool),
-          "float": isinstance(v, (int, float)) and not isinstance(v, bool),
-          "str": isinstance(v, str)}
-    kind = next((k for k in ("bool", "tuple", "float", "int", "str") if k in ann), "")
-    if kind and not ok[kind]:
-        raise UsageError(f"{where} should be {'a list' if kind == 'tuple' else 'a ' + kind}, "
-                         f"got {v!r}")
-    if kind == "tuple":
-        return tuple(str(x) for x in v)
-    if kind == "float":
-        return float(v)
-    return v
+    """`opts` with each recipe value not given explicitly, checked by the one validation
+    path of flags and keywords (infra.stage.check_values: types, choices, limits), so a
+    hand-edited recipe is refused exactly as the same value on the command line."""
+    values = {k: table[k] if k in table else default_of(type(opts), k)
+              for k in keys if k not in explicit}
+    return dataclasses.replace(opts, **check_values(type(opts), values, where))
 
 
 def _merge(table: dict, opts, keys: tuple, explicit: set) -> dict:
