@@ -10,7 +10,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 from .errors import RecordError
 from .paths import check_relative_path
@@ -187,6 +187,38 @@ def _short_repr(v: Any, limit: int = 60) -> str:
     return r if len(r) <= limit else r[:limit] + "..."
 
 
+class FaceKey(NamedTuple):
+    """One face's identity, (obj_id, face_idx), and the one spelling of its name.
+
+    A tuple, so it equals and hashes like the plain `(obj_id, face_idx)` keys it replaces;
+    `str(key)` is the id people see, overrides.json and the review page use and the crop
+    file is named after: `{obj_id}-{face_idx:02d}` (`crop_name` adds `.png`)."""
+    obj_id: str
+    face_idx: int
+
+    def __str__(self) -> str:
+        return f"{self.obj_id}-{self.face_idx:02d}"
+
+    @property
+    def crop_name(self) -> str:
+        return f"{self}.png"
+
+    @classmethod
+    def parse(cls, text: str) -> Optional["FaceKey"]:
+        """The key named by `text` (`436015-00`, or the crop file name `436015-00.png`),
+        or None when it is not a well-formed face id (its index written with at least two
+        digits, exactly as `str()` writes it)."""
+        if not isinstance(text, str):
+            return None
+        m = _FACE_ID.fullmatch(text[:-4] if text.endswith(".png") else text)
+        if not m or f"{int(m.group(2)):02d}" != m.group(2):
+            return None
+        return cls(m.group(1), int(m.group(2)))
+
+
+_FACE_ID = re.compile(r"(.+)-(\d{2,})")
+
+
 def crop_name_problem(obj_id: str, face_idx: int) -> Optional[str]:
     """Why `{obj_id}-{face_idx:02d}.png` cannot be a crop's file name, or None."""
     if check_relative_path(obj_id) or "/" in obj_id or "\\" in obj_id:
@@ -195,7 +227,7 @@ def crop_name_problem(obj_id: str, face_idx: int) -> Optional[str]:
         return "starts with '.' (a hidden file)"
     if any(ord(c) < 32 or ord(c) == 127 for c in obj_id):
         return "contains control characters"
-    if len(f"{obj_id}-{face_idx:02d}.png".encode("utf-8", "surrogatepass")) > NAME_MAX:
+    if len(FaceKey(obj_id, face_idx).crop_name.encode("utf-8", "surrogatepass")) > NAME_MAX:
         return f"makes a crop file name longer than {NAME_MAX} bytes"
     return None
 
@@ -225,13 +257,13 @@ class FaceRecord:
     extra: dict = field(default_factory=dict)  # unknown keys, kept verbatim
 
     @property
-    def key(self) -> tuple:
-        return (self.obj_id, self.face_idx)
+    def key(self) -> FaceKey:
+        return FaceKey(self.obj_id, self.face_idx)
 
     @property
     def crop_name(self) -> str:
         """The MetFaces crop file name, `{obj_id}-{face_idx:02d}.png`."""
-        return f"{self.obj_id}-{self.face_idx:02d}.png"
+        return self.key.crop_name
 
     @classmethod
     def from_json(cls, d: Any, index: int = 0) -> "FaceRecord":

@@ -14,6 +14,7 @@ by a short-lived `.break` file, so two runs finding one stale lock do not both w
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -63,6 +64,19 @@ def work_lock(path: str | os.PathLike, command: str = "") -> Iterator[LockHolder
         if _read_holder(lock) == me:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
+
+
+def locked(command: str):
+    """Decorator: run the function holding the lock of the directory its first argument
+    names (a path, or anything with a `.path`, e.g. `Work`); the one way a stage says
+    "one writer at a time" (see `work_lock`)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(where, *args, **kwargs):
+            with work_lock(getattr(where, "path", where), command=command):
+                return fn(where, *args, **kwargs)
+        return inner
+    return wrap
 
 
 def _acquire(lock: Path, me: LockHolder) -> None:

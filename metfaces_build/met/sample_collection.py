@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..infra.files import atomic_write_text
+from ..core.records import FaceKey
 
 VERSION = "sample-v2"
 SEED = 20201102
@@ -545,7 +546,7 @@ def truth(collection: Collection, base_url: str, with_md5: bool = False) -> list
             out.append({
                 "obj_id": str(o.id), "meta_url": rec["objectURL"], "source_url": url,
                 "source_path": f"unprocessed/image-{o.id}.png", "source_md5": md5,
-                "image_path": f"images/{o.id}-{idx:02d}.png", "image_md5": "",
+                "image_path": f"images/{FaceKey(str(o.id), idx).crop_name}", "image_md5": "",
                 "title": o.title, "artist_display_name": o.artist,
                 "face_spec": {"rect": f.rect, "landmarks": [[round(x), round(y)] for x, y in f.landmarks],
                               "shrink": 1},

@@ -49,7 +49,7 @@ from ..core.exactblur import pad_and_blur
 from ..core.exactresize import resize_lanczos
 from ..core.exactwarp import quad_warp, warp_and_downscale
 from ..core.geometry import crop_box, face_square, landmarks_full
-from ..core.records import FaceSpec
+from ..core.records import FaceKey, FaceSpec
 from ..infra.images import DEFAULT_MAX_PIXELS
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import ALIGN_JOURNAL as JOURNAL, ALIGN_RETIRED, MANIFEST, previous_align_results
@@ -325,7 +325,7 @@ def face_fit_problem(spec: FaceSpec, size: tuple, params: AlignParams,
 
 
 def _crop_name(record: dict) -> str:
-    return f"{record['obj_id']}-{int(record['face_idx']):02d}.png"
+    return FaceKey(record["obj_id"], int(record["face_idx"])).crop_name
 
 
 # ---- the stage -----------------------------------------------------------------------

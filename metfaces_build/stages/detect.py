@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from ..core.records import obj_id_sort_key
+from ..core.records import FaceKey, obj_id_sort_key
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import DETECT_DONE, JournalDamage, Work, as_work, file_stat_key, reusable_detections
 
@@ -510,7 +510,7 @@ def face_record(task: DetectTask, res: DetectResult, face_idx: int, det: Detecti
         obj_id=task.obj_id, source_path=task.source_path, face_idx=face_idx,
         face_spec=FaceSpec(rect=det.rect, landmarks=det.landmarks, shrink=res.shrink),
         meta_url=task.meta_url, source_url=task.source_url, source_md5=res.source_md5,
-        image_path=f"images/{task.obj_id}-{face_idx:02d}.png", title=task.title,
+        image_path=f"images/{FaceKey(task.obj_id, face_idx).crop_name}", title=task.title,
         artist_display_name=task.artist, detector=det.detector, score=det.score,
         subdetector=det.subdetector, image_width=res.width, image_height=res.height,
         shrink_method=res.shrink_method, exif_orientation=res.exif_orientation,

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.errors import UsageError
-from ..core.records import obj_id_sort_key
+from ..core.records import FaceKey, obj_id_sort_key
 from ..infra.stage import StageSummary
 from ..infra.workdir import ALIGN_RETIRED, Work, latest_records, manifest_path
 
@@ -99,7 +99,7 @@ def archive_name(index: int) -> str:
 def face_key(crop: Crop) -> str:
     """The face's name in every non-StyleGAN format (file stem, WebDataset key): stable
     across runs; no dot, since WebDataset splits a key from its extension at the first dot."""
-    return f"{crop.obj_id}-{crop.face_idx:02d}".replace(".", "_")
+    return str(FaceKey(crop.obj_id, crop.face_idx)).replace(".", "_")
 
 
 def object_departments(objects_jsonl: Path) -> dict:
@@ -135,7 +135,7 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
                              "(record, output, file_md5)")
         key = (str(rec["obj_id"]), int(rec["face_idx"]))
         if key in crops:
-            raise UsageError(f"{manifest}: entry {i}: face {key[0]}-{key[1]:02d} appears twice")
+            raise UsageError(f"{manifest}: entry {i}: face {FaceKey(*key)} appears twice")
         dept = rec.get("department") or depts.get(key[0], "")
         crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
                           str(e.get("pixel_md5") or ""), str(dept), _packed(rec),

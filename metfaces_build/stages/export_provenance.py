@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import UsageError
+from ..core.records import FaceKey
 
 LICENSE_CC0 = "CC0-1.0"
 
@@ -89,7 +90,7 @@ def face_spec(crop, where: str) -> dict:
     """The record's face_spec (rect, landmarks, shrink), as align used it."""
     spec = crop.record.get("face_spec")
     if not isinstance(spec, dict) or not {"rect", "landmarks", "shrink"} <= spec.keys():
-        raise UsageError(f"{where}: face {crop.obj_id}-{crop.face_idx:02d} has no face_spec "
+        raise UsageError(f"{where}: face {FaceKey(crop.obj_id, crop.face_idx)} has no face_spec "
                          "(rect, landmarks, shrink)")
     lm = spec["landmarks"]  # a packed array (export._packed) or the record's lists
     return {"rect": spec["rect"], "landmarks": lm.tolist() if hasattr(lm, "tolist") else lm,

@@ -79,7 +79,7 @@ import numpy as np
 from ..core import geometry
 from ..core.errors import UsageError
 from ..core.metrics import box_iou, hash_distance, popcount  # noqa: F401 (hash_distance: API)
-from ..core.records import FaceRecord, Rejection
+from ..core.records import FaceKey, FaceRecord, Rejection
 from ..infra.faces import load_faces
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import OVERRIDES as OVERRIDES_FILE  # the decisions in force
@@ -502,7 +502,7 @@ def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:
         if j >= 0:
             o = cands[j].record
             v.checks.append(Check("near_duplicate", False, {"distance": d, "duplicate_of":
-                                                            f"{o.obj_id}-{o.face_idx:02d}"}, limit))
+                                                            str(o.key)}, limit))
         elif other:
             v.checks.append(Check("near_duplicate", True, {"distance": None}, limit))
         else:
@@ -513,8 +513,8 @@ def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:
 
 
 def face_id(obj_id: str, face_idx: int) -> str:
-    """The id a person sees and overrides.json uses: the crop's name, `{obj_id}-{face_idx:02d}`."""
-    return f"{obj_id}-{face_idx:02d}"
+    """The id a person sees and overrides.json uses: the crop's name (`FaceKey`)."""
+    return str(FaceKey(obj_id, face_idx))
 
 
 def parse_overrides(data: Any, known_ids, where: str = "overrides", absent_ok=()) -> dict:
@@ -546,9 +546,8 @@ def load_overrides(path: Path, known_ids=None, absent_ok=()) -> dict:
 
 def face_object(fid: str) -> Optional[str]:
     """The obj_id of a well-formed face id `{obj_id}-{face_idx:02d}`, else None."""
-    import re
-    m = re.fullmatch(r"(.+)-(\d{2,})", fid)
-    return m.group(1) if m and f"{int(m.group(2)):02d}" == m.group(2) else None
+    key = FaceKey.parse(fid)
+    return key.obj_id if key else None
 
 
 def _absent_faces_of_known_objects(work, ids) -> set:

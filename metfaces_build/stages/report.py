@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core import geometry
 from ..core.errors import UsageError
+from ..core.records import FaceKey
 from ..infra.stage import StageSummary
 from ..infra.files import read_json_or_none
 from ..infra.workdir import (COMPARE, FACES, FILTER_SUMMARY, FILTERED, IMAGES_DIR, MANIFEST,
@@ -408,7 +409,7 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
     images_dir = layout.images_dir
     shown = _spread(kept, max_tiles)
     pics = face_crops(shown, root, images_dir)
-    tiles = [Tile(p, [f"{f.obj_id}-{f.face_idx:02d}", _kept_caption(f)]) for f, p in zip(shown, pics)]
+    tiles = [Tile(p, [str(f.key), _kept_caption(f)]) for f, p in zip(shown, pics)]
     sheets["kept"] = out / "kept.png"
     save_png(contact_sheet(tiles, title=f"Kept faces ({len(shown)} of {len(kept)})"), sheets["kept"])
     blocks.append(Figure(sheets["kept"], f"Kept faces, {len(shown)} of {len(kept)} evenly sampled "
@@ -416,7 +417,7 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
     faces = _faces_by_key(layout.faces_json)
     shown_r = _spread_by_reason([r for r in rejected if (r.obj_id, r.face_idx) in faces], max_tiles)
     pics = face_crops([faces[(r.obj_id, r.face_idx)] for r in shown_r], root, None)
-    tiles = [Tile(p, [f"{r.obj_id}-{r.face_idx:02d}", ", ".join(r.reasons), _reject_detail(r)],
+    tiles = [Tile(p, [str(FaceKey(r.obj_id, r.face_idx)), ", ".join(r.reasons), _reject_detail(r)],
                   ink=REJECT_INK) for r, p in zip(shown_r, pics)]
     sheets["rejected"] = out / "rejected.png"
     save_png(contact_sheet(tiles, title=f"Rejected faces ({len(shown_r)} of {len(rejected)}), "
@@ -536,7 +537,7 @@ def compare_section(work: Path, out: Path, source_root: Optional[Path], worst_n:
     lost = [x for x in matches if x.status != "matched"][:20]
     if lost:
         blocks.append(Para("Unmatched (first 20): " + ", ".join(
-            f"{x.obj_id}-{(x.stored_face_idx if x.status == 'missed' else x.regen_face_idx):02d} "
+            f"{FaceKey(x.obj_id, x.stored_face_idx if x.status == 'missed' else x.regen_face_idx)} "
             f"{x.status}" for x in lost)))
     sheets = {}
     stored = _faces_by_key(Path(_str(stats.get("stored_path"))))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import UsageError
+from ..core.records import FaceKey
 from ..infra.files import read_jsonl
 from ..infra.recipe import changed_inputs, read_stamps
 from ..infra.stage import StageSummary
@@ -85,7 +86,7 @@ class CropDrift:
 
 
 def _ids(keys: list) -> str:
-    shown = ", ".join(f"{o}-{i:02d}" for o, i in keys[:3])
+    shown = ", ".join(str(FaceKey(*k)) for k in keys[:3])
     return shown + (" ..." if len(keys) > 3 else "")
 
 

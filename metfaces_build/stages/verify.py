@@ -46,6 +46,7 @@ from typing import Optional
 
 from ..core.errors import UsageError
 from ..infra.stage import StageSummary, default_workers
+from ..core.records import FaceKey
 
 PASS = ("match",)
 WORST_SHOWN = 10
@@ -107,7 +108,7 @@ def verify_crop(task: VerifyTask) -> FaceCheck:
 
     from ..core.metrics import psnr_and_max
     res = FaceCheck(task.obj_id, task.face_idx, os.path.basename(task.crop) if task.crop else
-                    f"{task.obj_id}-{task.face_idx:02d}.png", "match",
+                    FaceKey(task.obj_id, task.face_idx).crop_name, "match",
                     expected_md5=task.expected_md5)
     if not task.crop:
         res.status, res.reason = "missing", "no crop file"
