@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Tuple, Union
 
 from ..core.records import as_object_id
+from ..core.status import (ALIGN_RETIRED, DETECT_DONE, FETCH_FAILED,  # noqa: F401 (re-exported)
+                           FETCH_SETTLED, FETCH_STATUSES)
 from .files import read_json_or_none, read_jsonl
 
 # ---- file names ------------------------------------------------------------------------
@@ -55,16 +57,7 @@ STAMPS = ".stamps.json"                   # what report/review/fetch were made f
 DEFAULT_WORK = "metfaces-work"
 
 # ---- statuses --------------------------------------------------------------------------
-FETCH_STATUSES = ("ok", "changed", "no_image", "not_public_domain", "not_found", "too_large",
-                  "refused", "http_error", "bad_content")
-# settled: a rerun does not retry them (unless --recheck / --force)
-FETCH_SETTLED = frozenset({"ok", "changed", "no_image", "not_public_domain", "not_found",
-                           "too_large", "refused"})
-FETCH_FAILED = frozenset({"not_found", "too_large", "refused", "http_error", "bad_content"})
-DETECT_DONE = ("ok", "no_face")
-# align manifest entries for crops that no longer exist (not failures): a face gone from
-# an image that changed, or every face of an object that left the input
-ALIGN_RETIRED = ("superseded", "withdrawn")
+# the statuses' one home is core/status.py (imported above, re-exported for the stages)
 HISTORY_KEEP = 10  # image versions remembered per object in objects.jsonl
 
 
