@@ -45,6 +45,8 @@ ALIGN_RETIRED = (SUPERSEDED, WITHDRAWN)
 KEPT = "kept"
 REJECTED = "rejected"
 OVERRIDE = "override"              # the reason of a face a person rejected
+KEEP = "keep"                      # a person's decisions in overrides.json
+REJECT = "reject"
 
 # ---- compare (compare.json) -------------------------------------------------------------
 MATCHED = "matched"
