@@ -364,8 +364,8 @@ def test_a_directory_in_place_of_a_work_file(cli, rwork, name):
 
 
 def test_damaged_detect_journal_line_is_detected_again_not_a_crash(tmp_path):
-    from metfaces_build.infra.workdir import Work, reusable_detections
-    from metfaces_build.stages.detect import face_changes
+    from metfaces_build.infra.workdir import Work
+    from metfaces_build.stages.detect import face_changes, reusable_detections
     good = {"source_path": "originals/1.png", "obj_id": "1", "status": "ok", "settings": {"d": 1},
             "faces": [{"obj_id": "1", "face_idx": 0, "face_spec": {}}]}
     bad = {**good, "source_path": "originals/2.png", "obj_id": "2", "faces": [5]}

@@ -145,57 +145,6 @@ def fetch_skip_statuses(force: bool, recheck: bool) -> frozenset:
     return frozenset({"ok", "changed"}) if recheck else FETCH_SETTLED
 
 
-def reusable_detections(journal_rows: Iterable[dict], wanted, signature: dict) -> dict:
-    """Detect journal lines (latest per source_path in `wanted`) a rerun keeps: done
-    (ok / no_face) with the same detection settings and, when `wanted` maps each
-    source_path to its SourceVersion, of the same content (`same_source`)."""
-    rows = latest((d for d in journal_rows if d.get("source_path") in wanted), "source_path")
-    versions = wanted if isinstance(wanted, dict) else None
-    return {k: d for k, d in rows.items()
-            if d.get("status") in DETECT_DONE and d.get("settings") == signature
-            and isinstance(d.get("faces"), list) and all(_face_like(f) for f in d["faces"])
-            and (versions is None or same_source(d, versions[k]))}
-
-
-def _face_like(f) -> bool:
-    """A face record as detect writes it (a damaged journal line is detected again)."""
-    return isinstance(f, dict) and isinstance(f.get("face_idx"), int) and isinstance(f.get("face_spec"), dict)
-
-
-# ---- content keys: what an image *is*, so stages redo exactly what changed -------------
-
-class SourceVersion:
-    """The content of one source image as far as known without reading it: fetch's
-    sha256 and md5 (objects.jsonl; never rehashed), or size and mtime for a plain folder."""
-    __slots__ = ("sha256", "md5", "stat")
-
-    def __init__(self, sha256: str = "", md5: str = "", stat: str = ""):
-        self.sha256, self.md5, self.stat = sha256 or "", md5 or "", stat or ""
-
-    def __repr__(self) -> str:
-        return f"SourceVersion(sha256={self.sha256!r}, md5={self.md5!r}, stat={self.stat!r})"
-
-
-def file_stat_key(path: Union[str, os.PathLike]) -> str:
-    """"size:mtime_ns" of a file (the content key of a folder image), "" when unreadable."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def same_source(line: dict, version: SourceVersion) -> bool:
-    """Was a detect journal line made from this content? By sha256 when fetch knows it (a
-    line from before sha256 was recorded matches on the md5 it measured), else by the
-    folder file's size and mtime."""
-    if version.sha256:
-        if line.get("source_sha256"):
-            return line["source_sha256"] == version.sha256
-        return bool(version.md5) and line.get("source_md5") == version.md5
-    return line.get("source_stat", "") == version.stat
-
-
 def carry_history(old: Optional[dict], new: dict, now: str) -> dict:
     """`new` (an objects.jsonl line) with the object's image history: when its sha256
     differs from `old`'s (re-shot, or image gone), `previous_sha256`, `changed_at` and one

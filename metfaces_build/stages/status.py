@@ -17,8 +17,7 @@ from ..core.records import FaceKey
 from ..infra.files import read_jsonl
 from ..infra.recipe import changed_inputs, read_stamps
 from ..infra.stage import StageSummary
-from ..infra.workdir import (ALIGN_RETIRED, Work, as_work, latest, manifest_path,
-                             reusable_detections, status_counts)
+from ..infra.workdir import ALIGN_RETIRED, Work, as_work, latest, manifest_path, status_counts
 from .recipe import recipe_of
 from .report import REPORT_INPUTS
 from .review import REVIEW_INPUTS
@@ -155,7 +154,7 @@ def fetch_state(work: Work, recipe, fix: str) -> StageState:
 
 
 def detect_state(work: Work, recipe, fix: str) -> StageState:
-    from .detect import DetectOptions, tasks_from_work
+    from .detect import DetectOptions, reusable_detections, tasks_from_work
     from .recipe import use_table
     if not work.objects_jsonl.exists() and not work.originals_dir.is_dir():
         return StageState("detect", MISSING, ["nothing fetched to detect in"], fix)

@@ -16,7 +16,6 @@ CACHE_VERSION = 2  # 2: limits read "needs >= ..."
 _CACHE_FACE_KEYS = ("face_idx", "face_spec", "score", "detector", "image_width", "image_height")
 
 
-
 def image_cache_key(task: FilterTask) -> str:
     """sha256 over the image's content key, its faces as the tests see them and the
     config; "" (no caching) when the faces carry no source_sha256 (NVIDIA's json, a
@@ -30,14 +29,12 @@ def image_cache_key(task: FilterTask) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-
 def cache_entry(res: FilterResult) -> dict:
     """The per-face results of one image as JSON (checks after overlap resolution)."""
     return {"faces": [{"qsize": v.qsize,
                        "checks": [[c.name, bool(c.passed), _plain(c.value), c.limit] for c in v.checks],
                        "measures": None if v.measures is None else dataclasses.asdict(v.measures)}
                       for v in res.verdicts]}
-
 
 
 def cached_result(task: FilterTask, entry: Any) -> Optional[FilterResult]:
@@ -55,14 +52,12 @@ def cached_result(task: FilterTask, entry: Any) -> Optional[FilterResult]:
     return FilterResult(task.source_path, verdicts)
 
 
-
 def _read_cache(path: Path) -> dict:
     data = read_json_or_none(path)
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
             or not isinstance(data.get("images"), dict):
         return {}
     return data["images"]
-
 
 
 def write_cache(path: Path, images: dict) -> None:
@@ -74,7 +69,6 @@ def write_cache(path: Path, images: dict) -> None:
             text = entry if isinstance(entry, str) else json.dumps(entry)
             f.write(f'{", " if n else ""}{json.dumps(key)}: {text}'.encode())
         f.write(b"}}\n")
-
 
 
 def _plain(v: Any) -> Any:

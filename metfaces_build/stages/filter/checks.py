@@ -25,10 +25,8 @@ def check_face(rec: FaceRecord, index: int, width: int, height: int, cfg: Filter
     return FaceVerdict(rec, index, qsize, checks, measures)
 
 
-
 def check_resolution(qsize: float, cfg: FilterConfig) -> Check:
     return Check("resolution", qsize >= cfg.min_size, round(qsize, 2), f"needs >= {cfg.min_size:g} px")
-
 
 
 def check_score(rec: FaceRecord, cfg: FilterConfig) -> Check:
@@ -36,7 +34,6 @@ def check_score(rec: FaceRecord, cfg: FilterConfig) -> Check:
     if rec.score is None or limit is None:
         return Check("score", True, rec.score, f"no threshold for detector {rec.detector!r}")
     return Check("score", float(rec.score) >= limit, float(rec.score), f"needs >= {limit:g} ({rec.detector})")
-
 
 
 def check_landmarks(lm: np.ndarray, width: int, height: int, cfg: FilterConfig) -> list:
@@ -60,11 +57,9 @@ def check_landmarks(lm: np.ndarray, width: int, height: int, cfg: FilterConfig) 
     ]
 
 
-
 def check_padding(square: geometry.Square, width: int, height: int, cfg: FilterConfig) -> Check:
     share = geometry.outside_fraction(square.quad(), width, height)
     return Check("padding", share <= cfg.max_padding, round(share, 4), f"needs <= {cfg.max_padding:g}")
-
 
 
 def check_crop(m: Optional[CropMeasures], cfg: FilterConfig) -> list:
@@ -82,7 +77,6 @@ def check_crop(m: Optional[CropMeasures], cfg: FilterConfig) -> list:
     ]
 
 
-
 def crop_measures(crop) -> CropMeasures:
     """Sharpness, colour spread and pHash of a measurement crop (a PIL RGB image).
 
@@ -96,7 +90,6 @@ def crop_measures(crop) -> CropMeasures:
     sharpness = float(ndimage.laplace(gray).var())
     chroma = float((centre.max(axis=2) - centre.min(axis=2)).mean() / 255.0)
     return CropMeasures(sharpness, chroma, perceptual_hash(crop))
-
 
 
 def perceptual_hash(image) -> str:

@@ -37,7 +37,6 @@ class FilterConfig:
 CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(FilterConfig)}
 
 
-
 def config_from_mapping(values: dict, base: Optional[FilterConfig] = None,
                         where: str = "config") -> FilterConfig:
     """Overlay `values` (TOML table or flags) on `base`, checking names and types."""
@@ -75,10 +74,8 @@ def config_from_mapping(values: dict, base: Optional[FilterConfig] = None,
     return cfg
 
 
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
-
 
 
 def load_toml_config(path: str) -> dict:
@@ -125,7 +122,6 @@ def build_config(opts: "FilterOptions") -> FilterConfig:
     return config_from_mapping(flags, cfg, where="flags")
 
 
-
 def _parse_score(s: str) -> tuple:
     name, sep, val = s.partition("=")
     try:
@@ -134,7 +130,6 @@ def _parse_score(s: str) -> tuple:
         return name.strip(), float(val)
     except ValueError:
         raise UsageError(f"--min-score: expected DETECTOR=NUMBER (e.g. cnn=0.5), got {s!r}") from None
-
 
 
 @dataclass(frozen=True)

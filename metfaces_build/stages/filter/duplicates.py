@@ -17,7 +17,6 @@ def _overlap_rank(v: FaceVerdict) -> tuple:
     return (not v.keep, -score, -v.qsize, v.index)
 
 
-
 def resolve_overlaps(verdicts: list, cfg: FilterConfig) -> None:
     """Greedy suppression within one image: a face whose rect overlaps a better, kept
     face by IoU > max_overlap fails `overlap`; others pass with their largest IoU."""
@@ -36,11 +35,9 @@ def resolve_overlaps(verdicts: list, cfg: FilterConfig) -> None:
             kept.append(v)
 
 
-
 def _duplicate_rank(v: FaceVerdict) -> tuple:
     score = v.record.score if v.record.score is not None else float("-inf")
     return (-v.qsize, -score, v.index)
-
 
 
 def resolve_duplicates(verdicts: list, cfg: FilterConfig) -> None:

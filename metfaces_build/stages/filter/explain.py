@@ -43,7 +43,6 @@ def explain(work: Path, faces: list, source_root: Path, cfg: FilterConfig, obj_i
     return lines
 
 
-
 def _previous_duplicate_checks(work: Path) -> dict:
     """Near-duplicate outcomes recorded by the last full run, keyed by face."""
     out: dict = {}

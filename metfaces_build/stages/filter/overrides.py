@@ -19,7 +19,6 @@ def face_id(obj_id: str, face_idx: int) -> str:
     return str(FaceKey(obj_id, face_idx))
 
 
-
 def parse_overrides(data: Any, known_ids, where: str = "overrides", absent_ok=()) -> dict:
     """Validate `{"faces": {"436015-00": "keep", ...}}` against the faces of faces.json.
 
@@ -42,17 +41,14 @@ def parse_overrides(data: Any, known_ids, where: str = "overrides", absent_ok=()
     return {str(k): str(v) for k, v in sorted(faces.items())}
 
 
-
 def load_overrides(path: Path, known_ids=None, absent_ok=()) -> dict:
     return parse_overrides(read_json(path, "overrides file"), known_ids, str(path), absent_ok)
-
 
 
 def face_object(fid: str) -> Optional[str]:
     """The obj_id of a well-formed face id `{obj_id}-{face_idx:02d}`, else None."""
     key = FaceKey.parse(fid)
     return key.obj_id if key else None
-
 
 
 def _absent_faces_of_known_objects(work, ids) -> set:
@@ -66,7 +62,6 @@ def _absent_faces_of_known_objects(work, ids) -> set:
     return {f for f, o in objs.items() if o in fetched}
 
 
-
 def apply_overrides(verdicts: list, overrides: dict) -> int:
     """Set each overridden face's decision (pure: on the verdicts only). Runs after every
     test, overlaps and near-duplicates included, so a person's decision is final. Returns
@@ -78,7 +73,6 @@ def apply_overrides(verdicts: list, overrides: dict) -> int:
         if decision is not None and v.keep != v.passed:
             moved += 1
     return moved
-
 
 
 def overrides_in_force(opts: "FilterOptions", work, faces: list) -> tuple:
@@ -111,10 +105,8 @@ def overrides_in_force(opts: "FilterOptions", work, faces: list) -> tuple:
     return {k: v for k, v in saved.items() if k in known}, stale
 
 
-
 def overrides_digest(overrides: dict) -> str:
     return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()
-
 
 
 def _duplicate_notes(opts, work) -> list:
@@ -129,7 +121,6 @@ def _duplicate_notes(opts, work) -> list:
             out.append(f"warning: {p} names {', '.join(repr(d) for d in dups)} more than once: "
                        "the last decision for each was used")
     return out
-
 
 
 def _stale_notes(stale: list, work) -> list:

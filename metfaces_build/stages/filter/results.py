@@ -34,14 +34,12 @@ class Check:
         return f"{mark} {self.name:<18} {_fmt(self.value):<30} {self.limit}"
 
 
-
 @dataclass
 class CropMeasures:
     """What the measurement crop tells: focus, colour and a perceptual hash."""
     sharpness: float
     chroma: float
     phash: str  # 16 hex digits
-
 
 
 @dataclass
@@ -92,7 +90,6 @@ class FaceVerdict:
                          limits)
 
 
-
 def _json_safe(v: Any) -> Any:
     """Non-finite floats (degenerate landmarks) become None: JSON has no infinity."""
     if isinstance(v, float) and not math.isfinite(v):
@@ -100,7 +97,6 @@ def _json_safe(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _json_safe(x) for k, x in v.items()}
     return v
-
 
 
 def _fmt(v: Any) -> str:
@@ -111,7 +107,6 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-
 @dataclass(frozen=True)
 class FilterTask:
     source_path: str
@@ -120,14 +115,12 @@ class FilterTask:
     config: FilterConfig
 
 
-
 @dataclass
 class FilterResult:
     source_path: str
     verdicts: list
     size: Optional[tuple] = None
     problem: Optional[str] = None  # image status when it could not be used
-
 
 
 @dataclass

@@ -31,7 +31,6 @@ def filter_tasks(faces: list, source_root: Path, cfg: FilterConfig) -> list:
     return tasks
 
 
-
 def check_image_faces(task: FilterTask) -> FilterResult:
     """All per-face tests, then overlap resolution, for the faces of one source image."""
     cfg = task.config
@@ -51,7 +50,6 @@ def check_image_faces(task: FilterTask) -> FilterResult:
     return FilterResult(task.source_path, verdicts, size)
 
 
-
 def _load_for_checks(task: FilterTask) -> tuple:
     """(image size, [CropMeasures or None per face]); decodes only when crop tests are on."""
     recs = [rec for _, rec in task.faces]
@@ -68,10 +66,8 @@ def _load_for_checks(task: FilterTask) -> tuple:
     return size, _measure_crops(task.path, size, recs, task.config.crop_size)
 
 
-
 def _measure_crops(path: str, size: tuple, recs: list, crop_size: int) -> list:
     return [crop_measures(c) for c in measurement_crops(path, size, recs, crop_size)]
-
 
 
 def measurement_crops(path: str, size: tuple, recs: list, crop_size: int) -> list:
