@@ -62,7 +62,7 @@ def _face_like(f) -> bool:
     return isinstance(f, dict) and isinstance(f.get("face_idx"), int) and isinstance(f.get("face_spec"), dict)
 
 
-def _with_version(line: dict, task: DetectTask) -> dict:
+def with_version(line: dict, task: DetectTask) -> dict:
     """A reused journal line brought up to date without detecting again: its face records
     take the object's current record fields (a corrected title reaches faces.json) and
     the content key it was matched on (a line from before sha256 was recorded, matched on

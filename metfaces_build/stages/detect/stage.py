@@ -17,7 +17,7 @@ from ...infra.lock import locked
 from ...infra.models import ModelPaths, resolve_models
 from ...infra.stage import StageSummary
 from ...infra.workdir import JournalDamage, Work, as_work, latest_records, status_counts
-from .journal import _with_version, face_changes, reusable_detections
+from .journal import face_changes, reusable_detections, with_version
 from .options import DetectOptions
 from .tasks import DetectResult, detect_task, init_worker, prefetch, tasks_and_damage, tasks_from_folder
 
@@ -39,6 +39,7 @@ class DetectSummary(StageSummary):
 
 @dataclass(frozen=True)
 class StagePaths:
+    """Where a run writes: faces.json (`out`) and its journal."""
     out: Path
     journal: Path
     damage: Optional[JournalDamage] = None  # damaged objects.jsonl lines (work directory)
@@ -110,7 +111,7 @@ def plan_run(opts: DetectOptions, tasks: list, paths: StagePaths) -> DetectPlan:
     done = {} if opts.force else reusable_detections(
         before.values(), {t.source_path: t.version for t in tasks}, opts.signature())
     by_path = {t.source_path: t for t in tasks}
-    done = {sp: _with_version(d, by_path[sp]) for sp, d in done.items()}
+    done = {sp: with_version(d, by_path[sp]) for sp, d in done.items()}
     held = {sp: d for sp, d in before.items() if sp not in by_path and paths.damage
             and paths.damage.may_hide(d.get("obj_id"))}
     # absolute paths: a Dask worker's current directory is not ours

@@ -39,7 +39,7 @@ class DetectTask:
     next_path: str = ""
 
     @property
-    def version(self):
+    def version(self) -> SourceVersion:
         return SourceVersion(self.sha256, self.md5, self.stat)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ...infra.files import atomic_open, read_json_or_none
-from .results import Check, CropMeasures, FaceVerdict, FilterResult, FilterTask, _json_safe
+from .results import Check, CropMeasures, FaceVerdict, FilterResult, FilterTask, json_safe
 
 
 CACHE_VERSION = 2  # 2: limits read "needs >= ..."
@@ -52,7 +52,8 @@ def cached_result(task: FilterTask, entry: Any) -> Optional[FilterResult]:
     return FilterResult(task.source_path, verdicts)
 
 
-def _read_cache(path: Path) -> dict:
+def read_cache(path: Path) -> dict:
+    """filter_cache.json's entries; {} when missing, damaged or of another version."""
     data = read_json_or_none(path)
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
             or not isinstance(data.get("images"), dict):
@@ -73,4 +74,4 @@ def write_cache(path: Path, images: dict) -> None:
 
 def _plain(v: Any) -> Any:
     """A check value as JSON has it (numpy scalars to Python, tuples to lists)."""
-    return json.loads(json.dumps(_json_safe(v), default=lambda x: x.item() if hasattr(x, "item") else str(x)))
+    return json.loads(json.dumps(json_safe(v), default=lambda x: x.item() if hasattr(x, "item") else str(x)))

@@ -109,7 +109,7 @@ def overrides_digest(overrides: dict) -> str:
     return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()
 
 
-def _duplicate_notes(opts, work) -> list:
+def duplicate_notes(opts, work) -> list:
     """A warning per decision file naming a face twice (JSON keeps the last silently)."""
     paths = [Path(opts.overrides)] if opts.overrides else []
     if work.overrides_json.is_file() and not any(p.resolve() == work.overrides_json.resolve() for p in paths):
@@ -123,7 +123,8 @@ def _duplicate_notes(opts, work) -> list:
     return out
 
 
-def _stale_notes(stale: list, work) -> list:
+def stale_notes(stale: list, work) -> list:
+    """The warning about decisions kept for faces that faces.json no longer has."""
     if not stale:
         return []
     shown = ", ".join(stale[:10]) + (" ..." if len(stale) > 10 else "")

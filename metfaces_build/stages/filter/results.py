@@ -76,7 +76,7 @@ class FaceVerdict:
     def values(self) -> dict:
         out: dict[str, Any] = {"qsize": round(self.qsize, 2)}
         for c in self.checks:
-            out[c.name] = _json_safe(c.value)
+            out[c.name] = json_safe(c.value)
         if self.measures is not None:
             out["phash"] = self.measures.phash
         if self.override is not None:
@@ -90,12 +90,12 @@ class FaceVerdict:
                          limits)
 
 
-def _json_safe(v: Any) -> Any:
+def json_safe(v: Any) -> Any:
     """Non-finite floats (degenerate landmarks) become None: JSON has no infinity."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     return v
 
 

@@ -19,12 +19,12 @@ from ...infra.jsonstream import atomic_write_json_list
 from ...infra.lock import locked
 from ...infra.stage import StageSummary
 from ...infra.workdir import FACES, Work, as_work, clean_filter_summary
-from .cache import _read_cache, cache_entry, cached_result, image_cache_key, write_cache
+from .cache import cache_entry, cached_result, image_cache_key, read_cache, write_cache
 from .config import FilterConfig, FilterOptions, build_config
 from .duplicates import resolve_duplicates
 from .explain import explain
-from .overrides import (OVERRIDES_FILE, _duplicate_notes, _stale_notes, apply_overrides,
-                        overrides_digest, overrides_in_force)
+from .overrides import (OVERRIDES_FILE, apply_overrides, duplicate_notes, overrides_digest,
+                        overrides_in_force, stale_notes)
 from .results import FilterOutcome
 from .tasks import check_image_faces, filter_tasks
 
@@ -122,7 +122,7 @@ def up_to_date_summary(work: Work, plan: FilterPlan) -> Optional[dict]:
 
 def execute(work: Work, plan: FilterPlan) -> FilterOutcome:
     """Every test on every face (cached images reused), then the decisions in force."""
-    cache = {} if plan.opts.force else _read_cache(work.filter_cache_json)
+    cache = {} if plan.opts.force else read_cache(work.filter_cache_json)
     outcome = filter_faces(plan.loaded.faces, plan.source_root, plan.cfg, plan.opts.workers,
                            plan.opts.quiet, plan.loaded.bad, cache)
     apply_overrides(outcome.verdicts, plan.overrides)
@@ -231,13 +231,13 @@ def summarise_up_to_date(work: Work, plan: FilterPlan, old: dict) -> FilterSumma
     return _summary(old, _outputs(work), elapsed=time.monotonic() - plan.t0,
                     failed=failed + bool(plan.stale),
                     lines=[summary_line(old) + " (up to date; --force redoes it)"],
-                    notes=_stale_notes(plan.stale, work) + _duplicate_notes(plan.opts, work),
+                    notes=stale_notes(plan.stale, work) + duplicate_notes(plan.opts, work),
                     up_to_date=True)
 
 
 def summarise(work: Work, plan: FilterPlan, outcome: FilterOutcome, summary: dict) -> FilterSummary:
     """The summary of a run that measured: its line, notes and what made it fail."""
-    notes = _stale_notes(plan.stale, work) + _duplicate_notes(plan.opts, work)
+    notes = stale_notes(plan.stale, work) + duplicate_notes(plan.opts, work)
     if outcome.image_problems:
         notes.append(f"{len(outcome.image_problems)} source image(s) unusable; their faces are "
                      f"in rejected.jsonl")
