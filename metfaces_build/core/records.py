@@ -217,7 +217,7 @@ class FaceKey(NamedTuple):
         return cls(m.group(1), int(m.group(2)))
 
 
-_FACE_ID = re.compile(r"(.+)-(\d{2,})")
+_FACE_ID = re.compile(r"(.+)-(\d{2,})", re.S)
 
 
 def crop_name_problem(obj_id: str, face_idx: int) -> Optional[str]:
