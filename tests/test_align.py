@@ -618,3 +618,33 @@ def test_align_deletes_only_crops_of_faces_that_left_its_own_input(cli, tmp_path
     subset.write_text("[]")
     run(subset)
     assert not (out / "3-00.png").exists() and (out / "1-00.png").is_file()
+
+
+def test_rerun_keeps_entry_keys_align_does_not_name(cli, tmp_path):
+    """align reads its earlier manifest as typed entries (infra/readers.py) but writes each
+    back as it was: a key it does not know (a note a person added) survives a rerun, on a
+    reused crop and on the entry of a face that left the input."""
+    src = tmp_path / "src"
+    src.mkdir()
+    _texture(300, 300).save(src / "a.png")
+    faces = [_record("1", 0, "a.png"), _record("1", 1, "a.png")]
+    j, out = tmp_path / "faces.json", tmp_path / "out"
+    j.write_text(json.dumps(faces))
+
+    def run():
+        rc, stdout, err = cli("align", "--json", j, "--source-images", src, "--output-dir", out,
+                              "--quiet", "--size", 64, "--supersampling", 1)
+        assert rc == 0, err
+        return stdout, {e["record"]["face_idx"]: e
+                        for e in json.loads((out / "aligned.json").read_text())}
+
+    _, m = run()
+    crop = (out / "1-00.png").read_bytes()
+    (out / "aligned.json").write_text(json.dumps([{**e, "note": f"checked {i}"}
+                                                  for i, e in sorted(m.items())]))
+    j.write_text(json.dumps(faces[:1]))
+    stdout, m = run()
+    assert "(1 already done)" in stdout and (out / "1-00.png").read_bytes() == crop
+    assert (m[0]["status"], m[0]["note"]) == ("ok", "checked 0")
+    assert (m[1]["status"], m[1]["was"], m[1]["note"]) == ("superseded", "ok", "checked 1")
+    assert not (out / "1-01.png").exists()

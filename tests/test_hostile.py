@@ -565,7 +565,7 @@ def test_from_json_does_not_write_through_a_symlink(cli, tmp_path, srv):
 def test_a_crashing_job_does_not_lose_the_others_in_flight(tmp_path):
     from metfaces_build.core.records import MetObject
     from metfaces_build.infra.files import JsonlAppender
-    from metfaces_build.stages.fetch import _run_pool
+    from metfaces_build.stages.fetch import run_pool as _run_pool
 
     class Bug(Exception):
         pass

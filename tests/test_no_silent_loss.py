@@ -140,7 +140,8 @@ def test_a_damaged_journal_line_is_reported_and_never_read_as_object_gone(cli, f
 def test_compaction_keeps_damaged_lines_unless_superseded(tmp_path):
     """Unit: scan_objects names each damaged line by number; compaction keeps it verbatim
     (after the others) until a later readable line of the same object supersedes it."""
-    from metfaces_build.infra.workdir import compact_journal, scan_objects
+    from metfaces_build.infra.workdir import scan_objects
+    from metfaces_build.stages.fetch import compact_journal
     p = tmp_path / "objects.jsonl"
     p.write_bytes(b'{"id": 5, "status": "ok"}\n'
                   b'{"id": 7, "status": "o\xff\n'          # damaged, id readable, superseded below

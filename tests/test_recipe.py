@@ -237,7 +237,7 @@ def test_writers_leave_a_file_holding_the_same_bytes_untouched(tmp_path):
 def test_a_compact_journal_is_not_rewritten(tmp_path):
     import os
 
-    from metfaces_build.infra.workdir import compact_journal
+    from metfaces_build.stages.fetch import compact_journal
     p = tmp_path / "objects.jsonl"
     p.write_text('{"id": 2, "status": "ok"}\n{"id": 1, "status": "ok"}\n{"id": 2, "status": "no_image"}\n')
     assert compact_journal(p) == 2

@@ -64,6 +64,30 @@ def test_no_function_over_60_lines_in_the_split_stages():
     assert not long, long
 
 
+# deferred on purpose, each with a comment saying why: `import stages.detect` loads no
+# numpy or dlib (test_models), and filter loads scipy and PIL only to measure crops;
+# core.metrics imports numpy; tomllib only for --config
+HEAVY = {"numpy", "PIL", "dlib", "scipy", "scipy.fft", "tomllib", "tomli", "...core.metrics"}
+
+
+def test_imports_inside_functions_are_only_the_heavy_ones():
+    inner = []
+    for name in SPLIT:
+        for p in (STAGES / name).rglob("*.py"):
+            for f in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+                if not isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(f):
+                    if isinstance(node, ast.Import):
+                        mods = [a.name for a in node.names]
+                    elif isinstance(node, ast.ImportFrom):
+                        mods = ["." * node.level + (node.module or "")]
+                    else:
+                        continue
+                    inner += [f"{p.name}:{node.lineno} {m}" for m in mods if m not in HEAVY]
+    assert not inner, inner
+
+
 def test_no_import_cycles_between_stages_packages_included():
     units = _stage_units()
     graph = {name: set().union(*(_stages_imported(p, units) for p in files)) - {name}

@@ -204,8 +204,8 @@ def test_dry_run_since_counts_changed_objects_as_to_request(tmp_path):
 def test_a_failed_refetch_keeps_the_object_and_history_is_kept():
     """Unit: a network failure on a changed object never withdraws it; a new image adds
     to the history; update kinds."""
-    from metfaces_build.infra.workdir import carry_history, update_kind
-    from metfaces_build.stages.fetch import _UpdateJournal
+    from metfaces_build.stages.fetch import UpdateJournal as _UpdateJournal
+    from metfaces_build.stages.fetch import carry_history, update_kind
     old = {"id": 1, "status": "ok", "sha256": "a" * 64, "image_url": "u1", "title": "T",
            "path": "originals/1.jpg"}
     written: list = []

@@ -230,7 +230,7 @@ def gaussian_planar(img: np.ndarray, region, blur, radius: int, sink=None):
     h, w, _ = img.shape
     f0, f1 = max(c0 - radius, 0), min(c1 + radius, w)
     if radius >= min(h, w):  # reflections of reflections: scipy itself
-        from scipy.ndimage import gaussian_filter1d
+        from scipy.ndimage import gaussian_filter1d  # deferred: scipy costs 0.4 s to import
         e0, e1 = max(r0 - radius, 0), min(r1 + radius, h)
         g = gaussian_filter1d(np.float32(img[e0:e1, f0:f1]), blur, axis=0)[r0 - e0:r1 - e0]
         g = gaussian_filter1d(g, blur, axis=1)[:, c0 - f0:c1 - f0].transpose(0, 2, 1)

@@ -49,7 +49,7 @@ def kernel_taps(blur, radius: int) -> tuple:
 
 def scipy_kernel_taps(blur, radius: int) -> tuple:
     """`kernel_taps` read off scipy's own impulse response (for tests and checks)."""
-    from scipy.ndimage import gaussian_filter1d
+    from scipy.ndimage import gaussian_filter1d  # deferred: scipy costs 0.4 s to import
     delta = np.zeros(2 * radius + 1)
     delta[radius] = 1.0
     resp = gaussian_filter1d(delta, blur, mode="constant")
@@ -266,7 +266,7 @@ def _direct(x: np.ndarray, w0: float, taps: np.ndarray) -> np.ndarray:
     length, ext = x.shape
     n = ext - 2 * radius
     if kernel is None:  # scipy itself, on the already extended lines
-        from scipy.ndimage import correlate1d
+        from scipy.ndimage import correlate1d  # deferred: scipy costs 0.4 s to import
         full = np.concatenate([taps[::-1], [w0], taps])
         return correlate1d(x.astype(np.float32), full, axis=1)[:, radius:radius + n]
     nb = -(-length // LANES)

@@ -30,6 +30,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from PIL import Image
 
 from .jit import compiled
 
@@ -45,7 +46,6 @@ def resize_lanczos(rgb: np.ndarray, size) -> np.ndarray:
     h, w = rgb.shape[0], rgb.shape[1]
     kernels = _kernels()
     if kernels is None or width < 1 or height < 1:
-        from PIL import Image
         return np.asarray(Image.fromarray(rgb, "RGB").resize((width, height),
                                                              Image.Resampling.LANCZOS))
     if (width, height) == (w, h):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from PIL import Image
 
 from . import exactresize
 from .jit import compiled
@@ -52,7 +53,6 @@ def warp_and_downscale(rgb: np.ndarray, quad_data, transform_size: int, size: in
     t = transform_size
     kernels = _kernels()
     if kernels is None or exactresize.backend() != "numba":
-        from PIL import Image
         img = Image.fromarray(_pillow_warp(rgb, quad_data, t), "RGB")
         return np.asarray(img.resize((size, size), Image.Resampling.LANCZOS))
     if size >= t or exactresize.vertical_first(t, t, size, size):  # never for a downscale
@@ -69,7 +69,6 @@ def warp_and_downscale(rgb: np.ndarray, quad_data, transform_size: int, size: in
 
 
 def _pillow_warp(rgb, quad_data, t):
-    from PIL import Image
     img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB")
     return np.asarray(img.transform((t, t), Image.Transform.QUAD, quad_data,
                                     Image.Resampling.BILINEAR))

@@ -49,7 +49,7 @@ def _writable(path: str) -> bool:
 def compiled(fn: Callable) -> Optional[Callable]:
     """`fn` compiled in nopython mode with the GIL released, or None without numba."""
     try:
-        import numba
+        import numba  # deferred: 0.5 s, and the numpy fallback must work without it
         from numba.core import config
     except ImportError:
         return None

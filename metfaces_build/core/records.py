@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, Optional
 
+import numpy as np
+
 from .errors import RecordError
 from .paths import check_relative_path
 
@@ -154,7 +156,6 @@ class FaceSpec:
     def packed(self) -> "PackedFaceSpec":
         """The same face_spec with its landmarks in one int64 array: about 1 KB instead of
         8 KB of tuples, for a stage that holds hundreds of thousands of faces."""
-        import numpy as np
         return PackedFaceSpec(self.rect, np.array(self.landmarks, dtype=np.int64).reshape(-1, 2),
                               self.shrink)
 
@@ -216,7 +217,7 @@ class FaceKey(NamedTuple):
         return cls(m.group(1), int(m.group(2)))
 
 
-_FACE_ID = re.compile(r"(.+)-(\d{2,})")
+_FACE_ID = re.compile(r"(.+)-(\d{2,})", re.S)
 
 
 def crop_name_problem(obj_id: str, face_idx: int) -> Optional[str]:
@@ -466,3 +467,48 @@ class Rejection:
         values, limits = d.get("values"), d.get("limits")
         return cls(str(d["obj_id"]), d["face_idx"], reasons,
                    values if isinstance(values, dict) else {}, limits if isinstance(limits, dict) else {})
+
+
+@dataclass(frozen=True)
+class AlignEntry:
+    """One entry of align's manifest (aligned.json), typed for its readers (export,
+    status, verify, align's own rerun). Fields of the wrong shape (a hand-edited or
+    damaged manifest) read as empty; `raw` is the entry exactly as written, which align
+    carries into the next manifest, so keys this class does not name survive a rerun."""
+    status: str = ""
+    record: Optional[dict] = None   # the face record it was made from (None: not an object)
+    output: Any = ""                # the crop's file name in the output folder, as written
+    reason: str = ""
+    file_md5: str = ""
+    pixel_md5: str = ""
+    params: Optional[dict] = None   # None: not recorded (or not an object)
+    versions: Optional[dict] = None
+    inputs: Optional[list] = None   # None: made before align recorded its inputs
+    raw: Any = None
+
+    @property
+    def key(self) -> Optional[FaceKey]:
+        """The face the entry is about, or None when its record names none."""
+        rec = self.record
+        if rec is None or not isinstance(rec.get("obj_id"), (str, int)) \
+                or not isinstance(rec.get("face_idx"), int):
+            return None
+        return FaceKey(str(rec["obj_id"]), rec["face_idx"])
+
+    @classmethod
+    def from_json(cls, d: Any) -> "AlignEntry":
+        """Any parsed item of the manifest; one that is not an object reads as an entry
+        with no status and no record (a reader counts or skips it, never crashes)."""
+        if not isinstance(d, dict):
+            return cls(raw=d)
+        def of(k, kind, empty):
+            v = d.get(k)
+            return v if isinstance(v, kind) else empty
+        return cls(status=of("status", str, ""), record=of("record", dict, None),
+                   output=d.get("output", ""), reason=of("reason", str, ""),
+                   file_md5=of("file_md5", str, ""), pixel_md5=of("pixel_md5", str, ""),
+                   params=of("params", dict, None), versions=of("versions", dict, None),
+                   inputs=of("inputs", list, None), raw=d)
+
+    def to_json(self) -> Any:
+        return self.raw

@@ -35,6 +35,7 @@ DETECT_DONE = (OK, NO_FACE)
 
 # ---- align (aligned.json) ---------------------------------------------------------------
 BAD_PATH = "bad_path"
+ERROR = "error"                    # a face that cannot be cropped or written (reason says why)
 # entries for crops that no longer exist (not failures): a face gone from an image that
 # changed, or every face of an object that left the input
 SUPERSEDED = "superseded"
@@ -52,6 +53,13 @@ REJECT = "reject"
 MATCHED = "matched"
 MISSED = "missed"
 EXTRA = "extra"
+# compare --crops (compare_crops.jsonl), besides OK and UNREADABLE
+ONLY_IN_A = "only_in_a"
+ONLY_IN_B = "only_in_b"
+SIZE_MISMATCH = "size_mismatch"
+
+# ---- export (its counts: crops written OK, or BAD: missing or not matching the manifest)
+BAD = "bad"
 
 # ---- verify -----------------------------------------------------------------------------
 MATCH = "match"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sys
 import threading
 import uuid
@@ -55,7 +56,6 @@ class OnWorker:
                 try:
                     self.initializer(*self.initargs)
                 except Exception as e:  # e.g. a model path that only exists on the client
-                    import socket
                     raise UsageError(
                         f"Dask worker {socket.gethostname()} (pid {os.getpid()}): setup "
                         f"{getattr(self.initializer, '__name__', self.initializer)} failed: "
@@ -141,7 +141,7 @@ class DaskExecutor:
     # -- work --
     def imap(self, fn: Callable, tasks: Iterable, ordered: bool = True) -> Iterator[Any]:
         """Like `LocalExecutor.imap`: a bounded window of tasks in flight on the cluster."""
-        from distributed import as_completed
+        from distributed import as_completed  # deferred: the optional [dask] extra
         client = self._connect()
         call = OnWorker(fn, self.initializer, self.initargs, self._token)
         name = getattr(fn, "__name__", "task")
@@ -183,7 +183,7 @@ class DaskExecutor:
 
 def _client_class():
     try:
-        from distributed import Client
+        from distributed import Client  # deferred: the optional [dask] extra
     except ImportError:
         raise UsageError("--executor dask needs dask.distributed, which is not installed: "
                          f"{INSTALL_HINT}") from None
@@ -193,7 +193,7 @@ def _client_class():
 def _default_scheduler() -> Optional[str]:
     """$DASK_SCHEDULER_ADDRESS (dask's own config key), when dask is installed."""
     try:
-        import dask
+        import dask  # deferred: the optional [dask] extra
     except ImportError:
         return os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     return dask.config.get("scheduler-address", None) or None
@@ -202,7 +202,6 @@ def _default_scheduler() -> Optional[str]:
 def _check_reachable(address: str, timeout: float) -> None:
     """Fail fast on a tcp:// address nobody listens at (distributed's own failure path
     leaves a half-built Client that complains at interpreter exit)."""
-    import socket
     addr = address if "://" in address else f"tcp://{address}"
     scheme, _, rest = addr.partition("://")
     if scheme != "tcp":

@@ -5,10 +5,17 @@ in the order received gives identical output for any `--workers N`.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
+import platform
 import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+import numpy
+import PIL
 
+from ..core.errors import UsageError
 from .stage import default_workers  # noqa: F401 - re-exported: one definition
 
 
@@ -28,7 +35,6 @@ class LocalExecutor:
             for t in tasks:
                 yield fn(t)
             return
-        import multiprocessing as mp
         ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ctx.Pool(self.workers, initializer=self.initializer, initargs=self.initargs,
                       maxtasksperchild=200) as pool:
@@ -42,13 +48,11 @@ def make_executor(kind: str = "local", workers: int = 1, scheduler: Optional[str
     """`local` (process pool) or `dask` (a distributed cluster at `scheduler`)."""
     if kind == "local":
         if scheduler:
-            from ..core.errors import UsageError
             raise UsageError("--scheduler goes with --executor dask")
         return LocalExecutor(workers, initializer, initargs)
     if kind == "dask":
         from .dask_executor import DaskExecutor  # optional extra
         return DaskExecutor(scheduler, initializer, initargs)
-    from ..core.errors import UsageError
     raise UsageError(f"unknown executor {kind!r} (choose local or dask)")
 
 
@@ -62,7 +66,6 @@ class Progress:
 
     def __init__(self, total: Optional[int], desc: str, quiet: bool = False, unit: str = "it",
                  stream=None, clock: Callable[[], float] = None):
-        import time
         self.quiet = quiet
         self.total, self.desc, self.unit = total, desc, unit
         self._stream = stream
@@ -135,15 +138,10 @@ class Progress:
 
 def library_versions() -> dict:
     """Versions that decide pixels (resampling, filters): recorded with every output."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    import numpy
-    import PIL
     try:  # without importing scipy (0.4 s) where a stage does not use it
         scipy_version = version("scipy")
     except PackageNotFoundError:
-        import scipy
+        import scipy  # deferred: 0.4 s, only when its metadata is missing
         scipy_version = scipy.__version__
     return {"python": platform.python_version(), "numpy": numpy.__version__,
             "scipy": scipy_version, "Pillow": PIL.__version__}

@@ -11,14 +11,14 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, IO, Iterable, Iterator
 
 from ..core.errors import UsageError
-from ..core.records import clean_text, scrub
-
 from ..core.paths import check_relative_path  # noqa: F401 - re-exported
+from ..core.records import clean_text, scrub
 
 TMP_PREFIX = ".tmp-"
 
@@ -297,7 +297,6 @@ def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     failed build never leaves a partial folder under the final name (only a `.tmp-dir-`
     one beside it, removed on error). An existing `path` is replaced only when it is empty
     or holds the file `marker` (an earlier output of the same tool): never someone's files."""
-    import shutil
     path = Path(path)
     if path.exists():
         if not path.is_dir():

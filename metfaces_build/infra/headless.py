@@ -14,6 +14,7 @@ evaluate JavaScript, type keys, collect console errors, allow downloads, take sc
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -60,7 +61,6 @@ _TRAMPOLINE = ("import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); os.du
 
 def _above(fd: int, lowest: int) -> int:
     """The same pipe end on a descriptor >= lowest (the original is closed)."""
-    import fcntl
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
     os.close(fd)
     return high

@@ -6,7 +6,12 @@ recorded statuses; nothing here prints or exits.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Optional
+
+from PIL import Image
+
+from ..core.geometry import face_square, landmarks_full
 
 # Default pixel limit: 40,000 x 40,000 would be 1.6 Gpx; the Met's largest scans are around
 # 10-15k px a side (~200 Mpx). Above this we refuse rather than risk memory.
@@ -49,7 +54,6 @@ def pil_image():
     """PIL's Image module with its own decompression-bomb limit off: this project enforces
     `max_pixels` itself, from the header, before decoding. Set once per process and never
     toggled, so threads opening images at the same time (fetch) cannot race on it."""
-    from PIL import Image
     if Image.MAX_IMAGE_PIXELS is not None:
         Image.MAX_IMAGE_PIXELS = None
     return Image
@@ -66,7 +70,6 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     Image = pil_image()
     if isinstance(path, (str, os.PathLike)):
-        import stat
         try:
             st = os.stat(path)
         except FileNotFoundError:
@@ -112,9 +115,6 @@ def exif_orientation(im) -> int:
 def quick_crop(image, landmarks, shrink: int, size: int = 128, rotate: bool = True):
     """A fast, approximate aligned crop (no padding, no supersampling) for measurements
     such as sharpness or perceptual hashes; `image` is a full-resolution PIL image."""
-    from PIL import Image
-
-    from ..core.geometry import face_square, landmarks_full
     quad = face_square(landmarks_full(landmarks, shrink), rotate=rotate).quad()
     return image.convert("RGB").transform((size, size), Image.Transform.QUAD,
                                           (quad + 0.5).flatten().tolist(),

@@ -9,13 +9,14 @@ once per process (`load_models`), never at import.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from ..core.errors import UsageError
-from .files import file_digest, read_json_or_none
+from .files import atomic_write_json, file_digest, read_json_or_none
 
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 CNN = "mmod_human_face_detector.dat"
@@ -88,7 +89,6 @@ def search_places(models_dir: Optional[str | os.PathLike] = None) -> list:
 def _package_models_dir() -> Optional[Path]:
     """The models folder of face_recognition_models, found without importing it
     (its import pulls in pkg_resources, slow and deprecated)."""
-    import importlib.util
     try:
         spec = importlib.util.find_spec("face_recognition_models")
     except (ImportError, ValueError):
@@ -143,7 +143,6 @@ def _read_cache() -> dict:
 
 def _write_cache(cache: dict) -> None:
     """Best effort: an unwritable cache only costs a re-hash next time."""
-    from .files import atomic_write_json
     try:
         atomic_write_json(cache_path(), cache)
     except OSError:
@@ -175,7 +174,7 @@ def load_models(paths: ModelPaths) -> Models:
     key = (str(paths.predictor), str(paths.cnn))
     models = _LOADED.get(key)
     if models is None:
-        import dlib
+        import dlib  # deferred: 0.3 s and a big library, only where a model is loaded
         cnn = dlib.cnn_face_detection_model_v1(str(paths.cnn)) if paths.cnn else None
         models = Models(hog=dlib.get_frontal_face_detector(),
                         predictor=dlib.shape_predictor(str(paths.predictor)), cnn=cnn)

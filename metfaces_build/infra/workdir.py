@@ -3,7 +3,8 @@
 One module owns the file names (objects.jsonl, faces.json, images/aligned.json, ...) and
 the journal logic shared by fetch, detect, align, run, report and demo: the latest line
 per key, outcome counts per stage, what is settled and what must be redone. Stages ask
-`Work` rather than joining paths or re-reading journals themselves.
+`Work` rather than joining paths or re-reading journals themselves. What only fetch does
+with objects.jsonl (its index, update history, compaction) is stages/fetch/journal.py.
 
 Layout of a work directory DIR:
   objects.jsonl          fetch journal, one line per object (latest per id wins)
@@ -28,7 +29,7 @@ from typing import Any, Iterable, Iterator, Optional, Tuple, Union
 from ..core.records import as_object_id
 from ..core.status import (ALIGN_RETIRED, DETECT_DONE, FETCH_FAILED,  # noqa: F401 (re-exported)
                            FETCH_SETTLED, FETCH_STATUSES)
-from .files import read_json_or_none, read_jsonl
+from .files import loads, read_json_or_none, read_jsonl
 
 # ---- file names ------------------------------------------------------------------------
 OBJECTS = "objects.jsonl"
@@ -58,7 +59,6 @@ DEFAULT_WORK = "metfaces-work"
 
 # ---- statuses --------------------------------------------------------------------------
 # the statuses' one home is core/status.py (imported above, re-exported for the stages)
-HISTORY_KEEP = 10  # image versions remembered per object in objects.jsonl
 
 
 def clean_filter_summary(fs) -> Optional[dict]:
@@ -137,126 +137,11 @@ def previous_align_results(images_dir: Union[str, os.PathLike]) -> dict:
     return prev
 
 
-def fetch_skip_statuses(force: bool, recheck: bool) -> frozenset:
-    """Statuses a fetch rerun leaves alone: none with --force, ok/changed with --recheck,
-    else every settled status."""
-    if force:
-        return frozenset()
-    return frozenset({"ok", "changed"}) if recheck else FETCH_SETTLED
-
-
-def carry_history(old: Optional[dict], new: dict, now: str) -> dict:
-    """`new` (an objects.jsonl line) with the object's image history: when its sha256
-    differs from `old`'s (re-shot, or image gone), `previous_sha256`, `changed_at` and one
-    more `history` item {sha256, image_url, until}; else the old history carried on."""
-    out = dict(new)
-    if not old:
-        return out
-    for k in ("previous_sha256", "changed_at", "history"):
-        if k in old and k not in out:
-            out[k] = old[k]
-    old_sha, new_sha = old.get("sha256") or "", out.get("sha256") or ""
-    if old_sha and old_sha != new_sha:
-        hist = list(old.get("history") or [])
-        hist.append({"sha256": old_sha, "image_url": old.get("image_url") or "", "until": now})
-        out["history"] = hist[-HISTORY_KEEP:]
-        out["previous_sha256"], out["changed_at"] = old_sha, now
-    return out
-
-
-# what a refetch found, per object (fetch's `updates`, run's updates block)
+# what a refetch found, per object: fetch's `updates` (stages/fetch/journal.update_kind
+# decides) and run's updates block
 UPDATE_KINDS = ("new", "new_image", "record", "withdrawn", "unchanged", "failed")
 UPDATE_LABELS = {"new": "new", "new_image": "new image", "record": "record only",
                  "withdrawn": "withdrawn", "unchanged": "unchanged", "failed": "refetch failed"}
-RECORD_KEYS = ("title", "artist", "date", "department", "is_public_domain", "image_url", "meta_url")
-
-
-def update_kind(old: Optional[dict], new: dict) -> str:
-    """How object line `new` differs from `old` (the journal's previous line): new (no
-    usable line before), new_image (sha256 changed), record (same image, other record
-    fields), withdrawn (had an image, now not public domain / no image / gone), unchanged,
-    or failed (the refetch failed: the old files are kept)."""
-    st = new.get("status")
-    if st in ("http_error", "bad_content", "too_large", "refused") or new.get("refresh_error"):
-        return "failed"
-    if not old or old.get("status") not in ("ok", "changed"):
-        return "new" if st == "ok" else "unchanged"
-    if st != "ok":
-        return "withdrawn"
-    if (old.get("sha256") or "") != (new.get("sha256") or ""):
-        return "new_image"
-    if any(old.get(k) != new.get(k) for k in RECORD_KEYS):
-        return "record"
-    return "unchanged"
-
-
-# ---- fetch's journal (objects.jsonl), at the scale of the whole collection -------------
-
-class JournalIndex:
-    """The latest status per id in objects.jsonl, and where its line is, as numpy arrays
-    (8+1+8 bytes per id): bounded memory even for a 500k-object journal, and vectorised
-    look-ups per chunk."""
-
-    def __init__(self, path: Path):
-        import numpy as np
-
-        from .files import loads
-        self.path = Path(path)
-        ids, codes, offsets = [], [], []
-        code_of = {s: i for i, s in enumerate(FETCH_STATUSES)}
-        # ids whose latest line kept its old state after a failed refresh: due again
-        self.refresh_pending: set = set()
-        try:
-            f = open(self.path, "rb")
-        except FileNotFoundError:
-            f = None
-        off = 0
-        for line in f or ():
-            try:
-                row = loads(line) if line.strip() else None
-            except ValueError:  # truncated, garbled, not UTF-8, too deep
-                row = None
-            oid, st = (row.get("id"), row.get("status")) if isinstance(row, dict) else (None, None)
-            if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
-                    and st in code_of:
-                ids.append(oid)
-                codes.append(code_of[st])
-                offsets.append(off)
-                if row.get("refresh_error"):
-                    self.refresh_pending.add(oid)
-                else:
-                    self.refresh_pending.discard(oid)
-            off += len(line)
-        if f is not None:
-            f.close()
-        a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
-        # last line per id wins: unique over the reversed arrays keeps the last occurrence
-        uniq, first_rev = np.unique(a[::-1], return_index=True)
-        self.ids, self.codes = uniq, c[::-1][first_rev]
-        self.offsets = np.asarray(offsets, dtype=np.int64)[::-1][first_rev]
-
-    def line_of(self, oid: int) -> Optional[dict]:
-        """The latest line of `oid`, read back from the journal (None when it has none).
-        Safe while the journal is appended to: lines before the end never move."""
-        import numpy as np
-
-        from .files import loads
-        pos = int(np.searchsorted(self.ids, oid))
-        if pos >= len(self.ids) or self.ids[pos] != oid:
-            return None
-        with open(self.path, "rb") as f:
-            f.seek(int(self.offsets[pos]))
-            row = loads(f.readline())
-        return row if isinstance(row, dict) and row.get("id") == oid else None
-
-    def statuses(self, ids) -> list:
-        """Status (or None) of each id."""
-        import numpy as np
-        ids = np.asarray(ids, dtype=np.int64)
-        pos = np.searchsorted(self.ids, ids)
-        pos_c = np.minimum(pos, max(len(self.ids) - 1, 0))
-        hit = (pos < len(self.ids)) & (self.ids[pos_c] == ids) if len(self.ids) else np.zeros(len(ids), bool)
-        return [FETCH_STATUSES[self.codes[p]] if h else None for p, h in zip(pos_c, hit)]
 
 
 # ---- damaged journal lines: reported, never read as "object gone" ----------------------
@@ -264,12 +149,11 @@ class JournalIndex:
 _ID_PREFIX = re.compile(rb'^\s*\{\s*"id"\s*:\s*(\d{1,18})\s*[,}]')
 
 
-def _parse_line(line: bytes) -> Tuple[Optional[dict], Optional[int], bool]:
+def parse_object_line(line: bytes) -> Tuple[Optional[dict], Optional[int], bool]:
     """(row, id, readable) of one objects.jsonl line. A readable line is a JSON object:
     its id when valid, else None (a record of no object, which compaction drops). A damaged
     line (garbled, cut short, not UTF-8, too deep, not an object) may still show its id in
     its first bytes (fetch writes "id" first), else None."""
-    from .files import loads
     try:
         row = loads(line)
     except ValueError:  # garbled, not UTF-8, nested too deeply
@@ -332,7 +216,7 @@ def scan_objects(path: Union[str, os.PathLike]) -> Tuple[dict, JournalDamage]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row, oid, ok = _parse_line(line)
+            row, oid, ok = parse_object_line(line)
             if ok:
                 if oid is not None:
                     rows[oid] = row
@@ -345,48 +229,6 @@ def scan_objects(path: Union[str, os.PathLike]) -> Tuple[dict, JournalDamage]:
     damage.lines = sorted([(n, None) for n in anonymous]
                           + [(n, oid) for oid, ns in pending.items() for n in ns])
     return rows, damage
-
-
-def compact_journal(path: Path) -> int:
-    """Rewrite objects.jsonl atomically with only the latest line per id, sorted by id.
-
-    A damaged line (unreadable) is kept verbatim, after the others, unless a later readable
-    line of the same object supersedes it: what it said is unknown, so it is not ours to
-    delete. Only an unterminated last line, the one a kill cut short, is dropped. Two
-    passes over byte offsets, so memory is 16 bytes per line, not one dict per record.
-    """
-    import numpy as np
-
-    from .files import atomic_open
-    if not path.exists():
-        return 0
-    ids, offsets = [], []
-    damaged: dict = {}  # id (None: unreadable) -> offsets of damaged lines not superseded (yet)
-    with open(path, "rb") as f:
-        off = n_lines = 0
-        for line in f:
-            n_lines += 1
-            _, oid, ok = _parse_line(line) if line.strip() else (None, None, True)
-            if ok and oid is not None:
-                ids.append(oid)
-                offsets.append(off)
-                damaged.pop(oid, None)  # superseded by this readable line
-            elif not ok and line.endswith(b"\n"):  # (unterminated: a kill cut the last line)
-                damaged.setdefault(oid, []).append(off)
-            off += len(line)
-    a, o = np.asarray(ids, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
-    uniq, first_rev = np.unique(a[::-1], return_index=True)
-    keep = o[::-1][first_rev]  # offsets of the last line per id, in id order
-    kept_damaged = sorted(x for offs in damaged.values() for x in offs)
-    if np.array_equal(keep, o) and n_lines == len(o) + len(kept_damaged) \
-            and all(x > (o[-1] if len(o) else -1) for x in kept_damaged):
-        return len(keep)  # already compact: rewrite nothing
-    with open(path, "rb") as src, atomic_open(path, "wb") as dst:
-        for off in list(keep) + kept_damaged:
-            src.seek(int(off))
-            line = src.readline()
-            dst.write(line if line.endswith(b"\n") else line + b"\n")
-    return len(keep)
 
 
 class Work:

@@ -10,11 +10,17 @@ and newlines inside; rows that cannot be used are counted, not fatal.
 from __future__ import annotations
 
 import csv
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
+import numpy as np
+
+from .client import Department, resolve_departments
 from ..core.records import MAX_OBJECT_ID, as_object_id
+from .sample_collection import DEPARTMENTS
+from .shapes import department_aliases
 
 # column names in the real file's header
 COL_ID = "Object ID"
@@ -106,9 +112,6 @@ def department_names(specs: Iterable[str]) -> tuple:
     the API serves (MET_API.md) and the other names they go by in the catalogue
     (shapes.DEPARTMENT_ALIASES: department 21 is "Modern and Contemporary Art" there);
     ValueError lists the choices."""
-    from .client import Department, resolve_departments
-    from .sample_collection import DEPARTMENTS
-    from .shapes import department_aliases
     table = [Department(i, n) for i, n in DEPARTMENTS]
     names = dict(DEPARTMENTS)
     return tuple(n for d in resolve_departments(specs, table) for n in department_aliases(d, names[d]))
@@ -181,9 +184,6 @@ def iter_catalog(path, flt: CatalogFilter, stats: Optional[CatalogStats] = None)
 def select_ids(path, flt: CatalogFilter) -> CatalogSelection:
     """Every id `flt` keeps, de-duplicated in file order, cut at `flt.limit` (reading stops
     there). Memory: ~16 bytes per selected id (the id, a reference to an interned department name)."""
-    from array import array
-
-    import numpy as np
     stats = CatalogStats()
     ids, deps = array("q"), []
     seen: Optional[set] = set() if flt.limit else None  # only --limit needs distinct counts early

@@ -14,8 +14,10 @@ not a crash. `ApiOutage` ends a run cleanly when the API has been down too long.
 """
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
+import http.client
 import os
 import random
 import tempfile
@@ -27,11 +29,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urljoin, urlsplit
 
-from ..core.records import MAX_OBJECT_ID, as_object_id, clean_text  # noqa: F401 (re-exported)
 from .. import PROJECT_URL, __version__
+from ..core.records import MAX_OBJECT_ID, as_object_id, clean_text  # noqa: F401 (re-exported)
+from ..core.status import BAD_CONTENT, HTTP_ERROR, NOT_FOUND, REFUSED, TOO_LARGE
+from ..infra.files import TMP_PREFIX, default_file_mode, loads
 from ..infra.images import DEFAULT_MAX_PIXELS, ImageProblem, open_image, sniff_image_type
-from ..infra.files import TMP_PREFIX
-from .pacing import Pacer, Pacing, host_of  # noqa: F401 (Pacer re-exported)
+from .pacing import PaceEstimate, Pacer, Pacing, host_of  # noqa: F401 (Pacer re-exported)
+from .shapes import department_aliases
 
 DEFAULT_API = "https://collectionapi.metmuseum.org/public/collection/v1"
 MET_IMAGE_HOST = "images.metmuseum.org"
@@ -180,6 +184,7 @@ def image_url_problem(url: str, api_root: str, extra_hosts: Iterable[str] = ()) 
 def _as_sent(url: str):
     """(scheme, host, port, auth) of `url` as requests + urllib3 will connect, or why not."""
     try:
+        # heavy (~0.2 s): deferred, the CLI starts fast
         from requests.models import PreparedRequest
         from urllib3.util import parse_url
         pr = PreparedRequest()
@@ -256,7 +261,6 @@ def decode_json(body: bytes) -> Any:
     Invalid UTF-8 is replaced (a title with one bad byte keeps its record), NaN/Infinity
     become null, nesting too deep for Python is a ValueError, not a RecursionError.
     """
-    from ..infra.files import loads
     text = body.decode("utf-8", errors="replace")
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -277,7 +281,7 @@ class MetClient:
     Pacer per host (the API's and the image host's), shared by every worker thread."""
 
     def __init__(self, config: ClientConfig, pacer: Optional[Pacer] = None):
-        import requests
+        import requests  # heavy (~0.2 s): deferred, the CLI starts fast
         from requests.adapters import HTTPAdapter
         self.cfg = config
         self.api_root = config.api_root.rstrip("/")
@@ -304,7 +308,6 @@ class MetClient:
     def pace_estimate(self):
         """The pace this client would start at (pacing.PaceEstimate), for --dry-run: images
         come from the Met's image host when the API is the Met's, else from the API host."""
-        from .pacing import PaceEstimate
         api = host_of(self.api_root)
         images = MET_IMAGE_HOST if api == host_of(DEFAULT_API) else api
         return PaceEstimate.of(self.pacing, api, images)
@@ -318,7 +321,7 @@ class MetClient:
         d = self.get_json("departments").data
         deps = d.get("departments") if isinstance(d, dict) else None
         if not isinstance(deps, list):
-            raise FetchFailure("bad_content", "departments: no 'departments' list in the answer")
+            raise FetchFailure(BAD_CONTENT, "departments: no 'departments' list in the answer")
         return [Department(int(x["departmentId"]), clean_text(str(x.get("displayName", "")))[0])
                 for x in deps if isinstance(x, dict) and as_object_id(x.get("departmentId"))]
 
@@ -342,7 +345,7 @@ class MetClient:
         data = answer.data
         if not isinstance(data, dict) or as_object_id(data.get("objectID")) != oid:
             got = data.get("objectID") if isinstance(data, dict) else type(data).__name__
-            raise FetchFailure("bad_content", f"object {oid}: answer is for objectID {got!r}",
+            raise FetchFailure(BAD_CONTENT, f"object {oid}: answer is for objectID {got!r}",
                                answer.attempts)
         return answer
 
@@ -351,7 +354,7 @@ class MetClient:
         try:
             return parse_object_ids(answer.data)
         except ValueError as e:
-            raise FetchFailure("bad_content", f"{path}: {e}", answer.attempts) from None
+            raise FetchFailure(BAD_CONTENT, f"{path}: {e}", answer.attempts) from None
 
     # -- plumbing --
     def get_json(self, path: str, params: Optional[dict] = None) -> ApiJson:
@@ -362,12 +365,13 @@ class MetClient:
         """Fetch an image into `folder/{stem}.{ext}`; nothing lands there unless it is valid."""
         why = image_url_problem(url, self.api_root, self.cfg.allowed_hosts)
         if why:
-            raise FetchFailure("refused", why, 0)
+            raise FetchFailure(REFUSED, why, 0)
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         return self._retrying(lambda: self._download_attempt(url, folder, stem), url)
 
     def _retrying(self, attempt_fn: Callable[[], Any], url: str = "") -> Any:
+        # heavy (~0.2 s): deferred, the CLI starts fast
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
         attempts = 0
         pacer = self.pacing.for_url(url or self.api_root)
@@ -415,7 +419,7 @@ class MetClient:
         return self._rng.uniform(cap / 2, cap)
 
     def _get(self, url: str, params=None, stream=True, headers=None):
-        import requests
+        import requests  # heavy (~0.2 s): deferred, the CLI starts fast
         self.pacing.for_url(url).acquire()
         try:
             r = self.session.get(url, params=params, stream=stream, allow_redirects=False,
@@ -427,9 +431,9 @@ class MetClient:
             return r
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as e:
-            raise Transient("http_error", f"{type(e).__name__}: {_short(e)}") from None
+            raise Transient(HTTP_ERROR, f"{type(e).__name__}: {_short(e)}") from None
         except requests.RequestException as e:
-            raise FetchFailure("http_error", f"{type(e).__name__}: {_short(e)}") from None
+            raise FetchFailure(HTTP_ERROR, f"{type(e).__name__}: {_short(e)}") from None
 
     def _read_all(self, r, limit: int, truncate: bool = False) -> bytes:
         """The decoded body, at most `limit` bytes: longer is a final bad_content failure,
@@ -442,9 +446,9 @@ class MetClient:
                 if truncate and n >= limit:
                     break
         except FetchFailure as e:
-            if e.status != "too_large":
+            if e.status != TOO_LARGE:
                 raise
-            raise FetchFailure("bad_content", f"answer exceeds {limit} bytes decoded: refused "
+            raise FetchFailure(BAD_CONTENT, f"answer exceeds {limit} bytes decoded: refused "
                                               "unread", http_status=r.status_code) from None
         finally:
             r.close()
@@ -459,34 +463,34 @@ class MetClient:
         html = looks_like_html(r.headers.get("Content-Type", ""), body[:64])
         what = f"HTTP {code}" + (" (HTML page)" if html else "")
         if code == 404:
-            raise FetchFailure("not_found", f"{what}: {_message(body)}", http_status=code)
+            raise FetchFailure(NOT_FOUND, f"{what}: {_message(body)}", http_status=code)
         if code == 403 or code == 429:
             pause = retry_after if retry_after is not None else (
                 self.cfg.cooldown if code == 403 else self.cfg.backoff_base)
             # this host's pacer only: a block page from the image host never pauses the API
             self.pacing.for_url(r.url or "").cool_down(min(pause, self.cfg.retry_after_max,
                                                            self.cfg.max_outage))
-            raise Transient("http_error", f"{what}: blocked or rate-limited", retry_after, code)
+            raise Transient(HTTP_ERROR, f"{what}: blocked or rate-limited", retry_after, code)
         if code >= 500 or code == 408:
-            raise Transient("http_error", what, retry_after, code)
-        raise FetchFailure("http_error", f"{what}: {_message(body)}", http_status=code)
+            raise Transient(HTTP_ERROR, what, retry_after, code)
+        raise FetchFailure(HTTP_ERROR, f"{what}: {_message(body)}", http_status=code)
 
     def _json_attempt(self, url: str, params) -> ApiJson:
         r = self._get(url, params)
         ok = 200 <= r.status_code < 300
         body = self._read_all(r, self.cfg.max_json_bytes if ok else MAX_ERROR_BODY, truncate=not ok)
         if 300 <= r.status_code < 400:
-            raise FetchFailure("http_error", f"HTTP {r.status_code} redirect from the API",
+            raise FetchFailure(HTTP_ERROR, f"HTTP {r.status_code} redirect from the API",
                                http_status=r.status_code)
         self._check_status(r, body)
         if looks_like_html(r.headers.get("Content-Type", ""), body[:64]):
-            raise Transient("bad_content", f"HTML page served with HTTP {r.status_code} instead of JSON")
+            raise Transient(BAD_CONTENT, f"HTML page served with HTTP {r.status_code} instead of JSON")
         try:
             data = decode_json(body)
         except ValueError as e:
             if "nested" in str(e):  # the same answer again would be just as deep
-                raise FetchFailure("bad_content", f"JSON answer ({len(body)} bytes): {e}") from None
-            raise Transient("bad_content", f"malformed JSON ({len(body)} bytes): {_short(e)}") from None
+                raise FetchFailure(BAD_CONTENT, f"JSON answer ({len(body)} bytes): {e}") from None
+            raise Transient(BAD_CONTENT, f"malformed JSON ({len(body)} bytes): {_short(e)}") from None
         return ApiJson(data, body, 1)
 
     def _download_attempt(self, url: str, folder: Path, stem: str) -> Download:
@@ -500,12 +504,12 @@ class MetClient:
             r.close()
             why = image_url_problem(target, self.api_root, self.cfg.allowed_hosts)
             if why:
-                raise FetchFailure("refused", f"redirected to a refused URL: {why}")
+                raise FetchFailure(REFUSED, f"redirected to a refused URL: {why}")
             url = target
             r = self._get(url, headers=identity)
         if r.status_code in (301, 302, 303, 307, 308):
             r.close()
-            raise FetchFailure("http_error", f"more than {MAX_REDIRECTS} redirects")
+            raise FetchFailure(HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects")
         if not 200 <= r.status_code < 300:
             self._check_status(r, self._read_all(r, MAX_ERROR_BODY, truncate=True))
         try:
@@ -514,11 +518,10 @@ class MetClient:
             r.close()
 
     def _save_stream(self, r, folder: Path, stem: str) -> Download:
-        from ..infra.files import default_file_mode
         ctype = r.headers.get("Content-Type", "")
         declared = _int_or_none(r.headers.get("Content-Length"))
         if declared is not None and declared > self.cfg.max_bytes:
-            raise FetchFailure("too_large", f"Content-Length {declared} exceeds {self.cfg.max_bytes} bytes")
+            raise FetchFailure(TOO_LARGE, f"Content-Length {declared} exceeds {self.cfg.max_bytes} bytes")
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
         os.chmod(tmp, default_file_mode())  # mkstemp makes 0600
         sha, md5, n, head = hashlib.sha256(), hashlib.md5(), 0, b""
@@ -537,11 +540,11 @@ class MetClient:
             ext = sniff_image_type(head)
             if ext is None:
                 kind = "an HTML page" if looks_like_html(ctype, head) else f"not an image (starts {head[:8]!r})"
-                raise Transient("bad_content", f"body is {kind} (Content-Type {ctype or 'none'!r}, "
+                raise Transient(BAD_CONTENT, f"body is {kind} (Content-Type {ctype or 'none'!r}, "
                                                f"HTTP {r.status_code})")
             # Content-Length counts the bytes on the wire, i.e. before any Content-Encoding
             if declared is not None and body.raw != declared:
-                raise Transient("bad_content", f"got {body.raw} bytes but Content-Length said {declared}")
+                raise Transient(BAD_CONTENT, f"got {body.raw} bytes but Content-Length said {declared}")
             width, height = check_image_file(tmp, self.cfg.max_pixels)
             final = folder / f"{stem}.{ext}"
             os.replace(tmp, final)
@@ -572,60 +575,88 @@ def iter_body(r, limit: int, max_expansion: float = 0, count: Optional[BodyCount
     (read1), so a server trickling bytes meets `r.deadline` (set by MetClient._get): a
     Transient "answer incomplete after N s" failure.
     """
-    import http.client
-
-    import urllib3
+    import urllib3  # heavy (~0.2 s): deferred, the CLI starts fast
     count = count if count is not None else BodyCount()
     enc = (r.headers.get("Content-Encoding") or "identity").strip().lower()
-    if enc in ("identity", ""):
-        dec = None
-    elif enc in ("gzip", "x-gzip", "deflate"):
-        dec = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header, auto-detected
-    else:
-        raise FetchFailure("bad_content", f"unsupported Content-Encoding {_short(enc)!r}")
-
-    def emit(piece: bytes) -> bytes:
-        count.decoded += len(piece)
-        if count.decoded > limit:
-            raise FetchFailure("too_large", f"body exceeds {limit} bytes decoded")
-        if max_expansion and dec is not None and count.decoded > max_expansion * count.raw + CHUNK:
-            raise FetchFailure("too_large", f"{enc} body decoded to over {count.decoded} bytes from "
-                                            f"{count.raw}: more than {max_expansion:g}x (a compression bomb?)")
-        return piece
-    deadline = getattr(r, "deadline", None)
+    dec = _decoder(enc)
+    cap = _BodyCap(limit, max_expansion if dec is not None else 0, count, enc)
     try:
-        while True:
-            if deadline is not None and time.monotonic() > deadline:
-                raise Transient("http_error", f"answer incomplete after {getattr(r, 'time_allowed', 0):g} s, "
-                                              f"the most one request may take (got {count.raw} bytes)")
-            data = r.raw.read1(CHUNK, decode_content=False)
-            if not data:
-                break
-            count.raw += len(data)
+        for data in _raw_chunks(r, count):
             if dec is None:
-                yield emit(data)
+                yield cap.check(data)
                 continue
-            while data:
-                piece = dec.decompress(data, CHUNK)
-                data = dec.unconsumed_tail
-                if piece:
-                    yield emit(piece)
-                if dec.eof:
-                    break
+            for piece in _inflate(dec, data):
+                yield cap.check(piece)
         if dec is not None:
             tail = dec.flush()
             if tail:
-                yield emit(tail)
+                yield cap.check(tail)
             if not dec.eof:
-                raise Transient("bad_content", f"{enc} body cut short after {count.raw} bytes")
+                raise Transient(BAD_CONTENT, f"{enc} body cut short after {count.raw} bytes")
         # read to the end: the connection goes back to the pool (r.close() would drop it)
         r._content_consumed = True
         r.raw.release_conn()
     except zlib.error as e:
-        raise Transient("bad_content", f"corrupt {enc} body: {e}") from None
+        raise Transient(BAD_CONTENT, f"corrupt {enc} body: {e}") from None
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
-        raise Transient("http_error", f"body cut short after {count.raw} bytes: "
-                                      f"{type(e).__name__}: {_short(e)}") from None
+        raise Transient(HTTP_ERROR, f"body cut short after {count.raw} bytes: "
+                                    f"{type(e).__name__}: {_short(e)}") from None
+
+
+def _decoder(enc: str):
+    """A zlib decoder for Content-Encoding `enc` (None: the body is not encoded)."""
+    if enc in ("identity", ""):
+        return None
+    if enc in ("gzip", "x-gzip", "deflate"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header, auto-detected
+    raise FetchFailure(BAD_CONTENT, f"unsupported Content-Encoding {_short(enc)!r}")
+
+
+def _raw_chunks(r, count: BodyCount):
+    """The body's bytes as they arrive (still encoded), counted in `count.raw`, until
+    `r.deadline` (a Transient failure after it)."""
+    deadline = getattr(r, "deadline", None)
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise Transient(HTTP_ERROR, f"answer incomplete after {getattr(r, 'time_allowed', 0):g} s, "
+                                        f"the most one request may take (got {count.raw} bytes)")
+        data = r.raw.read1(CHUNK, decode_content=False)
+        if not data:
+            return
+        count.raw += len(data)
+        yield data
+
+
+def _inflate(dec, data: bytes):
+    """`data` decoded, at most CHUNK bytes of output per step (a bomb never inflates at once)."""
+    while data:
+        piece = dec.decompress(data, CHUNK)
+        data = dec.unconsumed_tail
+        if piece:
+            yield piece
+        if dec.eof:
+            break
+
+
+@dataclass
+class _BodyCap:
+    """The caps of iter_body: `limit` bytes decoded, and (`max_expansion` > 0, an encoded
+    body) decoded bytes at most max_expansion times the bytes on the wire."""
+    limit: int
+    max_expansion: float
+    count: BodyCount
+    enc: str
+
+    def check(self, piece: bytes) -> bytes:
+        count = self.count
+        count.decoded += len(piece)
+        if count.decoded > self.limit:
+            raise FetchFailure(TOO_LARGE, f"body exceeds {self.limit} bytes decoded")
+        if self.max_expansion and count.decoded > self.max_expansion * count.raw + CHUNK:
+            raise FetchFailure(TOO_LARGE, f"{self.enc} body decoded to over {count.decoded} bytes "
+                                          f"from {count.raw}: more than {self.max_expansion:g}x "
+                                          "(a compression bomb?)")
+        return piece
 
 
 _PIL_OPEN_LOCK = threading.Lock()
@@ -641,22 +672,21 @@ def check_image_file(path, max_pixels: int) -> tuple:
         with _PIL_OPEN_LOCK:
             im = open_image(path, 0, load=False)
     except ImageProblem as e:
-        raise Transient("bad_content", e.reason.replace(str(path), "download")) from None
+        raise Transient(BAD_CONTENT, e.reason.replace(str(path), "download")) from None
     with im:
         width, height = im.size
         if max_pixels and width * height > max_pixels:
-            raise FetchFailure("too_large", f"{width}x{height} = {width * height} pixels exceeds the "
+            raise FetchFailure(TOO_LARGE, f"{width}x{height} = {width * height} pixels exceeds the "
                                             f"limit of {max_pixels} (--max-pixels)",
                                width=width, height=height)
         try:
             im.load()
         except Exception as e:  # truncated or corrupt data
-            raise Transient("bad_content", f"cannot decode the download: {e}") from None
+            raise Transient(BAD_CONTENT, f"cannot decode the download: {e}") from None
     return width, height
 
 
 def _with_attempts(result, attempts: int):
-    import dataclasses
     return dataclasses.replace(result, attempts=attempts)
 
 
@@ -694,7 +724,6 @@ def resolve_departments(specs: Iterable[str], departments: list) -> list:
     """Department ids from ids or names (case-insensitive): the display names `departments`
     lists, or another name a department goes by in records (shapes.DEPARTMENT_ALIASES:
     "Modern and Contemporary Art" is 21); ValueError lists choices."""
-    from .shapes import department_aliases
     by_name = {}
     for d in departments:  # a display name wins over another department's old name
         for n in department_aliases(d.id):

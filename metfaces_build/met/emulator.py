@@ -39,18 +39,28 @@ example:
 from __future__ import annotations
 
 import collections
+import dataclasses
+import datetime
 import hashlib
+import io
 import json
+import shutil
 import socket
 import struct
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
+from PIL import Image
+
 from .protection import FrontEnd, Protection
+from .sample_collection import (DEPARTMENTS, DEPT_NAME, DEPT_STYLE, SampleObject,
+                                load_collection, reshoot_files, truth)
 
 API_PREFIX = "/public/collection/v1"
 FAULT_KINDS = ("403html", "429", "5xx", "reset", "truncate", "badlength", "html200", "slow")
@@ -159,7 +169,6 @@ class _State:
             return self.collection, self.objects
 
     def replace_objects(self, objects: list, overlay=None) -> None:
-        import dataclasses
         with self.lock:
             self.collection = dataclasses.replace(self.collection, objects=objects,
                                                   overlay=overlay or self.collection.overlay)
@@ -309,7 +318,6 @@ class _Handler(BaseHTTPRequestHandler):
         collection, objects = st.snapshot()
         base = st.image_base or f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
         if rest == "departments":
-            from .sample_collection import DEPARTMENTS
             return _json(200, {"departments": [{"departmentId": i, "displayName": n} for i, n in DEPARTMENTS]})
         if rest == "objects":
             ids = [o.id for o in collection.objects]
@@ -358,7 +366,6 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.state
         base = st.image_base or f"http://{self.headers.get('Host')}"
         if u.path == "/_emulator/truth.json":
-            from .sample_collection import truth
             md5 = parse_qs(u.query).get("md5", ["0"])[-1] == "1"
             return self._send(200, json.dumps(truth(st.snapshot()[0], base, with_md5=md5)).encode(),
                               "application/json")
@@ -421,9 +428,6 @@ _FILLER = []
 def _filler_jpeg() -> bytes:
     """The small image every filler object has in protection mode (made once)."""
     if not _FILLER:
-        import io
-
-        from PIL import Image
         buf = io.BytesIO()
         Image.new("RGB", (48, 32), (120, 90, 60)).save(buf, "JPEG")
         _FILLER.append(buf.getvalue())
@@ -453,7 +457,6 @@ def _num(v: float) -> str:
 
 
 def _is_date(s: str) -> bool:
-    import datetime
     try:
         datetime.date.fromisoformat(s)
         return True
@@ -474,7 +477,6 @@ def _synthetic_record(oid: int, image_base: Optional[str] = None) -> dict:
     """Filler objects for benchmarks and long listings: no image, or with a separate image
     server (protection mode) a small one there. Every key of a real record, in its order,
     with its types and quirks (an HTML-escaped constituent, CRLF in dimensions)."""
-    from .sample_collection import SampleObject
     url = f"{image_base}/CRDImages/syn/original/{oid}.jpg" if image_base else ""
     rec = SampleObject(oid, 21, f"Untitled {oid}", "", 0, 0, "noface", metadata_date=SYNTHETIC_DATE).record("")
     rec.update({"primaryImage": url, "primaryImageSmall": url, "objectName": "Print",
@@ -538,7 +540,6 @@ class Change:
 def metadata_date(when: Optional[str] = None) -> str:
     """A metadataDate as the API writes it ("2023-02-07T04:46:50.463Z"): now, or `when`
     given as YYYY-MM-DD or a full ISO timestamp."""
-    import datetime
     if when is None:
         now = datetime.datetime.now(datetime.timezone.utc)
         return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
@@ -580,7 +581,6 @@ class EmulatorHandle:
     def truth(self, with_md5: bool = False) -> list:
         """Ground truth, metfaces.json-compatible (see sample_collection.truth); `with_md5`
         fills source_md5 (a PNG encode per original: ~2 s each the first time, then cached)."""
-        from .sample_collection import truth
         return truth(self.collection, self.image_url, with_md5=with_md5)
 
     def records(self) -> dict:
@@ -612,9 +612,6 @@ class EmulatorHandle:
     def reshoot(self, oid: int, rename: bool = False, date: Optional[str] = None):
         """Photograph object `oid` again: new image bytes (same composition, so its faces
         stay true), served at the same URL, or at a new file name with `rename`."""
-        import dataclasses
-
-        from .sample_collection import reshoot_files
         with self._change_lock:
             obj = self._object(oid)
             code, name = obj.image_file.split("/") if obj.image_file else ("", "")
@@ -627,7 +624,6 @@ class EmulatorHandle:
 
     def correct(self, oid: int, date: Optional[str] = None, **fields):
         """Correct the record of `oid` (any of CORRECTABLE, e.g. title=..., artist=...)."""
-        import dataclasses
         bad = sorted(set(fields) - set(CORRECTABLE))
         if bad or not fields:
             raise ValueError(f"correct: give some of {', '.join(CORRECTABLE)}; "
@@ -642,9 +638,6 @@ class EmulatorHandle:
                    date: Optional[str] = None):
         """A new object in `department_id` (a new id after the highest), photographed like
         object `like` (default: the first object with faces), so its faces are known."""
-        import dataclasses
-
-        from .sample_collection import DEPT_NAME, DEPT_STYLE, reshoot_files
         if department_id not in DEPT_NAME:
             raise ValueError(f"unknown department id {department_id}")
         with self._change_lock:
@@ -666,7 +659,6 @@ class EmulatorHandle:
     def withdraw(self, oid: int, how: str = "rights", date: Optional[str] = None):
         """Withdraw `oid`: "rights" (no longer public domain: isPublicDomain false, no image
         URLs), "image" (the record loses its image) or "removed" (404, in no listing)."""
-        import dataclasses
         if how not in WITHDRAWALS:
             raise ValueError(f"withdraw: how must be one of {', '.join(WITHDRAWALS)}, got {how!r}")
         with self._change_lock:
@@ -707,9 +699,7 @@ class EmulatorHandle:
         return obj
 
     def _overlay(self):
-        from pathlib import Path
         if self._overlay_dir is None:
-            import tempfile
             self._overlay_dir = Path(tempfile.mkdtemp(prefix="metfaces-emulator-changes-"))
         return self._overlay_dir
 
@@ -726,7 +716,6 @@ class EmulatorHandle:
 
     def set_faults(self, **changes) -> None:
         """Change faults while running (tests: a rerun after the outage ends)."""
-        import dataclasses
         with self.state.lock:
             self.state.cfg = dataclasses.replace(self.state.cfg, **changes)
 
@@ -737,7 +726,6 @@ class EmulatorHandle:
                 server.server_close()
         self.thread.join(timeout=5)
         if self._overlay_dir is not None:
-            import shutil
             shutil.rmtree(self._overlay_dir, ignore_errors=True)
 
     def __enter__(self) -> "EmulatorHandle":
@@ -770,7 +758,6 @@ def start_emulator(faults=(), fault_rate: float = 0.0, rate_limit: float = 0.0,
     `separate_images`) images come from a second server (`handle.image_url`), and the
     fillers get a small image each there.
     """
-    from .sample_collection import load_collection
     if isinstance(faults, str):
         faults = [f.strip() for f in faults.split(",") if f.strip()]
     if isinstance(block, (tuple, list)):

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
+from ..infra.files import atomic_write_json, read_json_or_none
+
 # req/s per host without --rate: bursts of ~30 requests are reported to trip the Met's
 # protection (10/s over 3 s); 9/s stays 10% under that, and MetFaces-scale fetches need no more
 DEFAULT_CEILING = 9.0
@@ -388,7 +390,6 @@ class Pacing:
             current[host] = HostPace(p.held_rate(), p.learned_block_rate(), (old.blocks if old else 0) + p.blocks, now)
         keep = dict(sorted(current.items(), key=lambda kv: -kv[1].updated)[:MAX_HOSTS])
         try:
-            from ..infra.files import atomic_write_json
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.path, {"version": 1, "hosts": {h: v.to_json() for h, v in sorted(keep.items())}})
         except OSError:
@@ -399,7 +400,6 @@ def load_paces(path: Optional[Path]) -> dict:
     """{host: HostPace} from pace.json; a missing or damaged file is an empty memory."""
     if path is None:
         return {}
-    from ..infra.files import read_json_or_none
     data = read_json_or_none(path)
     hosts = data.get("hosts") if isinstance(data, dict) else None
     if not isinstance(hosts, dict):

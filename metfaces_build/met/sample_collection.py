@@ -14,19 +14,26 @@ from __future__ import annotations
 import hashlib
 import html
 import importlib.util
+import io
 import json
 import math
+import multiprocessing as mp
 import os
+import random
 import shutil
 import struct
+import sys
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..infra.files import atomic_write_text
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
 from ..core.records import FaceKey
+from ..infra.files import atomic_write_bytes, atomic_write_text
 
 VERSION = "sample-v2"
 SEED = 20201102
@@ -182,7 +189,6 @@ def default_cache_dir() -> Path:
 
 def plan_collection(seed: int = SEED) -> list:
     """The 35 objects: 24 with faces, 2 without, 4 without image, 4 not public domain, 1 huge."""
-    import random
     rng = random.Random(seed)
     depts = [11, 11, 15, 9, 1, 19]
     objs = []
@@ -233,7 +239,6 @@ class SourceFace:
 
 def load_source_faces(cache: Path) -> list:
     """Detect once with dlib (cached by photo checksum) and cut a feathered head mask."""
-    from PIL import Image, ImageChops, ImageDraw, ImageFilter
     out = []
     for name, path in sorted(source_photos().items()):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -263,10 +268,8 @@ def load_source_faces(cache: Path) -> list:
 
 def _dlib_landmarks(path: Path) -> dict:
     """dlib's best-scoring frontal face on the photo and the 68-point predictor's shape."""
-    import dlib
+    import dlib  # deferred: heavy; only on the first build of the sample cache
     import face_recognition_models
-    import numpy as np
-    from PIL import Image
     img = np.asarray(Image.open(path).convert("RGB"))
     rects, scores, _ = dlib.get_frontal_face_detector().run(img, 1, 0)
     if not rects:
@@ -305,7 +308,6 @@ class Similarity:
 
 
 def paste_face(canvas, face: SourceFace, tf: Similarity) -> PlacedFace:
-    from PIL import Image
     w, h = face.image.size
     corners = [tf.apply(x, y) for x, y in ((0, 0), (w, 0), (0, h), (w, h))]
     x0 = max(0, int(math.floor(min(p[0] for p in corners))))
@@ -325,8 +327,6 @@ def paste_face(canvas, face: SourceFace, tf: Similarity) -> PlacedFace:
 
 def background(size: tuple, rng, dark: bool):
     """Low-frequency coloured wash plus fine canvas grain: cheap, deterministic."""
-    import numpy as np
-    from PIL import Image, ImageChops
     w, h = size
     palette = np.array(EARTH_DARK if dark else EARTH_LIGHT, dtype=float)
     base = palette[rng.integers(0, len(palette), (5, 4))] * rng.uniform(0.75, 1.2, (5, 4, 1))
@@ -340,7 +340,6 @@ def background(size: tuple, rng, dark: bool):
 
 def stylize(im, style: str):
     """Painting-like looks; geometry is untouched so the landmarks stay exact."""
-    from PIL import Image, ImageChops, ImageFilter, ImageOps
     if style == "posterize":
         return ImageOps.posterize(im.filter(ImageFilter.BoxBlur(1)), 4)
     if style == "oil":
@@ -358,7 +357,6 @@ def stylize(im, style: str):
 
 def compose(obj: SampleObject, index: int, faces: list, seed: int):
     """Canvas + placed faces for one object; returns (PIL image, [PlacedFace])."""
-    import numpy as np
     rng = np.random.default_rng([seed, obj.id])
     n = faces_per_object(index) if obj.kind == "faces" else 0
     w = int(rng.integers(3000, 4200))
@@ -424,11 +422,6 @@ def reshoot_files(collection: Collection, obj: SampleObject, overlay: Path, imag
     """Write a "re-shot" `obj` into `overlay` as `image_file` (original and web-large): the
     same composition, so its placed faces stay true, but another exposure, hence other
     pixels and other bytes, as when the Met photographs an object again."""
-    import io
-
-    from PIL import Image, ImageEnhance
-
-    from ..infra.files import atomic_write_bytes
     if not obj.image_file or not obj.image_file.endswith(".jpg"):
         raise ValueError(f"object {obj.id} has no photographed image to re-shoot")
     code, name = image_file.split("/")
@@ -468,13 +461,11 @@ def load_collection(cache_dir: Optional[Path] = None, log=None) -> Collection:
 
 def _build(root: Path, cache: Path) -> None:
     """Compose every original (in parallel processes: ~1 s each) and write the manifest."""
-    import sys
     faces = load_source_faces(cache)
     objs = plan_collection()
     jobs = [(root, o, i, faces) for i, o in enumerate(objs) if o.image_file]
     workers = min(4, os.cpu_count() or 1)
     if workers > 1 and sys.platform.startswith("linux"):
-        import multiprocessing as mp
         with mp.get_context("fork").Pool(workers) as pool:
             built = pool.map(_build_one, jobs, chunksize=1)
     else:
@@ -486,7 +477,6 @@ def _build(root: Path, cache: Path) -> None:
 
 
 def _build_one(job) -> SampleObject:
-    from PIL import Image
     root, o, i, faces = job
     code, name = o.image_file.split("/")
     (root / "original" / code).mkdir(parents=True, exist_ok=True)
@@ -508,7 +498,6 @@ def png_md5(collection: Collection, obj: SampleObject) -> str:
     """md5 of the original saved as PNG with Pillow's defaults (what `source_md5` means);
     slow (~2 s per original), so computed on demand and cached beside the collection (or
     its overlay)."""
-    from PIL import Image
     path = collection.original_path(obj)
     in_overlay = collection.overlay is not None and collection.overlay in path.parents
     cache_file = (collection.overlay if in_overlay else collection.root) / "png-md5.json"
@@ -519,7 +508,6 @@ def png_md5(collection: Collection, obj: SampleObject) -> str:
     # a built original never changes, so its id is its key; an overlay file may be replaced
     key = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if in_overlay else str(obj.id)
     if key not in known:
-        import io
         buf = io.BytesIO()
         with Image.open(path) as im:
             im.save(buf, "PNG")

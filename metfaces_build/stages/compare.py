@@ -35,6 +35,7 @@ examples:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -45,6 +46,11 @@ from ..core import geometry
 from ..core.errors import UsageError
 from ..core.metrics import box_iou, psnr_and_max
 from ..core.records import FaceRecord
+from ..core.status import (EXTRA, MATCHED, MISSED, OK, ONLY_IN_A, ONLY_IN_B, SIZE_MISMATCH,
+                           UNREADABLE)
+from ..infra.executors import LocalExecutor, Progress
+from ..infra.files import atomic_write_json, write_jsonl
+from ..infra.images import MAX_CROP_PIXELS, ImageProblem, open_image
 from ..infra.faces import load_faces
 from ..infra.stage import StageSummary, default_workers
 from ..infra.workdir import COMPARE, COMPARE_CROPS, COMPARE_FACES
@@ -80,7 +86,7 @@ class FaceMatch:
         if not isinstance(d, dict):
             raise ValueError("not an object")
         kw = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
-        if not isinstance(kw.get("obj_id"), str) or kw.get("status") not in ("matched", "missed", "extra"):
+        if not isinstance(kw.get("obj_id"), str) or kw.get("status") not in (MATCHED, MISSED, EXTRA):
             raise ValueError("needs obj_id and status matched | missed | extra")
         for k in ("stored_face_idx", "regen_face_idx", "stored_shrink", "regen_shrink"):
             if kw.get(k) is not None and not _is_int(kw[k]):
@@ -132,7 +138,7 @@ def landmark_errors(stored_lm: np.ndarray, regen_lm: np.ndarray) -> tuple:
 def match_object(obj_id: str, stored: list, regen: list, gate: float = DEFAULT_GATE) -> list:
     """Optimal gated assignment of one object's faces; matched and missed in stored order,
     then extras in regenerated order."""
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # scipy: loaded only when matching
     s_lm = [_full(f) for f in stored]
     r_lm = [_full(f) for f in regen]
     pairs: dict[int, int] = {}
@@ -146,7 +152,7 @@ def match_object(obj_id: str, stored: list, regen: list, gate: float = DEFAULT_G
     out = []
     for i, s in enumerate(stored):
         if i not in pairs:
-            out.append(FaceMatch(obj_id, "missed", stored_face_idx=s.face_idx,
+            out.append(FaceMatch(obj_id, MISSED, stored_face_idx=s.face_idx,
                                  stored_shrink=s.face_spec.shrink,
                                  inter_ocular=geometry.inter_ocular(s_lm[i])))
             continue
@@ -155,13 +161,13 @@ def match_object(obj_id: str, stored: list, regen: list, gate: float = DEFAULT_G
         nme, regions = landmark_errors(s_lm[i], r_lm[j])
         iou = box_iou(geometry.rect_full(s.face_spec.rect, s.face_spec.shrink),
                                 geometry.rect_full(r.face_spec.rect, r.face_spec.shrink))
-        out.append(FaceMatch(obj_id, "matched", s.face_idx, r.face_idx, nme, regions, iou,
+        out.append(FaceMatch(obj_id, MATCHED, s.face_idx, r.face_idx, nme, regions, iou,
                              s.face_spec.shrink, r.face_spec.shrink, eye_cost(s_lm[i], r_lm[j]),
                              geometry.inter_ocular(s_lm[i])))
     taken = set(pairs.values())
     for j, r in enumerate(regen):
         if j not in taken:
-            out.append(FaceMatch(obj_id, "extra", regen_face_idx=r.face_idx,
+            out.append(FaceMatch(obj_id, EXTRA, regen_face_idx=r.face_idx,
                                  regen_shrink=r.face_spec.shrink))
     return out
 
@@ -213,17 +219,17 @@ class CompareStats:
 
 
 def run_stats(matches: list, gate: float = DEFAULT_GATE) -> CompareStats:
-    m = [x for x in matches if x.status == "matched" and x.nme is not None and math.isfinite(x.nme)]
+    m = [x for x in matches if x.status == MATCHED and x.nme is not None and math.isfinite(x.nme)]
     nme = np.array([x.nme for x in m])
     q = (lambda a, p: float(np.percentile(a, p)) if len(a) else None)  # noqa: E731
     regions = {r: q(np.array([x.regions[r] for x in m]), 50) for r in geometry.REGIONS}
-    objs = {x.obj_id for x in matches if x.status != "extra"}
-    objs_hit = {x.obj_id for x in matches if x.status in ("matched", "extra")}
-    obj_missing = {x.obj_id for x in matches if x.status == "missed"} - objs_hit
+    objs = {x.obj_id for x in matches if x.status != EXTRA}
+    objs_hit = {x.obj_id for x in matches if x.status in (MATCHED, EXTRA)}
+    obj_missing = {x.obj_id for x in matches if x.status == MISSED} - objs_hit
     return CompareStats(
-        matched=sum(x.status == "matched" for x in matches),
-        missed=sum(x.status == "missed" for x in matches),
-        extra=sum(x.status == "extra" for x in matches),
+        matched=sum(x.status == MATCHED for x in matches),
+        missed=sum(x.status == MISSED for x in matches),
+        extra=sum(x.status == EXTRA for x in matches),
         median_nme=q(nme, 50), p90_nme=q(nme, 90),
         within={t: (float((nme <= t).mean()) if len(nme) else None) for t in THRESHOLDS},
         region_median_nme=regions,
@@ -264,11 +270,10 @@ class CropPair:
 
 
 def compare_crop_pair(pair: CropPair) -> CropDiff:
-    from ..infra.images import MAX_CROP_PIXELS, ImageProblem, open_image
     if not pair.a:
-        return CropDiff(pair.name, "only_in_b")
+        return CropDiff(pair.name, ONLY_IN_B)
     if not pair.b:
-        return CropDiff(pair.name, "only_in_a")
+        return CropDiff(pair.name, ONLY_IN_A)
     try:  # the project's decode guard: a pixel limit read from the header, before decoding
         limit = "a crop is at most 8192x8192"
         with open_image(pair.a, MAX_CROP_PIXELS, limit_name=limit) as ia, \
@@ -276,14 +281,14 @@ def compare_crop_pair(pair: CropPair) -> CropDiff:
             a = np.asarray(ia.convert("RGB"))
             b = np.asarray(ib.convert("RGB"))
     except ImageProblem as e:
-        return CropDiff(pair.name, "unreadable", reason=e.reason)
+        return CropDiff(pair.name, UNREADABLE, reason=e.reason)
     except Exception as e:  # permission, a decoder error after the header ...
-        return CropDiff(pair.name, "unreadable", reason=str(e))
+        return CropDiff(pair.name, UNREADABLE, reason=str(e))
     if a.shape != b.shape:
-        return CropDiff(pair.name, "size_mismatch",
+        return CropDiff(pair.name, SIZE_MISMATCH,
                         reason=f"{a.shape[1]}x{a.shape[0]} vs {b.shape[1]}x{b.shape[0]}")
     psnr, mx = psnr_and_max(a, b)
-    return CropDiff(pair.name, "ok", None if math.isinf(psnr) else psnr, mx, math.isinf(psnr))
+    return CropDiff(pair.name, OK, None if math.isinf(psnr) else psnr, mx, math.isinf(psnr))
 
 
 def crop_pairs(a_dir: Path, b_dir: Path) -> list:
@@ -299,7 +304,6 @@ def crop_pairs(a_dir: Path, b_dir: Path) -> list:
 
 
 def compare_crops(a_dir: Path, b_dir: Path, workers: int = 1, quiet: bool = True) -> list:
-    from ..infra.executors import LocalExecutor, Progress
     pairs = crop_pairs(a_dir, b_dir)
     out = []
     with Progress(len(pairs), "compare crops", quiet=quiet, unit="crop") as bar:
@@ -310,7 +314,7 @@ def compare_crops(a_dir: Path, b_dir: Path, workers: int = 1, quiet: bool = True
 
 
 def crop_summary(diffs: list) -> dict:
-    ok = [d for d in diffs if d.status == "ok"]
+    ok = [d for d in diffs if d.status == OK]
     finite = np.array([d.psnr for d in ok if d.psnr is not None])
     counts: dict[str, int] = {}
     for d in diffs:
@@ -328,7 +332,7 @@ def crop_summary(diffs: list) -> dict:
 def crop_summary_line(s: dict) -> str:
     psnr = "-" if s["median_psnr"] is None else f"{s['median_psnr']:.2f} dB"
     worst = "-" if s["min_psnr"] is None else f"{s['min_psnr']:.2f} dB"
-    others = ", ".join(f"{v} {k}" for k, v in s["statuses"].items() if k != "ok")
+    others = ", ".join(f"{v} {k}" for k, v in s["statuses"].items() if k != OK)
     return (f"compare crops: {s['compared']} compared, {s['identical']} identical; median PSNR "
             f"of differing {psnr}, worst {worst}; max pixel difference {s['max_diff']}"
             + (f"; {others}" if others else ""))
@@ -373,9 +377,6 @@ def compare(opts: CompareOptions) -> CompareSummary:
 
 
 def compare_landmarks(opts: CompareOptions) -> CompareSummary:
-    import time
-
-    from ..infra.files import atomic_write_json, write_jsonl
     t0 = time.monotonic()
     stored = load_faces(opts.stored, skip_bad=opts.skip_bad, what="stored face list")
     regen = load_faces(opts.regenerated, skip_bad=opts.skip_bad, what="regenerated face list")
@@ -392,16 +393,13 @@ def compare_landmarks(opts: CompareOptions) -> CompareSummary:
         outputs = {"stats": out / COMPARE, "faces": out / COMPARE_FACES}
         atomic_write_json(outputs["stats"], stats)
         write_jsonl(outputs["faces"], (m.to_json() for m in matches))
-    counts = {k: stats.get(k, 0) for k in ("matched", "missed", "extra")}
-    return CompareSummary("compare", counts, outputs, time.monotonic() - t0,
-                          len(stored.bad) + len(regen.bad), [stats_line(stats)],
-                          stats=stats, source_images=src)
+    counts = {k: stats.get(k, 0) for k in (MATCHED, MISSED, EXTRA)}
+    return CompareSummary(stage="compare", counts=counts, outputs=outputs,
+                          elapsed=time.monotonic() - t0, failed=len(stored.bad) + len(regen.bad),
+                          lines=[stats_line(stats)], stats=stats, source_images=src)
 
 
 def compare_crop_folders(opts: CompareOptions) -> CompareSummary:
-    import time
-
-    from ..infra.files import atomic_write_json, write_jsonl
     t0 = time.monotonic()
     a, b = (Path(p) for p in opts.crops)
     diffs = compare_crops(a, b, opts.workers, opts.quiet)
@@ -413,7 +411,8 @@ def compare_crop_folders(opts: CompareOptions) -> CompareSummary:
         outputs = {"stats": out / COMPARE_CROPS, "crops": (out / COMPARE_CROPS).with_suffix(".jsonl")}
         atomic_write_json(outputs["stats"], summary)
         write_jsonl(outputs["crops"], (d.to_json() for d in diffs))
-    bad = [d for d in diffs if d.status != "ok"]
+    bad = [d for d in diffs if d.status != OK]
     notes = [f"  {d.status}: {d.name} {d.reason}".rstrip() for d in bad[:10]]
-    return CompareSummary("compare", dict(summary["statuses"]), outputs, time.monotonic() - t0,
-                          len(bad), [crop_summary_line(summary)], notes, stats=summary)
+    return CompareSummary(stage="compare", counts=dict(summary["statuses"]), outputs=outputs,
+                          elapsed=time.monotonic() - t0, failed=len(bad),
+                          lines=[crop_summary_line(summary)], notes=notes, stats=summary)

@@ -41,15 +41,29 @@ examples:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
+from .. import __version__
 from ..core.errors import UsageError
+from ..core.paths import check_relative_path
 from ..core.records import FaceKey, obj_id_sort_key
+from ..core.status import ALIGN_RETIRED, BAD, OK
+from ..infra.executors import Progress
+from ..infra.files import atomic_dir, atomic_open, atomic_write_bytes
+from ..infra.readers import aligned_entries
 from ..infra.stage import StageSummary
-from ..infra.workdir import ALIGN_RETIRED, Work, latest_records, manifest_path
+from ..infra.workdir import Work, latest_records, manifest_path
+from .export_formats import check_options, write_format
+from .recipe import recipe_of
+from .status import crop_drift
 
 SIDECAR = "metfaces-export.json"
 LABELS_FILE = "dataset.json"
@@ -72,6 +86,10 @@ class Crop:
     record: dict        # the face record (provenance: face_spec, md5s, text)
     versions: dict      # the libraries align made it with
     params: dict = field(default_factory=dict)  # align's parameters for it
+
+    @property
+    def key(self) -> FaceKey:
+        return FaceKey(self.obj_id, self.face_idx)
 
 
 @dataclass
@@ -99,7 +117,7 @@ def archive_name(index: int) -> str:
 def face_key(crop: Crop) -> str:
     """The face's name in every non-StyleGAN format (file stem, WebDataset key): stable
     across runs; no dot, since WebDataset splits a key from its extension at the first dot."""
-    return str(FaceKey(crop.obj_id, crop.face_idx)).replace(".", "_")
+    return str(crop.key).replace(".", "_")
 
 
 def object_departments(objects_jsonl: Path) -> dict:
@@ -112,36 +130,27 @@ def object_departments(objects_jsonl: Path) -> dict:
 
 def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     """(crops in export order, number of manifest entries not ok)."""
-    from ..infra.files import check_relative_path
-    from ..infra.jsonstream import read_json_items
     manifest = manifest_path(images_dir)
-    entries = read_json_items(manifest, "align manifest")  # entry by entry: a list is not held
-    if not hasattr(entries, "__next__"):
-        raise UsageError(f"{manifest}: expected a list of align results")
+    entries = aligned_entries(images_dir)  # entry by entry: a list is not held
     depts = object_departments(objects_jsonl) if objects_jsonl else {}
     crops: dict = {}
     not_ok = 0
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or e.get("status") != "ok":
+        if e.status != OK:
             # superseded / withdrawn: crops align deleted on purpose, neither exported nor "not ok"
-            not_ok += not (isinstance(e, dict) and e.get("status") in ALIGN_RETIRED)
+            not_ok += e.status not in ALIGN_RETIRED
             continue
-        rec, out = e.get("record"), e.get("output")
-        if (not isinstance(rec, dict) or "obj_id" not in rec
-                or not isinstance(rec.get("face_idx"), int)
-                or not isinstance(out, str) or check_relative_path(out) or "/" in out
-                or not e.get("file_md5")):
+        key, out = e.key, e.output
+        if (key is None or not isinstance(out, str) or check_relative_path(out) or "/" in out
+                or not e.file_md5):
             raise UsageError(f"{manifest}: entry {i} is not an align result "
                              "(record, output, file_md5)")
-        key = (str(rec["obj_id"]), int(rec["face_idx"]))
         if key in crops:
-            raise UsageError(f"{manifest}: entry {i}: face {FaceKey(*key)} appears twice")
-        dept = rec.get("department") or depts.get(key[0], "")
-        crops[key] = Crop(key[0], key[1], images_dir / out, str(e["file_md5"]),
-                          str(e.get("pixel_md5") or ""), str(dept), _packed(rec),
-                          e.get("versions") if isinstance(e.get("versions"), dict) else {},
-                          e.get("params") if isinstance(e.get("params"), dict) else {})
-    ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k[0]), k[1]))]
+            raise UsageError(f"{manifest}: entry {i}: face {key} appears twice")
+        dept = e.record.get("department") or depts.get(key.obj_id, "")
+        crops[key] = Crop(key.obj_id, key.face_idx, images_dir / out, e.file_md5, e.pixel_md5,
+                          str(dept), _packed(e.record), e.versions or {}, e.params or {})
+    ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k.obj_id), k.face_idx))]
     return ordered, not_ok
 
 
@@ -155,7 +164,6 @@ def _packed(rec: dict) -> dict:
                                            all(type(v) is int and abs(v) < 2 ** 62 for v in p)
                                            for p in lm):
         return rec
-    import numpy as np
     return {**rec, "face_spec": {**spec, "landmarks": np.asarray(lm, dtype=np.int64)}}
 
 
@@ -183,9 +191,7 @@ def read_checked(crop: Crop) -> tuple:
 
 def png_shape(data: bytes) -> tuple:
     """(format, width, height, mode) from the header, without decoding the pixels."""
-    import io
-
-    from PIL import Image
+    from PIL import Image  # Pillow only when crops are checked, not on `import`
     with Image.open(io.BytesIO(data)) as im:
         return im.format, im.width, im.height, im.mode
 
@@ -224,7 +230,6 @@ def labels_json(packed: list, use_labels: bool) -> bytes:
 def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipped: list) -> bytes:
     """The audit trail: label classes, and per image its face, crop and checksums (no
     paths or times, so the same inputs anywhere give the same bytes)."""
-    from .. import __version__
     versions = []
     for p in packed:
         if p.crop.versions and p.crop.versions not in versions:
@@ -258,9 +263,6 @@ def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipp
 def write_zip(path: Path, files: list) -> None:
     """`files` = [(name, bytes or a function giving them)] into a stored zip with fixed
     metadata, atomically."""
-    import zipfile
-
-    from ..infra.files import atomic_open
     with atomic_open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
         for name, data in files:
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
@@ -272,7 +274,6 @@ def write_zip(path: Path, files: list) -> None:
 
 def write_folder(path: Path, files: list) -> None:
     """Build the folder beside `path`, then swap it in (replacing an earlier export only)."""
-    from ..infra.files import atomic_dir, atomic_write_bytes
     with atomic_dir(path, SIDECAR) as tmp:
         for name, data in files:
             atomic_write_bytes(tmp / name, data() if callable(data) else data)
@@ -285,8 +286,6 @@ def check_current(work: Work) -> Optional[set]:
     filtered.json: an export is always the current decisions, never yesterday's crops.
     Faces align failed on (recorded with a reason) do not stop it: the export reports them
     as manifest entries not ok."""
-    from .recipe import recipe_of
-    from .status import crop_drift
     if not work.filtered_json.exists():
         return None  # crops made from another face list: the manifest is all there is
     drift = crop_drift(work, recipe_of(work))
@@ -337,7 +336,6 @@ class Selection:
 def select_crops(work: Optional[Work], opts: ExportOptions) -> Selection:
     """The crops to export: ok entries of the align manifest whose file still has the
     manifest's md5 and is a readable image. UsageError when there is nothing to export."""
-    from ..infra.executors import Progress
     if opts.images:
         images_dir = Path(opts.images)
     else:
@@ -354,7 +352,7 @@ def select_crops(work: Optional[Work], opts: ExportOptions) -> Selection:
         kept = check_current(work)
     crops, not_ok = load_crops(images_dir, objects)
     if kept is not None:  # crops another face list left in images/ are not this dataset's
-        crops = [c for c in crops if (c.obj_id, c.face_idx) in kept]
+        crops = [c for c in crops if c.key in kept]
     if not crops:
         raise UsageError(f"{manifest_path(images_dir)} has no ok crops to export")
 
@@ -383,66 +381,94 @@ def export(work: Optional[Work], opts: ExportOptions) -> ExportSummary:
     a StyleGAN zip or folder with dataset.json labels by department (default), or WebDataset
     shards, a Hugging Face dataset folder or a plain folder (`opts.format`). Crops that are
     missing or do not match the manifest stop it (nothing written) unless `opts.skip_bad`."""
-    import time
     t0 = time.monotonic()
-    fmt = opts.format
+    layout = check_layout(opts)
+    sel = select_crops(work, opts)
+    if sel.bad and not opts.skip_bad:
+        return refused(sel, elapsed=time.monotonic() - t0)
+    if not sel.good:
+        raise UsageError("no crop passed the checks; nothing to export")
+    resolution = check_shapes(sel.shapes, opts.resolution, stylegan=opts.format == "stylegan")
+    label_map = None if opts.no_labels else department_labels(sel.good)
+    packed = pack(sel.good, label_map, stylegan=opts.format == "stylegan")
+    extra = write_dataset(sel, packed, label_map, resolution, layout, opts)
+    lines = summary_lines(sel, packed, label_map, resolution, layout, opts) + extra
+    if label_map is not None:
+        lines += label_lines(packed, label_map)
+    return ExportSummary(stage="export", counts={OK: len(packed), BAD: len(sel.bad)},
+                         outputs={"dataset": Path(opts.out)}, elapsed=time.monotonic() - t0,
+                         failed=len(sel.bad), lines=lines, images=len(packed),
+                         resolution=resolution, layout=layout, labels=dict(label_map or {}),
+                         skipped=sel.bad)
+
+
+def check_layout(opts: ExportOptions) -> str:
+    """The layout written (zip / folder for StyleGAN, else the format's name), after the
+    flag checks that need no input (UsageError)."""
+    fmt, out = opts.format, Path(opts.out)
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    out = Path(opts.out)
-    if fmt == "stylegan":
-        layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
-        if layout == "zip" and out.is_dir():
-            raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
-        if opts.shard_size is not None:
-            raise UsageError("--shard-size applies to --format webdataset only")
-    else:
-        from .export_formats import check_options
-        layout = fmt
+    if fmt != "stylegan":
         check_options(opts)
+        return fmt
+    layout = opts.layout or ("zip" if out.suffix.lower() == ".zip" else "folder")
+    if layout == "zip" and out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a .zip path or --layout folder")
+    if opts.shard_size is not None:
+        raise UsageError("--shard-size applies to --format webdataset only")
+    return layout
 
-    sel = select_crops(work, opts)
+
+def refused(sel: Selection, *, elapsed: float) -> ExportSummary:
+    """The outcome when crops are bad and --skip-bad was not given: nothing written."""
     good, bad = sel.good, sel.bad
-    if bad and not opts.skip_bad:
-        line = (f"export: {len(bad)} of {len(good) + len(bad)} crops missing or not matching "
-                f"{manifest_path(sel.images_dir)}; nothing written. Re-run align (it redoes them) "
-                "or pass --skip-bad to export the rest.")
-        return ExportSummary("export", {"ok": len(good), "bad": len(bad)}, {},
-                             time.monotonic() - t0, len(bad), [line], skipped=bad)
-    if not good:
-        raise UsageError("no crop passed the checks; nothing to export")
-    resolution = check_shapes(sel.shapes, opts.resolution, stylegan=fmt == "stylegan")
+    line = (f"export: {len(bad)} of {len(good) + len(bad)} crops missing or not matching "
+            f"{manifest_path(sel.images_dir)}; nothing written. Re-run align (it redoes them) "
+            "or pass --skip-bad to export the rest.")
+    return ExportSummary(stage="export", counts={OK: len(good), BAD: len(bad)}, outputs={},
+                         elapsed=elapsed, failed=len(bad), lines=[line], skipped=bad)
 
-    use_labels = not opts.no_labels
-    label_map = department_labels(good) if use_labels else None
-    packed = [Packed(c, archive_name(i) if fmt == "stylegan" else face_key(c) + ".png",
-                     label_map[c.department or UNKNOWN_DEPARTMENT] if use_labels else None)
-              for i, c in enumerate(good)]
-    sidecar = sidecar_json(packed, label_map, resolution, bad)
-    extra: list = []
-    if fmt == "stylegan":
-        files = [(p.name, p.read) for p in packed]
-        files.append((LABELS_FILE, labels_json(packed, use_labels)))
-        files.append((SIDECAR, sidecar))
-        (write_zip if layout == "zip" else write_folder)(out, files)
-    else:
-        from .export_formats import write_format
-        extra = write_format(fmt, sel, packed, label_map, resolution, (SIDECAR, sidecar), opts)
 
+def pack(good: list, label_map: Optional[dict], *, stylegan: bool) -> list:
+    """Each crop with its name in the dataset and its label (None without labels)."""
+    return [Packed(c, archive_name(i) if stylegan else face_key(c) + ".png",
+                   None if label_map is None else label_map[c.department or UNKNOWN_DEPARTMENT])
+            for i, c in enumerate(good)]
+
+
+def write_dataset(sel: Selection, packed: list, label_map: Optional[dict], resolution: int,
+                  layout: str, opts: ExportOptions) -> list:
+    """Write the dataset at opts.out (atomically); returns the format's extra lines."""
+    sidecar = sidecar_json(packed, label_map, resolution, sel.bad)
+    if opts.format != "stylegan":
+        return write_format(opts.format, sel, packed, label_map, resolution, (SIDECAR, sidecar),
+                            opts)
+    files = [(p.name, p.read) for p in packed]
+    files.append((LABELS_FILE, labels_json(packed, label_map is not None)))
+    files.append((SIDECAR, sidecar))
+    (write_zip if layout == "zip" else write_folder)(Path(opts.out), files)
+    return []
+
+
+def summary_lines(sel: Selection, packed: list, label_map: Optional[dict], resolution: int,
+                  layout: str, opts: ExportOptions) -> list:
+    """The one-line summary: images, size, where, labels, what was skipped."""
+    bad = sel.bad
+    return [f"export: {len(packed)} images {resolution}x{resolution} -> {Path(opts.out)} ({layout})"
+            + (f"; {len(label_map)} department labels" if label_map is not None else "; no labels")
+            + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
+            + (f"; {sel.not_ok} manifest entries not ok (not exported)" if sel.not_ok else "")]
+
+
+def label_lines(packed: list, label_map: dict) -> list:
+    """A line per label with its count, and a warning for faces without a department."""
+    lines = []
+    for dept, i in label_map.items():
+        n = sum(1 for p in packed if p.label == i)
+        lines.append(f"  label {i}: {dept} ({n})")
     unknown = sum(1 for p in packed if not p.crop.department)
-    lines = [f"export: {len(packed)} images {resolution}x{resolution} -> {out} ({layout})"
-             + (f"; {len(label_map)} department labels" if use_labels else "; no labels")
-             + (f"; {len(bad)} skipped (listed in {SIDECAR})" if bad else "")
-             + (f"; {sel.not_ok} manifest entries not ok (not exported)" if sel.not_ok else "")]
-    lines += extra
-    if use_labels:
-        for dept, i in label_map.items():
-            n = sum(1 for p in packed if p.label == i)
-            lines.append(f"  label {i}: {dept} ({n})")
-        if unknown:
-            lines.append(f"warning: {unknown} faces have no department (label "
-                         f"{label_map[UNKNOWN_DEPARTMENT]}, {UNKNOWN_DEPARTMENT!r}); they come "
-                         "from records without `department` and no objects.jsonl entry")
-    return ExportSummary("export", {"ok": len(packed), "bad": len(bad)},
-                         {"dataset": out}, time.monotonic() - t0, len(bad), lines,
-                         images=len(packed), resolution=resolution, layout=layout,
-                         labels=dict(label_map or {}), skipped=bad)
+    if unknown:
+        lines.append(f"warning: {unknown} faces have no department (label "
+                     f"{label_map[UNKNOWN_DEPARTMENT]}, {UNKNOWN_DEPARTMENT!r}); they come "
+                     "from records without `department` and no objects.jsonl entry")
+    return lines

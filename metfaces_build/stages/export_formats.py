@@ -36,11 +36,16 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import UsageError
+from ..infra.files import atomic_dir
+from ..infra.workdir import manifest_path
+from .export_hf import write_hf
 from .export_provenance import ObjectInfo, dumps, face_row, label_names, write_file
+from .export_webdataset import write_shards
 
 DEFAULT_SHARD_SAMPLES = 1000
 _UNITS = {"b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "tb": 10 ** 12,
@@ -82,7 +87,6 @@ def check_options(opts) -> None:
 
 def write_folder_format(tmp: Path, sel, packed: list, label_map: Optional[dict]) -> list:
     """--format folder: {key}.png + metadata.jsonl, streamed one face at a time."""
-    from ..infra.workdir import manifest_path
     objects = ObjectInfo(sel.work, {p.crop.obj_id for p in packed})
     names, where = label_names(label_map), str(manifest_path(sel.images_dir))
     with open(tmp / "metadata.jsonl", "w", encoding="utf-8") as meta:
@@ -100,9 +104,6 @@ def write_format(fmt: str, sel, packed: list, label_map: Optional[dict], resolut
     """Write `packed` (export.Packed, names `{key}.png`) at `opts.out` as `fmt`, with
     `sidecar` = (name, bytes) beside (its name marks the folder as an earlier export);
     returns extra summary lines."""
-    from collections import Counter
-
-    from ..infra.files import atomic_dir
     twice = [n for n, k in Counter(p.name for p in packed).items() if k > 1]
     if twice:  # e.g. folder ids "a.b" and "a_b" (a key holds no dot)
         raise UsageError(f"faces would share the key {twice[0][:-len('.png')]!r}; rename "
@@ -110,12 +111,10 @@ def write_format(fmt: str, sel, packed: list, label_map: Optional[dict], resolut
     out = Path(opts.out)
     with atomic_dir(out, sidecar[0]) as tmp:
         if fmt == "webdataset":
-            from .export_webdataset import write_shards
             samples, max_bytes = parse_shard_size(opts.shard_size) \
                 if opts.shard_size is not None else (DEFAULT_SHARD_SAMPLES, None)
             lines = write_shards(tmp, sel, packed, label_map, samples, max_bytes, shown=out)
         elif fmt == "hf":
-            from .export_hf import write_hf
             lines = write_hf(tmp, sel, packed, label_map, resolution, opts)
         elif fmt == "folder":
             lines = write_folder_format(tmp, sel, packed, label_map)

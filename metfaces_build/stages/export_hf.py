@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import __version__
+from ..infra.workdir import manifest_path
 from .export_provenance import (LICENSE_CC0, ObjectInfo, clean, dumps, face_spec,
                                 label_names, write_file)
 
@@ -135,9 +137,25 @@ def card(sel, packed: list, label_map: Optional[dict], resolution: int, opts,
          licensed: int, data_bytes: int) -> str:
     """README.md: the Hub's YAML header, then what the set is, its licence, how it was made
     and how to cite it."""
-    from .. import __version__
     n, names = len(packed), label_names(label_map)
-    header = {
+    objects = len({p.crop.obj_id for p in packed})
+    md = ["---", *to_yaml(card_header(n, names, data_bytes)), "---", "",
+          *card_intro(n, objects, resolution), *card_licence(n, licensed),
+          *card_columns(names), *card_making(sel, packed, opts, objects),
+          *card_filter(sel.work.filter_summary() if sel.work is not None else None)]
+    if names:
+        md += ["", "## Department labels", "",
+               *[f"- {i}: {d} ({sum(1 for p in packed if p.label == i)})"
+                 for i, d in enumerate(names)]]
+    md += ["", "## Citation", "",
+           "MetFaces was introduced with StyleGAN2-ADA; please cite:", "",
+           "```bibtex", CITATION, "```", ""]
+    return "\n".join(clean(line) for line in md)
+
+
+def card_header(n: int, names: Optional[list], data_bytes: int) -> dict:
+    """The YAML header the Hub reads: licence, task, size, the data files and columns."""
+    return {
         "license": "cc0-1.0",
         "pretty_name": "MetFaces (re-derived with metfaces-build)",
         "task_categories": ["unconditional-image-generation"]
@@ -152,46 +170,56 @@ def card(sel, packed: list, label_map: Optional[dict], resolution: int, opts,
                          "splits": [{"name": "train", "num_bytes": data_bytes,
                                      "num_examples": n}]},
     }
-    objects = len({p.crop.obj_id for p in packed})
-    params, versions = align_recipe(packed)
-    fs = sel.work.filter_summary() if sel.work is not None else None
-    md = ["---", *to_yaml(header), "---", "",
-          f"# MetFaces, re-derived with metfaces-build {__version__}", "",
-          f"{n} aligned face crops ({resolution}x{resolution} PNG) from {objects} artworks "
-          "in the collection of The Metropolitan Museum of Art, made the way NVIDIA made "
-          "[MetFaces](https://github.com/NVlabs/metfaces-dataset): faces detected with dlib, "
-          "filtered, and aligned and cropped as FFHQ (the crops are the aligner's PNG files, "
-          "byte for byte; every row carries their md5).", "",
-          "```python", "from datasets import load_dataset",
-          'ds = load_dataset("path/to/this/folder", split="train")',
-          'ds[0]["image"]   # a PIL image; ds[0]["department"], ds[0]["face_spec"], ...',
-          "```", "",
-          "## Licence", "",
-          "The source images are public-domain works that the Met publishes under its "
-          "[Open Access](https://www.metmuseum.org/about-the-met/policies-and-documents/open-access) "
-          "policy, dedicated to the public domain with "
-          "[Creative Commons Zero (CC0 1.0)](https://creativecommons.org/publicdomain/zero/1.0/). "
-          "The crops are mechanical transformations of those images and are offered under "
-          f"the same CC0 1.0 dedication. {licensed} of {n} faces come from objects whose Met "
-          "record says `isPublicDomain: true` (column `license` = `CC0-1.0`)"
-          + ("." if licensed == n else "; for the others the record was not available "
-             "here (`license` is empty): check them before you publish.")
-          + " metfaces-build, the tool that made this folder, is Apache-2.0 licensed; that "
-          "licence covers its code, not this data.", "",
-          "## Columns", "",
-          "| column | what |", "| --- | --- |",
-          "| image | the aligned crop |",
-          "| obj_id, face_idx | the Met object ID and the face's index in its image |",
-          "| department | the Met department" + (" (a ClassLabel: classes are the departments "
-                                                 "present, sorted by name)" if names else "")
-          + " |",
-          "| title, artist, date, object_url, credit_line | from the Met's record |",
-          "| license | `CC0-1.0` when the Met's record says isPublicDomain |",
-          "| face_spec | dlib's rect [l, t, r, b], 68 landmarks and the shrink, in the shrunk "
-          "frame detection ran on (full-resolution pixel = (p + 0.5) * shrink) |",
-          "| source_url, source_md5 | the original image and its md5 |",
-          "| file_md5, pixel_md5 | the crop's file and pixel md5 |", "",
-          "## How it was made", "",
+
+
+def card_intro(n: int, objects: int, resolution: int) -> list:
+    return [f"# MetFaces, re-derived with metfaces-build {__version__}", "",
+            f"{n} aligned face crops ({resolution}x{resolution} PNG) from {objects} artworks "
+            "in the collection of The Metropolitan Museum of Art, made the way NVIDIA made "
+            "[MetFaces](https://github.com/NVlabs/metfaces-dataset): faces detected with dlib, "
+            "filtered, and aligned and cropped as FFHQ (the crops are the aligner's PNG files, "
+            "byte for byte; every row carries their md5).", "",
+            "```python", "from datasets import load_dataset",
+            'ds = load_dataset("path/to/this/folder", split="train")',
+            'ds[0]["image"]   # a PIL image; ds[0]["department"], ds[0]["face_spec"], ...',
+            "```", ""]
+
+
+def card_licence(n: int, licensed: int) -> list:
+    return ["## Licence", "",
+            "The source images are public-domain works that the Met publishes under its "
+            "[Open Access](https://www.metmuseum.org/about-the-met/policies-and-documents/open-access) "
+            "policy, dedicated to the public domain with "
+            "[Creative Commons Zero (CC0 1.0)](https://creativecommons.org/publicdomain/zero/1.0/). "
+            "The crops are mechanical transformations of those images and are offered under "
+            f"the same CC0 1.0 dedication. {licensed} of {n} faces come from objects whose Met "
+            "record says `isPublicDomain: true` (column `license` = `CC0-1.0`)"
+            + ("." if licensed == n else "; for the others the record was not available "
+               "here (`license` is empty): check them before you publish.")
+            + " metfaces-build, the tool that made this folder, is Apache-2.0 licensed; that "
+            "licence covers its code, not this data.", ""]
+
+
+def card_columns(names: Optional[list]) -> list:
+    return ["## Columns", "",
+            "| column | what |", "| --- | --- |",
+            "| image | the aligned crop |",
+            "| obj_id, face_idx | the Met object ID and the face's index in its image |",
+            "| department | the Met department" + (" (a ClassLabel: classes are the departments "
+                                                  "present, sorted by name)" if names else "")
+            + " |",
+            "| title, artist, date, object_url, credit_line | from the Met's record |",
+            "| license | `CC0-1.0` when the Met's record says isPublicDomain |",
+            "| face_spec | dlib's rect [l, t, r, b], 68 landmarks and the shrink, in the shrunk "
+            "frame detection ran on (full-resolution pixel = (p + 0.5) * shrink) |",
+            "| source_url, source_md5 | the original image and its md5 |",
+            "| file_md5, pixel_md5 | the crop's file and pixel md5 |", ""]
+
+
+def card_making(sel, packed: list, opts, objects: int) -> list:
+    """How it was made: the tool and options, the faces exported, align's recipe."""
+    n = len(packed)
+    md = ["## How it was made", "",
           f"- Tool: metfaces-build {__version__}: fetch (Met Collection API) -> detect "
           "(dlib) -> filter -> align -> export `--format hf`"
           + (" `--no-labels`" if opts.no_labels else "")
@@ -200,32 +228,30 @@ def card(sel, packed: list, label_map: Optional[dict], resolution: int, opts,
           + (f"; {len(sel.bad)} crops skipped (missing or not matching the manifest)"
              if sel.bad else "")
           + (f"; {sel.not_ok} faces failed to align" if sel.not_ok else "") + "."]
+    params, versions = align_recipe(packed)
     for prm in params:
         md.append("- Align: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in prm.items()))
     for v in versions:
         md.append("- Libraries: " + ", ".join(f"{k} {v[k]}" for k in v))
-    if fs:
-        md.append(f"- Filter (filter_summary.json): {fs.get('faces', '?')} faces detected, "
-                  f"{fs.get('kept', '?')} kept, {fs.get('rejected', '?')} rejected"
-                  + (" (" + ", ".join(f"{k}: {v}" for k, v in (fs.get("reasons") or {}).items())
-                     + ")" if fs.get("reasons") else "") + ".")
-        ov = fs.get("overrides") if isinstance(fs.get("overrides"), dict) else {}
-        if ov.get("keep") or ov.get("reject"):
-            md.append(f"- Overruled by a person (review): {ov.get('keep', 0)} kept, "
-                      f"{ov.get('reject', 0)} rejected.")
-        if isinstance(fs.get("config"), dict):
-            md.append("- Filter thresholds: " + ", ".join(
-                f"{k} {json.dumps(v)}" for k, v in fs["config"].items()) + ".")
-    else:
-        md.append("- Filter: no filter_summary.json (exported from an align output folder).")
-    if names:
-        md += ["", "## Department labels", "",
-               *[f"- {i}: {d} ({sum(1 for p in packed if p.label == i)})"
-                 for i, d in enumerate(names)]]
-    md += ["", "## Citation", "",
-           "MetFaces was introduced with StyleGAN2-ADA; please cite:", "",
-           "```bibtex", CITATION, "```", ""]
-    return "\n".join(clean(line) for line in md)
+    return md
+
+
+def card_filter(fs: Optional[dict]) -> list:
+    """The filter's counts, overrides and thresholds from filter_summary.json."""
+    if not fs:
+        return ["- Filter: no filter_summary.json (exported from an align output folder)."]
+    md = [f"- Filter (filter_summary.json): {fs.get('faces', '?')} faces detected, "
+          f"{fs.get('kept', '?')} kept, {fs.get('rejected', '?')} rejected"
+          + (" (" + ", ".join(f"{k}: {v}" for k, v in (fs.get("reasons") or {}).items())
+             + ")" if fs.get("reasons") else "") + "."]
+    ov = fs.get("overrides") if isinstance(fs.get("overrides"), dict) else {}
+    if ov.get("keep") or ov.get("reject"):
+        md.append(f"- Overruled by a person (review): {ov.get('keep', 0)} kept, "
+                  f"{ov.get('reject', 0)} rejected.")
+    if isinstance(fs.get("config"), dict):
+        md.append("- Filter thresholds: " + ", ".join(
+            f"{k} {json.dumps(v)}" for k, v in fs["config"].items()) + ".")
+    return md
 
 
 # ---- writing ---------------------------------------------------------------------------
@@ -233,7 +259,6 @@ def card(sel, packed: list, label_map: Optional[dict], resolution: int, opts,
 def write_hf(tmp: Path, sel, packed: list, label_map: Optional[dict], resolution: int,
              opts) -> list:
     """The crops and metadata.jsonl under data/train/ (streamed), then the card."""
-    from ..infra.workdir import manifest_path
     objects = ObjectInfo(sel.work, {p.crop.obj_id for p in packed})
     names, where = label_names(label_map), str(manifest_path(sel.images_dir))
     data = tmp / DATA_DIR

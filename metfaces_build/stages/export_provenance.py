@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import __version__
 from ..core.errors import UsageError
-from ..core.records import FaceKey
+from ..core.records import as_object_id
+from ..infra.files import read_json_or_none
 
 LICENSE_CC0 = "CC0-1.0"
 
@@ -55,15 +57,12 @@ class ObjectInfo:
 
     def __init__(self, work, obj_ids):
         self.work = work
-        from ..core.records import as_object_id
         ids = {as_object_id(i) for i in obj_ids} - {None}
         self.rows = {str(k): r for k, r in work.objects_of(ids).items()} \
             if work is not None else {}
         self._last: tuple = (None, {})
 
     def api(self, obj_id: str) -> dict:
-        from ..core.records import as_object_id
-        from ..infra.files import read_json_or_none
         if self._last[0] != obj_id:
             oid = as_object_id(obj_id)  # only an integer id ever becomes a path
             rec = read_json_or_none(self.work.api_dir / f"{oid}.json") \
@@ -90,7 +89,7 @@ def face_spec(crop, where: str) -> dict:
     """The record's face_spec (rect, landmarks, shrink), as align used it."""
     spec = crop.record.get("face_spec")
     if not isinstance(spec, dict) or not {"rect", "landmarks", "shrink"} <= spec.keys():
-        raise UsageError(f"{where}: face {FaceKey(crop.obj_id, crop.face_idx)} has no face_spec "
+        raise UsageError(f"{where}: face {crop.key} has no face_spec "
                          "(rect, landmarks, shrink)")
     lm = spec["landmarks"]  # a packed array (export._packed) or the record's lists
     return {"rect": spec["rect"], "landmarks": lm.tolist() if hasattr(lm, "tolist") else lm,
@@ -99,7 +98,6 @@ def face_spec(crop, where: str) -> dict:
 
 def face_row(p, info: dict, names: Optional[list], where: str) -> dict:
     """The provenance of one exported face (WebDataset .json, folder metadata.jsonl)."""
-    from .. import __version__
     c, rec = p.crop, p.crop.record
     row = {"key": p.name[:-len(".png")], "obj_id": c.obj_id, "face_idx": c.face_idx,
            "department": c.department or None, **info,

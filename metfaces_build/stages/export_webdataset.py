@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Optional
 
+from ..infra.workdir import manifest_path
 from .export_provenance import ObjectInfo, dumps, face_row, label_names
 
 SHARD_PREFIX = "metfaces"
@@ -108,7 +109,6 @@ def write_shards(folder: Path, sel, packed: list, label_map: Optional[dict],
     """Every face of `packed` as one sample, streamed (one crop in memory at a time);
     returns the summary lines (the shard pattern a trainer passes to WebDataset, under the
     folder's final name `shown`)."""
-    from ..infra.workdir import manifest_path
     objects = ObjectInfo(sel.work, {p.crop.obj_id for p in packed})
     names, where = label_names(label_map), str(manifest_path(sel.images_dir))
     writer = ShardWriter(folder, max_samples, max_bytes)

@@ -9,21 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..core.errors import UsageError
-from ..core.records import FaceKey
-from ..infra.files import read_jsonl
+from ..core.records import FaceKey, FaceRecord
+from ..core.status import (ALIGN_RETIRED, BAD_CONTENT, CURRENT, HTTP_ERROR, MISSING, OK,
+                           STALE)
+from ..infra.files import file_digest, read_jsonl
+from ..infra.jsonstream import read_json_items
+from ..infra.readers import scan_aligned
 from ..infra.recipe import changed_inputs, read_stamps
 from ..infra.stage import StageSummary
-from ..infra.workdir import ALIGN_RETIRED, Work, as_work, latest, manifest_path, status_counts
-from .recipe import recipe_of
+from ..infra.workdir import Work, as_work, latest, scan_objects, status_counts
+from .align import AlignOptions, input_reference, pixel_record
+from .detect import DetectOptions, reusable_detections, tasks_from_work
+from .filter import load_overrides, overrides_digest
+from .recipe import filter_config_of, recipe_of, use_table
 from .report import REPORT_INPUTS
 from .review import REVIEW_INPUTS
 
-CURRENT, STALE, MISSING = "current", "stale", "missing"
-NETWORK_FAILED = ("http_error", "bad_content")
+NETWORK_FAILED = (HTTP_ERROR, BAD_CONTENT)
 
 
 @dataclass
@@ -91,7 +98,6 @@ def _ids(keys: list) -> str:
 
 def status(work) -> StatusSummary:
     """The state of every stage of `work` (see the module docstring)."""
-    import time
     t0 = time.monotonic()
     work = as_work(work)
     if not work.path.is_dir():
@@ -117,17 +123,15 @@ def status(work) -> StatusSummary:
     if recipe is None:
         lines.append(f"no recipe in {work.path}: give `run` the selection once (e.g. "
                      f"`{fix} --departments 11`); it records it in {work.recipe_toml.name}")
-    out = StatusSummary("status", {s.state: sum(1 for x in states if x.state == s.state)
-                                   for s in states},
-                        {"work": work.path}, time.monotonic() - t0, 0, lines, states=states,
-                        recipe=recipe is not None)
-    return out
+    counts = {s.state: sum(1 for x in states if x.state == s.state) for s in states}
+    return StatusSummary(stage="status", counts=counts, outputs={"work": work.path},
+                         elapsed=time.monotonic() - t0, failed=0, lines=lines, states=states,
+                         recipe=recipe is not None)
 
 
 # ---- per stage -----------------------------------------------------------------------------
 
 def fetch_state(work: Work, recipe, fix: str) -> StageState:
-    from ..infra.workdir import scan_objects
     if not work.objects_jsonl.exists():
         return StageState("fetch", MISSING, ["nothing fetched yet"],
                           fix if recipe else f"{fix} --departments LIST (or --search, --ids, ...)")
@@ -154,8 +158,6 @@ def fetch_state(work: Work, recipe, fix: str) -> StageState:
 
 
 def detect_state(work: Work, recipe, fix: str) -> StageState:
-    from .detect import DetectOptions, reusable_detections, tasks_from_work
-    from .recipe import use_table
     if not work.objects_jsonl.exists() and not work.originals_dir.is_dir():
         return StageState("detect", MISSING, ["nothing fetched to detect in"], fix)
     if not work.faces_json.exists():
@@ -184,9 +186,6 @@ def detect_state(work: Work, recipe, fix: str) -> StageState:
 
 
 def filter_state(work: Work, recipe, fix: str) -> StageState:
-    from ..infra.files import file_digest
-    from .filter import load_overrides, overrides_digest
-    from .recipe import filter_config_of
     summary = work.filter_summary()
     if not work.filtered_json.exists() or summary is None:
         return StageState("filter", MISSING, ["filtered.json not written yet"], fix)
@@ -217,8 +216,7 @@ def filter_state(work: Work, recipe, fix: str) -> StageState:
 
 
 def _face_ids(path: Path) -> set:
-    from .filter import face_id
-    return {face_id(str(d.get("obj_id")), d["face_idx"]) for d in _items(path)
+    return {str(FaceKey(str(d.get("obj_id")), d["face_idx"])) for d in _items(path)
             if isinstance(d, dict) and isinstance(d.get("face_idx"), int)}
 
 
@@ -237,28 +235,25 @@ def crop_drift(work: Work, recipe=None) -> CropDrift:
     make (the align parameters come from the recipe, MetFaces' defaults without one).
     Both files are read entry by entry and each face kept as a digest of what decides its
     pixels, so memory is a few hundred bytes per face, not its record."""
-    from .align import AlignOptions, input_reference
-    from .recipe import use_table
     params = None  # without a recipe, the crops' own settings are the intended ones
     if recipe is not None and "align" in recipe.sections:
         opts = AlignOptions(json="", source_images="", output_dir="")
         params = asdict(use_table(work, "align", opts, given=set(), save=False).options.params)
     ref = input_reference(work.filtered_json, work.images_dir)
     ok, failed = {}, {}  # key -> (pixel digest, made with other params, ours to remove)
-    for e in _items(manifest_path(work.images_dir)):
-        rec = e.get("record") if isinstance(e, dict) else None
-        if not (isinstance(rec, dict) and isinstance(rec.get("face_idx"), int)):
+    for e in scan_aligned(work.images_dir):
+        key = e.key
+        if key is None:
             continue
-        key = (str(rec.get("obj_id")), rec["face_idx"])
-        if e.get("status") == "ok":
-            ours = not isinstance(e.get("inputs"), list) or ref in e["inputs"]
-            other = params is not None and _params_differ(e.get("params"), params)
-            ok[key] = (_pixel_digest(rec), other, ours)
-        elif e.get("status") not in ALIGN_RETIRED:
-            failed[key] = _pixel_digest(rec)
+        if e.status == OK:
+            ours = e.inputs is None or ref in e.inputs
+            other = params is not None and _params_differ(e.params, params)
+            ok[key] = (_pixel_digest(e.record), other, ours)
+        elif e.status not in ALIGN_RETIRED:
+            failed[key] = _pixel_digest(e.record)
     drift = CropDrift()
     for d in _kept_records(work):
-        key = (str(d.get("obj_id")), d["face_idx"])
+        key = FaceKey(d["obj_id"], d["face_idx"])
         drift.kept.add(key)
         digest, e = _pixel_digest(d), ok.get(key)
         if e is None and failed.get(key) == digest:
@@ -274,7 +269,6 @@ def crop_drift(work: Work, recipe=None) -> CropDrift:
 
 def _items(path: Path):
     """The entries of a JSON list file one by one (nothing when missing or not a list)."""
-    from ..infra.jsonstream import read_json_items
     try:
         items = read_json_items(path, path.name)
         yield from (items if hasattr(items, "__next__") else ())
@@ -285,7 +279,6 @@ def _items(path: Path):
 def _kept_records(work: Work):
     """filtered.json's records as align reads them (normalised; bad ones left out as align
     does with --skip-bad)."""
-    from ..core.records import FaceRecord
     for i, d in enumerate(_items(work.filtered_json)):
         try:
             yield FaceRecord.from_json(d, i).to_json()
@@ -294,7 +287,6 @@ def _kept_records(work: Work):
 
 
 def _pixel_digest(rec: dict) -> bytes:
-    from .align import pixel_record
     blob = json.dumps(pixel_record(rec), sort_keys=True, default=str)
     return hashlib.blake2b(blob.encode("utf-8", "replace"), digest_size=16).digest()
 

@@ -40,15 +40,28 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..core.errors import UsageError
-from ..infra.stage import StageSummary, default_workers
-from ..core.records import FaceKey
+import numpy as np
 
-PASS = ("match",)
+from .. import __version__
+from ..core.errors import UsageError
+from ..core.metrics import psnr_and_max
+from ..core.pngmeta import metadata_difference
+from ..core.records import FaceKey
+from ..core.status import (BAD_RECORD, MATCH, MD5_DIFFERS, MISSING, NO_MD5, PIXELS_DIFFER,
+                           SAME_PIXELS, SIZE_DIFFERS, UNREADABLE)
+from ..infra.executors import LocalExecutor, Progress, library_versions, summarize
+from ..infra.faces import load_faces
+from ..infra.files import atomic_write_json
+from ..infra.images import MAX_CROP_PIXELS, open_image
+from ..infra.readers import read_aligned
+from ..infra.stage import StageSummary, default_workers
+
+PASS = (MATCH,)
 WORST_SHOWN = 10
 
 
@@ -95,23 +108,17 @@ class FaceCheck:
 def _rgb(path: str):
     """RGB pixels of a crop, decoded with the project's guard (pixel limit from the header,
     regular files only); ImageProblem says why not."""
-    import numpy as np
-
-    from ..infra.images import MAX_CROP_PIXELS, open_image
     with open_image(path, MAX_CROP_PIXELS, limit_name="a crop is at most 8192x8192") as im:
         return np.asarray(im.convert("RGB"))
 
 
 def verify_crop(task: VerifyTask) -> FaceCheck:
     """File md5, pixel md5 and (with a reference) the pixel comparison of one crop."""
-    import numpy as np
-
-    from ..core.metrics import psnr_and_max
     res = FaceCheck(task.obj_id, task.face_idx, os.path.basename(task.crop) if task.crop else
-                    FaceKey(task.obj_id, task.face_idx).crop_name, "match",
+                    FaceKey(task.obj_id, task.face_idx).crop_name, MATCH,
                     expected_md5=task.expected_md5)
     if not task.crop:
-        res.status, res.reason = "missing", "no crop file"
+        res.status, res.reason = MISSING, "no crop file"
         return res
     try:
         with open(task.crop, "rb") as f:
@@ -119,30 +126,30 @@ def verify_crop(task: VerifyTask) -> FaceCheck:
         res.file_md5 = hashlib.md5(data).hexdigest()
         pixels = _rgb(task.crop)
     except Exception as e:  # noqa: BLE001 - any decoder error is this crop's outcome
-        res.status, res.reason = "unreadable", f"{task.crop}: {e}"
+        res.status, res.reason = UNREADABLE, f"{task.crop}: {e}"
         return res
     res.height, res.width = pixels.shape[:2]
     res.pixel_md5 = hashlib.md5(pixels.tobytes()).hexdigest()
     if not task.expected_md5:
-        res.status, res.reason = "no_md5", "the record has no image_md5"
+        res.status, res.reason = NO_MD5, "the record has no image_md5"
     else:
         res.file_md5_match = res.file_md5 == task.expected_md5.lower()
     if res.file_md5_match:
-        res.status = "match"
+        res.status = MATCH
     elif res.file_md5_match is False:
-        res.status = "md5_differs"
+        res.status = MD5_DIFFERS
     if task.reference:
         res.reference = task.reference
         try:
             ref = _rgb(task.reference)
         except Exception as e:  # noqa: BLE001
-            res.status, res.reason = "unreadable", f"reference {task.reference}: {e}"
+            res.status, res.reason = UNREADABLE, f"reference {task.reference}: {e}"
             return res
         res.reference_pixel_md5 = hashlib.md5(ref.tobytes()).hexdigest()
         if ref.shape != pixels.shape:
             res.pixels_equal = False
-            if res.status != "match":
-                res.status = "size_differs"
+            if res.status != MATCH:
+                res.status = SIZE_DIFFERS
             res.reason = f"{res.width}x{res.height} vs reference {ref.shape[1]}x{ref.shape[0]}"
             return res
         psnr, mx = psnr_and_max(pixels, ref)
@@ -150,13 +157,12 @@ def verify_crop(task: VerifyTask) -> FaceCheck:
         res.psnr = None if math.isinf(psnr) else psnr
         res.max_abs_diff = mx
         res.differing_pixels = float(np.mean(np.any(pixels != ref, axis=2)))
-        if res.status == "md5_differs":
-            res.status = "same_pixels" if res.pixels_equal else "pixels_differ"
-        if res.status in ("same_pixels", "pixels_differ"):
-            from ..core.pngmeta import metadata_difference
+        if res.status == MD5_DIFFERS:
+            res.status = SAME_PIXELS if res.pixels_equal else PIXELS_DIFFER
+        if res.status in (SAME_PIXELS, PIXELS_DIFFER):
             with open(task.reference, "rb") as f:
                 res.metadata = metadata_difference(data, f.read())
-            if res.status == "same_pixels":
+            if res.status == SAME_PIXELS:
                 res.reason = (f"same pixels; only the PNG metadata differs: {res.metadata}"
                               if res.metadata else "same pixels and metadata; the compressed "
                               "bytes differ (another Pillow/zlib)")
@@ -193,11 +199,9 @@ def verify_tasks(faces: list, images: Path, reference: Optional[Path]) -> list:
 
 def versions() -> dict:
     """Everything that decides crop pixels and PNG bytes, in this process."""
-    from .. import __version__
-    from ..infra.executors import library_versions
     v = dict(library_versions())
     try:
-        from PIL import features
+        from PIL import features  # only here, to name zlib's version (not on `import`)
         v["zlib"] = features.version("zlib")
     except Exception:  # noqa: BLE001 - old Pillow without features.version
         pass
@@ -207,12 +211,10 @@ def versions() -> dict:
 
 def aligned_with(images: Path) -> list:
     """Distinct library versions recorded in images/aligned.json (align's manifest)."""
-    from ..infra.workdir import read_manifest
     out: list = []
-    for e in read_manifest(images) or []:
-        v = e.get("versions") if isinstance(e, dict) else None
-        if isinstance(v, dict) and v not in out:
-            out.append(v)
+    for e in read_aligned(images) or []:
+        if e.versions is not None and e.versions not in out:
+            out.append(e.versions)
     return out
 
 
@@ -240,11 +242,7 @@ class VerifySummary(StageSummary):
 def verify(opts: VerifyOptions) -> VerifySummary:
     """Check every crop of `opts.images` against the image_md5 of its record in
     `opts.json` (and, with `opts.reference`, its pixels against another folder's)."""
-    import time
     t0 = time.monotonic()
-    from ..infra.files import atomic_write_json
-    from ..infra.executors import LocalExecutor, Progress
-    from ..infra.faces import load_faces
     images = Path(opts.images)
     if not images.is_dir():
         raise UsageError(f"--images {images} is not a folder")
@@ -262,13 +260,13 @@ def verify(opts: VerifyOptions) -> VerifySummary:
         for r in executor.imap(verify_crop, tasks):
             results.append(r)
             prog.update(1)
-    passing = PASS + (("same_pixels",) if opts.accept_same_pixels else ())
+    passing = PASS + ((SAME_PIXELS,) if opts.accept_same_pixels else ())
     counts: dict = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     bad_records = [{"index": b.index, "reason": b.reason} for b in loaded.bad]
     if bad_records:
-        counts["bad_record"] = len(bad_records)
+        counts[BAD_RECORD] = len(bad_records)
 
     if opts.out:
         atomic_write_json(opts.out, {
@@ -281,14 +279,14 @@ def verify(opts: VerifyOptions) -> VerifySummary:
                     "by another Pillow/zlib give another md5; pixel_md5 and the reference "
                     "comparison tell pixels apart"})
     failed = sum(1 for r in results if r.status not in passing) + len(bad_records)
-    return VerifySummary("verify", counts, {"results": Path(opts.out)} if opts.out else {},
-                         time.monotonic() - t0, failed,
-                         summary(results, counts, vers, made_with, opts.out).split("\n"),
+    return VerifySummary(stage="verify", counts=counts,
+                         outputs={"results": Path(opts.out)} if opts.out else {},
+                         elapsed=time.monotonic() - t0, failed=failed,
+                         lines=summary(results, counts, vers, made_with, opts.out).split("\n"),
                          results=results)
 
 
 def summary(results: list, counts: dict, vers: dict, made_with: list, out: Optional[str]) -> str:
-    from ..infra.executors import summarize
     lines = [summarize(counts, f"verify: {len(results)} crops")]
     compared = [r for r in results if r.pixels_equal is not None]
     if compared:
@@ -297,8 +295,8 @@ def summary(results: list, counts: dict, vers: dict, made_with: list, out: Optio
         lines.append(f"pixels vs reference: {equal} of {len(compared)} identical"
                      + (f"; differing: min PSNR {min(finite):.2f} dB, max difference "
                         f"{max(r.max_abs_diff or 0 for r in compared)}" if finite else ""))
-    worst = sorted((r for r in results if r.status not in ("match", "same_pixels")),
-                   key=lambda r: (r.status != "pixels_differ", r.psnr if r.psnr is not None
+    worst = sorted((r for r in results if r.status not in (MATCH, SAME_PIXELS)),
+                   key=lambda r: (r.status != PIXELS_DIFFER, r.psnr if r.psnr is not None
                                   else math.inf, r.obj_id, r.face_idx))
     for r in worst[:WORST_SHOWN]:
         detail = (f"PSNR {r.psnr:.2f} dB, max diff {r.max_abs_diff}" if r.psnr is not None
@@ -308,11 +306,11 @@ def summary(results: list, counts: dict, vers: dict, made_with: list, out: Optio
     if len(worst) > WORST_SHOWN:
         lines.append(f"  ... and {len(worst) - WORST_SHOWN} more" + (f" (see {out})" if out else
                                                                       " (--out FILE lists all)"))
-    meta = [r for r in results if r.status == "same_pixels" and r.metadata]
+    meta = [r for r in results if r.status == SAME_PIXELS and r.metadata]
     if meta:
-        lines.append(f"same_pixels: {len(meta)} of {counts.get('same_pixels')} differ from the "
+        lines.append(f"same_pixels: {len(meta)} of {counts.get(SAME_PIXELS)} differ from the "
                      f"reference only in PNG metadata, e.g. {meta[0].file}: {meta[0].metadata}")
-    if counts.get("md5_differs"):
+    if counts.get(MD5_DIFFERS):
         lines.append("note: image_md5 is the md5 of a PNG file; a crop with the same pixels "
                      "saved by another Pillow/zlib differs too. --reference DIR tells them apart.")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))

@@ -95,7 +95,7 @@ def crop_measures(crop) -> CropMeasures:
 def perceptual_hash(image) -> str:
     """64-bit DCT hash (pHash): low 8x8 DCT coefficients of a 32x32 grayscale above
     their median. Robust to rescaling and mild recompression, not to re-framing."""
-    from PIL import Image
+    from PIL import Image  # (deferred as in crop_measures)
     from scipy.fft import dctn
     g = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BOX), dtype=np.float64)
     low = dctn(g, norm="ortho")[:8, :8].flatten()

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from ...core.errors import UsageError
 from ...core.records import FaceKey
-from ...infra.files import read_json_or_none, read_jsonl
-from ...infra.workdir import FILTERED, REJECTED
+from ...infra.files import read_json_or_none
+from ...infra.readers import read_rejections
+from ...infra.workdir import as_work
 from .config import FilterConfig
 from .results import Check
 from .tasks import check_image_faces, filter_tasks
@@ -45,12 +46,13 @@ def explain(work: Path, faces: list, source_root: Path, cfg: FilterConfig, obj_i
 
 def _previous_duplicate_checks(work: Path) -> dict:
     """Near-duplicate outcomes recorded by the last full run, keyed by face."""
+    layout = as_work(work)
     out: dict = {}
-    for row in read_jsonl(work / REJECTED):
-        if "near_duplicate" in row.get("reasons", []):
-            out[FaceKey(str(row["obj_id"]), row["face_idx"])] = Check(
-                "near_duplicate", False, row["values"].get("near_duplicate"), "(last run)")
-    kept = read_json_or_none(work / FILTERED) or []
+    for r in read_rejections(layout.rejected_jsonl):  # damaged lines left out
+        if "near_duplicate" in r.reasons:
+            out[FaceKey(r.obj_id, r.face_idx)] = Check(
+                "near_duplicate", False, r.values.get("near_duplicate"), "(last run)")
+    kept = read_json_or_none(layout.filtered_json) or []
     for d in kept if isinstance(kept, list) else []:
         vals = (d.get("filter") or {}) if isinstance(d, dict) else {}
         if "near_duplicate" in vals:
