@@ -66,8 +66,9 @@ def test_no_function_over_60_lines_in_the_split_stages():
 
 # deferred on purpose, each with a comment saying why: `import stages.detect` loads no
 # numpy or dlib (test_models), and filter loads scipy and PIL only to measure crops;
-# core.metrics imports numpy; tomllib only for --config
-HEAVY = {"numpy", "PIL", "dlib", "scipy", "scipy.fft", "tomllib", "tomli", "...core.metrics"}
+# core.metrics and infra.images import numpy (and PIL); tomllib only for --config
+HEAVY = {"numpy", "PIL", "dlib", "scipy", "scipy.fft", "tomllib", "tomli", "...core.metrics",
+         "...infra.images"}
 
 
 def test_imports_inside_functions_are_only_the_heavy_ones():

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ...core.status import BAD_CONTENT
-from ...infra.images import DEFAULT_MAX_PIXELS, ImageProblem, exif_orientation, open_image
 from .options import DEFAULT_MAX_SIDE, JPEG_DRAFT_SCALES
 
-# numpy and PIL are imported where used: `import stages.detect` stays light (--help)
+# numpy and PIL (and infra.images, which loads both) are imported where used:
+# `import stages.detect` stays light (--help; test_models)
 
 
 @dataclass
@@ -41,6 +41,7 @@ def draft_scale(shrink: int, width: int, height: int) -> int:
 
 def load_shrunk(path, max_side: int = DEFAULT_MAX_SIDE, max_pixels: Optional[int] = None) -> ShrunkImage:
     """Decode `path` reduced by the integer shrink; raises images.ImageProblem."""
+    from ...infra.images import DEFAULT_MAX_PIXELS, ImageProblem, exif_orientation, open_image
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     head = open_image(path, max_pixels, load=False)
     w, h, fmt, mode, orient = head.width, head.height, head.format or "", head.mode, exif_orientation(head)

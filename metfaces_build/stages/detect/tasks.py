@@ -12,7 +12,6 @@ from ...core.errors import UsageError
 from ...core.records import FaceKey, FaceRecord, FaceSpec, as_object_id, obj_id_sort_key
 from ...core.status import BAD_CONTENT, MISSING_SOURCE, NO_FACE, OK
 from ...infra.files import check_relative_path, file_digest
-from ...infra.images import ImageProblem
 from ...infra.models import load_models
 from ...infra.workdir import as_work
 from .decode import load_shrunk
@@ -77,6 +76,7 @@ def init_worker(model_paths, opts: DetectOptions, max_pixels: Optional[int]) -> 
 
 def detect_task(task: DetectTask) -> DetectResult:
     """Detect faces in one source image; failures come back as statuses."""
+    from ...infra.images import ImageProblem  # loads PIL and numpy: not at import (--help)
     opts: DetectOptions = _WORKER["opts"]
     res = DetectResult(task.obj_id, task.source_path, OK, settings=opts.signature(),
                        source_sha256=task.sha256, source_stat=task.stat)
