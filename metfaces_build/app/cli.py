@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..core.errors import UsageError
-from .helptext import split_manual
+from .flags import HelpFormatter
+from .helptext import command_help
 
 # (subcommand, module, one-line summary)
 COMMANDS = [
@@ -45,7 +46,7 @@ exit status: 0 all items ok; 1 some items failed (each recorded with its reason)
 
 Every stage reads and writes plain files in a work directory, skips work already done
 (--force redoes it), writes atomically, and prints a summary. Run
-`metfaces-build COMMAND --help` for a command's manual.
+`metfaces-build COMMAND --help` for a command's options.
 
 examples:
   metfaces-build demo --work ./demo-work      # the whole pipeline on the built-in emulator
@@ -89,10 +90,9 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=summary)
             continue
         mod = importlib.import_module(modname)
-        doc = (getattr(mod, "DESCRIPTION", None) or mod.__doc__ or summary).strip()
-        description, epilog = split_manual(doc, name)  # usage and examples first
+        description, epilog = command_help(name, mod)
         p = sub.add_parser(name, help=summary, description=description, epilog=epilog,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           usage="%(prog)s [options]", formatter_class=HelpFormatter)
         mod.configure_parser(p)
         p.set_defaults(_run=mod.main, _parser=p)
     return parser

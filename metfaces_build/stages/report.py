@@ -29,7 +29,7 @@ import numpy as np
 from ..core import geometry
 from ..core.errors import UsageError
 from ..core.records import FaceKey
-from ..infra.stage import StageSummary
+from ..infra.stage import StageSummary, force_opt, opt
 from ..infra.files import read_json_or_none
 from ..infra.workdir import (COMPARE, FACES, FILTER_SUMMARY, FILTERED, IMAGES_DIR, MANIFEST,
                              OBJECTS, REJECTED, Work, as_work)
@@ -652,11 +652,12 @@ class ReportOptions:
     """Options of the report stage: where source_path resolves for the sheets (default:
     the work directory), where to write (default: WORK/report), tiles per sheet; `force`
     writes it again even when its inputs have not changed since the last report."""
-    source_images: Optional[str] = None
-    out_dir: Optional[str] = None
-    max_tiles: int = 48
-    title: str = "MetFaces build report"
-    force: bool = False
+    source_images: Optional[str] = opt(None, "where source_path resolves", metavar="DIR",
+                                       shown="--work")
+    out_dir: Optional[str] = opt(None, "where to write", metavar="DIR", shown="DIR/report")
+    max_tiles: int = opt(48, "faces per contact sheet", metavar="N", limits=">= 1")
+    title: str = opt("MetFaces build report", "the report's title", metavar="TEXT")
+    force: bool = force_opt("write it even if its inputs are unchanged")
 
 
 @dataclass
