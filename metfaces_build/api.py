@@ -33,6 +33,9 @@ from typing import Any, Iterator, Optional, Union
 
 from .infra.workdir import Work
 
+# The stage modules (and numpy, dlib, scipy behind them) are imported inside each function
+# on purpose: `import metfaces_build` must stay cheap (tests/test_api.py measures it).
+
 PathLike = Union[str, os.PathLike]
 
 

@@ -9,7 +9,10 @@ requests) inside functions, so `--help` is instant.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import platform
 import sys
 from typing import Optional, Sequence
 
@@ -60,8 +63,6 @@ The manuals of all commands: docs/commands.md.
 
 def version_line() -> str:
     """`metfaces-build 0.2.0 (Python 3.11.7, /path/to/metfaces_build)`: which copy runs."""
-    import os
-    import platform
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return f"metfaces-build {__version__} (Python {platform.python_version()}, {here})"
 
@@ -108,7 +109,6 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
 
 def unknown_command(word: str, names: Sequence[str]) -> str:
     """The message for a mistyped subcommand, with the closest ones (difflib)."""
-    import difflib
     close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return (f"metfaces-build: unknown command {word!r}{hint} "

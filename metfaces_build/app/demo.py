@@ -39,9 +39,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..infra.files import read_json_or_none
+from ..core.errors import UsageError
+from ..infra.files import atomic_write_json, read_json_or_none
 from ..infra.workdir import ALIGN_RETIRED, DETECT_DONE, Work
-from .flags import add_common, add_work_dir, nonneg_float
+from ..met.emulator import start_emulator
+from ..stages.compare import CompareOptions
+from ..stages.review import ReviewOptions
+from ..stages.review import review as write_review
+from .commands.compare import compare_with_report
+from .flags import add_common, add_work_dir, nonneg_float, print_summary
+from .run import RunOptions, print_run, run
 
 DEPARTMENTS = "11,9,15,1,19"  # every department of the sample collection
 FAULTS = "429,5xx,reset,html200"
@@ -52,6 +59,8 @@ EXPECTED_FETCH = {"faces": "ok", "noface": "ok", "no_image": "no_image",
 FETCH_OPTIONS = {"rate": 100.0, "retries": 8, "timeout": 20.0, "backoff_base": 0.05,
                  "backoff_max": 0.5, "cooldown": 1.0}
 
+
+MANUAL = __doc__  # the long manual (docs/commands.md)
 
 ABOUT = """\
 Run the whole pipeline (fetch, detect, filter, align, report, review page) on the
@@ -73,14 +82,6 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from ..met.emulator import start_emulator
-    from ..core.errors import UsageError
-    from ..infra.files import atomic_write_json
-    from ..stages.compare import CompareOptions
-    from .commands.compare import compare_with_report
-    from .flags import print_summary
-    from .run import RunOptions, print_run, run
-
     if args.fault_rate > 1:
         raise UsageError(f"--fault-rate must be within 0..1, got {args.fault_rate}")
     t0 = time.monotonic()
@@ -120,8 +121,6 @@ def main(args) -> int:
             compare_rc = 2
         review = None
         if layout.filtered_json.is_file():  # again, now with compare's landmarks
-            from ..stages.review import ReviewOptions
-            from ..stages.review import review as write_review
             review = write_review(layout, ReviewOptions(workers=args.workers, quiet=True)).page
         stats = emu.stats()
         kinds = {o.id: o.kind for o in emu.collection.objects}

@@ -13,10 +13,15 @@ from ..infra.stage import (bounds_text, default_of, default_workers, fields_by_n
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """argparse's layout with a wider option column, so most options take one line."""
+    """argparse's layout with a wider option column, so most options take one line, and
+    "(default: X)" never split across lines."""
 
     def __init__(self, prog, indent_increment=2, max_help_position=28, width=None):
         super().__init__(prog, indent_increment, max_help_position, width)
+
+    def _split_lines(self, text, width):
+        text = self._whitespace_matcher.sub(" ", text).strip().replace("(default: ", "(default:\0")
+        return [line.replace("\0", " ") for line in textwrap.wrap(text, width)]
 
 
 def add_work_dir(p, required: bool = False, default: Optional[str] = "metfaces-work",
@@ -31,7 +36,7 @@ def add_common(p, workers: bool = True, force: bool = True) -> None:
     """--workers, --force, --quiet: the flags every stage takes."""
     if workers:
         p.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
-                       help="worker processes (default: cores = %(default)s)")
+                       help="worker processes (default: cores)")
     if force:
         p.add_argument("--force", action="store_true", help="redo work already done and valid")
     p.add_argument("--quiet", action="store_true", help="no progress bar, summary only")

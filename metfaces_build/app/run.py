@@ -39,7 +39,7 @@ exit status: 0 every stage succeeded; 1 some items failed somewhere (each record
 that stage's files; the summary says where); 2 usage error (the run stops there).
 
 examples:
-  metfaces-build run --work ./work --departments "European Paintings" --limit 200
+  metfaces-build run --work W --departments "European Paintings" --limit 200
   metfaces-build run --work ./work --search portrait --has-images --medium Paintings \\
       --detector cascade --filter-config filter.toml
   metfaces-build run --work ./emu --api http://127.0.0.1:8000/public/collection/v1 \\
@@ -57,12 +57,15 @@ from typing import Callable, Optional
 from ..core.errors import UsageError
 from ..infra.stage import (StageSummary, convert, force_opt, like, opt, option_names, options_from_args,
                            workers_opt)
-from ..infra.workdir import Work, as_work
+from ..infra.executors import count_items
+from ..infra.models import resolve_models
+from ..infra.workdir import UPDATE_KINDS, UPDATE_LABELS, Work, as_work
 from ..stages.align import AlignOptions
 from ..stages.detect import DetectOptions
 from ..stages.fetch import FetchOptions
-from ..stages.filter import FilterOptions
-from ..stages.recipe import ApiGone, align_work, detect_work, explicit_fields, fetch_work, filter_work
+from ..stages.filter import FilterOptions, config_from_mapping, load_toml_config
+from ..stages.recipe import (ApiGone, align_work, detect_work, explicit_fields, fetch_work,
+                             filter_work, use_fetch, use_table)
 from ..stages.report import ReportOptions, report
 from ..stages.review import ReviewOptions, review
 from .commands import fetch as fetch_cmd
@@ -148,7 +151,6 @@ class UpdatesReport:
                     or self.crops_removed)
 
     def lines(self) -> list:
-        from ..infra.workdir import UPDATE_KINDS, UPDATE_LABELS
         objs = ", ".join(f"{len(self.objects[k])} {UPDATE_LABELS[k]}" for k in UPDATE_KINDS
                          if self.objects.get(k))
         changed = [i for k in ("new", "new_image", "record", "withdrawn") for i in self.objects.get(k, [])]
@@ -288,12 +290,9 @@ def _fetched_any(s) -> bool:
 def check_before_starting(work: Work, opts: RunOptions, explicit: set) -> None:
     """Catch a missing selection, a bad filter config or missing models now, not after
     the downloads."""
-    from ..stages.recipe import use_fetch, use_table
     use_fetch(work, opts.fetch_options(), explicit, save=False)
     if opts.filter_config:
-        from ..stages.filter import config_from_mapping, load_toml_config
         config_from_mapping(load_toml_config(opts.filter_config), where=opts.filter_config)
-    from ..infra.models import resolve_models
     detector = use_table(work, "detect", opts.detect_options(), explicit, save=False).options.detector
     resolve_models(opts.models_dir, need_cnn=detector != "hog")
 
@@ -348,22 +347,23 @@ def summary_lines(work: Work, s: RunSummary) -> list:
 def _counts(c, unit: str) -> str:
     if not c:
         return ""
-    from ..infra.executors import count_items
     return f"{sum(c.values())} {unit}: {count_items(c)}"
 
 
 # ---- CLI ------------------------------------------------------------------------------------
 
+MANUAL = __doc__  # the long manual (docs/commands.md)
+
 ABOUT = """\
 Run fetch -> detect -> filter -> align -> report (and the review page) in one work
 directory, each stage as its own command would, with the options below and the
-directory's recipe; a rerun resumes and redoes only what changed. The exit status is
-1 when items failed somewhere (each recorded with its reason), 2 at a usage error."""
+directory's recipe; a rerun resumes and redoes only what changed. Exit status: 1
+when items failed somewhere (each recorded with its reason), 2 at a usage error."""
 
 EXAMPLES = """\
-metfaces-build run --work ./work --departments "European Paintings" --limit 200
-metfaces-build run --work ./work --search portrait --has-images --detector cascade
-metfaces-build run --work ./work --since 2024-01-01"""
+metfaces-build run --work W --departments "European Paintings" --limit 200
+metfaces-build run --work W --search portrait --has-images --detector cascade
+metfaces-build run --work W --since 2024-01-01"""
 
 # shown in full; the other fetch and detect options are listed by name (their help is in
 # `metfaces-build fetch --help` and `detect --help`)

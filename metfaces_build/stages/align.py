@@ -339,7 +339,7 @@ ALIGNMENT = "alignment (NVIDIA's flags; the defaults give MetFaces)"
 class AlignOptions:
     """Options of the align stage (names and defaults of its CLI flags; NVIDIA's flags
     with MetFaces' defaults, which are AlignParams')."""
-    json: str = opt(help="face list: metfaces.json, faces.json, filtered.json",
+    json: str = opt(help="face list (metfaces.json, filtered.json)",
                     metavar="FILE", group=IO)
     source_images: str = opt(help="folder each source_path is relative to", metavar="DIR",
                              group=IO)

@@ -8,6 +8,9 @@ from ...stages import align as stage
 from ...stages.recipe import align_work
 from ..flags import add_options, add_work_dir, group_of, print_summary
 
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
 ABOUT = """\
 Crop aligned square faces (1024x1024 by default) from the landmarks of filtered.json,
 or of NVIDIA's metfaces.json, with the arithmetic of NVIDIA's metfaces.py, so the
@@ -15,7 +18,7 @@ crops are the MetFaces pixels; a rerun re-makes only crops whose record changed.
 
 EXAMPLES = """\
 metfaces-build align --work ./metfaces-work
-metfaces-build align --json metfaces.json --source-images nvidia --output-dir out
+metfaces-build align --json metfaces.json --source-images src --output-dir out
 metfaces-build align --work ./metfaces-work --random-shift 0.2 --retry-crops"""
 
 

@@ -10,6 +10,9 @@ from ...stages import compare as stage
 from ...stages.report import ReportOptions, report
 from ..flags import add_options, add_work_dir, print_summary
 
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
 ABOUT = """\
 Compare regenerated landmarks with stored ones (NVIDIA's metfaces.json): faces are
 matched by eye-centre distance in inter-ocular units, and the report says how far
@@ -17,7 +20,7 @@ landmarks, boxes and crops moved. Or compare two folders of crops pixel by pixel
 
 EXAMPLES = """\
 metfaces-build compare --stored metfaces.json --work ./metfaces-work
-metfaces-build compare --stored metfaces.json --regenerated faces.json --out cmp
+metfaces-build compare --stored metfaces.json --regenerated f.json --out cmp
 metfaces-build compare --crops nvidia/images ./metfaces-work/images"""
 
 

@@ -7,6 +7,9 @@ from ...stages import detect as stage
 from ...stages.recipe import detect_work
 from ..flags import add_options, add_work_dir, print_summary
 
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
 ABOUT = """\
 Find every face and its 68 landmarks with dlib in the fetched originals (each image
 shrunk so its long side is at most --max-side) and write faces.json, one record per

@@ -9,14 +9,18 @@ from typing import Optional
 
 from ...core.errors import UsageError
 from ...infra.stage import opt
+from ...met import emulator as emulator_module
 from ...met.emulator import FAULT_KINDS, BlockRule, start_emulator
 from ...met.protection import Protection
 from ..flags import add_options, nonneg_float
 
-ABOUT = """\
+# the long manual (docs/commands.md, tools/make_command_docs.py): the module's own account
+MANUAL = emulator_module.__doc__
+
+ABOUT = f"""\
 Serve a sample Met Collection API (35 objects in 5 departments, with known faces) on
-loopback, with switchable faults (errors, resets, truncated and HTML bodies, rate
-limits, a bot protection), so fetch and run work offline. Stop it with Ctrl-C."""
+loopback, with switchable faults ({", ".join(FAULT_KINDS)}), rate limits and a bot
+protection, so fetch and run work offline. Stop it with Ctrl-C."""
 
 EXAMPLES = """\
 metfaces-build emulator --faults 429,5xx,reset --fault-rate 0.2
@@ -65,7 +69,7 @@ class EmulatorOptions:
     """The emulator's flags (met.emulator.start_emulator's arguments)."""
     host: str = opt("127.0.0.1", "address to listen on", metavar="HOST")
     port: int = opt(0, "port; 0 picks a free one", metavar="PORT", limits="0..65535")
-    faults: tuple = opt((), "some of " + ", ".join(FAULT_KINDS) + ", or all", metavar="LIST",
+    faults: tuple = opt((), "faults to inject, comma-separated, or all", metavar="LIST",
                         parse=_fault_list, shown="none")
     fault_rate: float = opt(0.0, "share of requests that get a fault", metavar="P",
                             parse=_rate)

@@ -4,7 +4,11 @@ from __future__ import annotations
 from ...infra.stage import options_from_args
 from ...infra.workdir import Work
 from ...stages import export as stage
+from ...stages import export_formats as formats
 from ..flags import add_options, add_work_dir, print_summary
+
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__ + "\n" + formats.__doc__
 
 ABOUT = """\
 Pack the aligned crops as a training set: a StyleGAN2-ADA / StyleGAN3 dataset (zip or
@@ -14,7 +18,7 @@ each face keeps its provenance. Nothing is written when a crop fails its checks.
 
 EXAMPLES = """\
 metfaces-build export --work ./metfaces-work --out metfaces.zip
-metfaces-build export --work W --format webdataset --out shards --shard-size 500MB
+metfaces-build export --work W --format webdataset --out tars --shard-size 1GB
 metfaces-build export --images out --out faces --format hf --no-labels"""
 
 

@@ -10,6 +10,9 @@ from ...stages import fetch as stage
 from ...stages.recipe import fetch_work
 from ..flags import add_compact, add_options, add_work_dir, print_summary
 
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
 ABOUT = """\
 Download Met object records and original images (checked, then kept) into the work
 directory, chosen by department, search, ids, date or the Met's catalogue file; a

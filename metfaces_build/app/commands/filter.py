@@ -9,6 +9,9 @@ from ...stages import filter as stage
 from ...stages.recipe import filter_work
 from ..flags import add_options, add_work_dir, print_summary
 
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
 ABOUT = """\
 Prune the detected faces with explicit tests (resolution, score, pose, landmarks outside
 the image, padding, overlaps, near-duplicates, sharpness, grayscale), each recorded with

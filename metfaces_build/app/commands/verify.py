@@ -7,14 +7,18 @@ from ...infra.workdir import Work
 from ...stages import verify as stage
 from ..flags import add_options, add_work_dir, print_summary
 
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
 ABOUT = """\
 Check crops against the image_md5 of a metfaces.json-compatible list: each face is a
-match, same_pixels (the PNG's bytes differ, its pixels equal the reference's),
-mismatch or missing; with --reference, the PSNR and largest pixel difference."""
+match, same_pixels (the PNG's bytes differ, as another Pillow or zlib writes them, but
+its pixels equal the reference's), mismatch or missing; with --reference, the PSNR and
+largest pixel difference."""
 
 EXAMPLES = """\
 metfaces-build verify --json metfaces.json --work ./metfaces-work
-metfaces-build verify --json metfaces.json --images out --reference nvidia/images"""
+metfaces-build verify --json metfaces.json --images out --reference ref"""
 
 
 def configure_parser(p) -> None:
