@@ -132,6 +132,13 @@ def test_every_option_is_declared_with_help(cls):
         assert len(f.metadata["help"]) <= 50, f"{cls.__name__}.{f.name}: help is one short line"
 
 
+def test_worker_counts_and_pixel_limits_are_bounded_where_declared():
+    for cls in OPTIONS:
+        for f in dataclasses.fields(cls):
+            if f.name in ("workers", "fetch_workers", "max_pixels"):
+                assert f.metadata["limits"] == (1, None, False), (cls.__name__, f.name)
+
+
 def test_choices_and_limits_come_from_the_declaration():
     """check_values (the CLI's and the API's one check) reads each field's choices and
     limits: the API refuses what the flag's parser refuses."""

@@ -255,10 +255,6 @@ def options_from_kwargs(cls, kwargs: dict, where: str):
 
 # ---- one validation of option values, for the CLI and the API --------------------------------
 
-# bounds every options class shares (a field's own limits override these)
-COMMON_LIMITS = {"workers": (1, None, False), "fetch_workers": (1, None, False),
-                 "max_pixels": (1, None, False)}
-
 
 def stage_name(cls) -> str:
     """'detect' for DetectOptions: the name messages start with."""
@@ -329,7 +325,7 @@ def check_values(cls, values: dict, where: Optional[str] = None) -> dict:
         if choices and v not in choices:
             raise UsageError(f"{where}: {name} must be one of {', '.join(map(str, choices))}; "
                              f"got {_short(v)}")
-        limits = fields[name].metadata.get("limits") or COMMON_LIMITS.get(name)
+        limits = fields[name].metadata.get("limits")
         if limits and t in (int, float) and not within(v, limits):
             raise UsageError(f"{where}: {name} must be {bounds_text(limits)}, got {v}")
         out[name] = v

@@ -76,9 +76,9 @@ class EmulatorOptions:
     seed: int = opt(0, "fault seed", metavar="N")
     rate_limit: float = opt(0.0, "429 above N requests/s per client; 0: off", metavar="N",
                             limits=">= 0")
-    block: Optional[str] = opt(None, "after N requests in WINDOW s, 403 for SECONDS s",
+    block: Optional[BlockRule] = opt(None, "after N requests in WINDOW s, 403 for SECONDS s",
                                metavar="N,WINDOW,SECONDS", parse=_block_rule)
-    protect: Optional[str] = opt(None, "a hidden limit: RATE[,WINDOW[,SECONDS]] or random",
+    protect: Optional[Protection] = opt(None, "a hidden limit: RATE[,WINDOW[,SECONDS]] or random",
                                  metavar="SPEC", parse=_protection)
     retry_after: float = opt(1.0, "Retry-After sent with 429/503, s", metavar="S",
                              limits=">= 0")
