@@ -68,6 +68,11 @@ def test_help_layout(name, columns80):
     assert text.index("options:") < text.index("\nexamples:\n")
 
 
+def test_top_level_help_fits_80_columns(columns80):
+    lines = build_parser().format_help().splitlines()
+    assert not [line for line in lines if len(line) > 80]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_flag_has_help_and_shows_its_default(name, columns80):
     p = _parser(name)

@@ -39,23 +39,24 @@ COMMANDS = [
 ]
 
 DESCRIPTION = """\
-Re-derive the MetFaces dataset (aligned 1024x1024 faces from artworks at the Metropolitan
-Museum of Art) from the Met Collection API, reproducibly, and extend it to the rest of
-the collection: fetch -> detect -> filter -> align, plus compare, report and export."""
+Re-derive the MetFaces dataset (aligned 1024x1024 faces from artworks at the
+Metropolitan Museum of Art) from the Met Collection API, reproducibly, and
+extend it to the rest of the collection: fetch -> detect -> filter -> align,
+plus compare, report and export."""
 
 EPILOG = """\
-exit status: 0 all items ok; 1 some items failed (each recorded with its reason);
-2 usage error (bad flag, missing or malformed input file).
+exit status: 0 all items ok; 1 some items failed (each recorded with its
+reason); 2 usage error (bad flag, missing or malformed input file).
 
-Every stage reads and writes plain files in a work directory, skips work already done
-(--force redoes it), writes atomically, and prints a summary. Run
+Every stage reads and writes plain files in a work directory, skips work already
+done (--force redoes it), writes atomically, and prints a summary. Run
 `metfaces-build COMMAND --help` for a command's options.
 
 examples:
-  metfaces-build demo --work ./demo-work      # the whole pipeline on the built-in emulator
+  metfaces-build demo --work ./demo-work    # all of it, on a built-in emulator
   metfaces-build run --work W --departments "European Paintings" --limit 200
-  metfaces-build align --work W               # W/filtered.json -> W/images/
-  metfaces-build verify --json metfaces.json --images W/images --reference nvidia/images
+  metfaces-build align --work W             # W/filtered.json -> W/images/
+  metfaces-build verify --json metfaces.json --images W/images --reference ref
 
 The manuals of all commands: docs/commands.md.
 """

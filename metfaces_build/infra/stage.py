@@ -109,11 +109,6 @@ def fields_by_name(cls) -> dict:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def meta(cls, name: str) -> dict:
-    """The declaration of option `name` of `cls` (empty for a plain field)."""
-    return dict(fields_by_name(cls)[name].metadata)
-
-
 def recipe_fields(cls) -> tuple:
     """The option names `cls` records in the work directory's recipe."""
     return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("recipe"))
@@ -144,7 +139,7 @@ def overridable(config, names: tuple, cls_name: str, group: Optional[str] = None
         t = hints[name]
         if typing.get_origin(t) is typing.Union:
             t = next(a for a in typing.get_args(t) if a is not type(None))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = default_of(config, name)
         metadata = {**f.metadata, "group": group or f.metadata.get("group"),
                     "shown": f.metadata.get("shown") or str(default)}
         made.append((name, Optional[t], field(default=None, metadata=metadata)))
@@ -285,9 +280,9 @@ def check_values(cls, values: dict, where: Optional[str] = None) -> dict:
     """`values` (some or all fields of options class `cls`) checked and normalised: each
     has its field's type (a path may be any os.PathLike, kept as str; a list where a tuple
     is declared becomes a tuple; an int where a float is), a value among its field's
-    `choices` and within its `limits` (`opt`). The CLI
-    (options_from_args, after argparse's own checks) and the API (options_from_kwargs)
-    both pass here, so both refuse the same values: a UsageError naming the option."""
+    `choices` and within its `limits` (as `opt` declared them). The CLI (options_from_args,
+    after argparse's own checks) and the API (options_from_kwargs) both pass here, so both
+    refuse the same values: a UsageError naming the option."""
     where = where or stage_name(cls)
     types = option_types(cls)
     fields = fields_by_name(cls)
