@@ -33,6 +33,9 @@ from typing import Any, Iterator, Optional, Union
 
 from .infra.workdir import Work
 
+# The stage modules (and numpy, dlib, scipy behind them) are imported inside each function
+# on purpose: `import metfaces_build` must stay cheap (tests/test_api.py measures it).
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -126,7 +129,7 @@ def fetch(work, **options) -> Any:
 def detect(work=None, **options) -> Any:
     """Find faces and 68 landmarks in every fetched original of `work` -> faces.json (or,
     with images= and out=, in every image of a folder). detector="hog" | "cnn" | "cascade",
-    max_side=1024 (the shrink rule). Returns DetectSummary."""
+    max_side= (the shrink rule); defaults in the signature. Returns DetectSummary."""
     from .infra.stage import options_from_kwargs
     from .stages.detect import DetectOptions, detect as stage
     opts = options_from_kwargs(DetectOptions, options, "detect")
@@ -164,8 +167,8 @@ def filter(work, **options) -> Any:  # noqa: A001 - the stage's name
 def align(work_or_json, **options) -> Any:
     """Crop aligned faces with MetFaces' exact arithmetic. Given a Work (or a work
     directory): its filtered.json, sources under it, crops into its images/. Given a
-    face-list file: pass source_images= and output_dir=. size=1024, no_rotation=False,
-    random_shift=0.0, ... as the CLI. Returns AlignSummary."""
+    face-list file: pass source_images= and output_dir=. size=, no_rotation=,
+    random_shift=, ... as the CLI (defaults in the signature). Returns AlignSummary."""
     from .infra.stage import options_from_kwargs
     from .stages.align import AlignOptions, align as stage
     target = work_or_json
@@ -283,22 +286,25 @@ def load_faces(path: PathLike, skip_bad: bool = False) -> list:
     return load(path, skip_bad=skip_bad).faces
 
 
-def detect_image(image, detector: str = "hog", max_side: int = 1024, *,
-                 upsample: Optional[int] = None, min_face: int = 1024,
+def detect_image(image, detector: Optional[str] = None, max_side: Optional[int] = None, *,
+                 upsample: Optional[int] = None, min_face: Optional[int] = None,
                  models_dir: Optional[PathLike] = None) -> list:
     """Faces in one image (a path, a PIL image or an HxWx3 uint8 array) as FaceRecords,
     found exactly as the detect stage finds them: the image is shrunk by the integer
     `shrink` = ceil(long side / max_side) first, and each record's `face_spec` (rect,
     landmarks in the shrunk frame, shrink) feeds `align_face` directly. As in the stage, a
     face whose aligned crop would be under `min_face` original pixels is not searched for
-    (0: every face the scan can find)."""
+    (0: every face the scan can find). An option left None takes the detect stage's
+    default (as `metfaces-build detect --help` shows)."""
     from .core.errors import UsageError
     from .infra.models import load_models, resolve_models
     from .infra.stage import options_from_kwargs
     from .stages import detect as D
-    opts = options_from_kwargs(D.DetectOptions, dict(
-        detector=detector, max_side=max_side, workers=1, min_face=min_face,
-        **({} if upsample is None else {"upsample": upsample})), "detect_image")
+    given = {"detector": detector, "max_side": max_side, "upsample": upsample,
+             "min_face": min_face}
+    opts = options_from_kwargs(D.DetectOptions, {"workers": 1, **{
+        k: v for k, v in given.items() if v is not None}}, "detect_image")
+    detector, max_side = opts.detector, opts.max_side
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.is_file():
@@ -336,13 +342,14 @@ def _shrink_in_memory(image, max_side: int):
                        exif_orientation=1)
 
 
-def align_face(image, face_spec, size: int = 1024, rotate: bool = True, *,
-               padding: bool = True, supersampling: int = 4):
+def align_face(image, face_spec, size: Optional[int] = None, rotate: bool = True, *,
+               padding: bool = True, supersampling: Optional[int] = None):
     """One aligned crop (a PIL image) of the face `face_spec` (a FaceSpec, a FaceRecord or
     a face_spec dict) in `image` (a path, a full-resolution PIL image or an HxWx3 uint8
     array), with MetFaces' exact arithmetic. The crop keeps the source's colour profile
     where NVIDIA's script keeps it (`crop.info["icc_profile"]`, written by `crop.save`).
-    size and supersampling are checked as align's --size and --supersampling."""
+    size and supersampling are checked as align's --size and --supersampling; None takes
+    align's default (MetFaces')."""
     import numpy as np
     from PIL import Image
 
@@ -350,14 +357,15 @@ def align_face(image, face_spec, size: int = 1024, rotate: bool = True, *,
     from .core.records import FaceSpec
     from .infra.stage import check_values
     from .stages.align import AlignOptions, AlignParams, align_face as crop
-    check_values(AlignOptions, {"size": size, "supersampling": supersampling}, "align_face")
+    given = {k: v for k, v in (("size", size), ("supersampling", supersampling)) if v is not None}
+    check_values(AlignOptions, given, "align_face")
     spec = getattr(face_spec, "face_spec", face_spec)
     if isinstance(spec, dict):
         spec = FaceSpec.from_json(spec)
     if not isinstance(spec, FaceSpec):
         raise UsageError(f"align_face: face_spec must be a FaceSpec, a FaceRecord or a "
                          f"face_spec dict, got {type(face_spec).__name__}")
-    params = AlignParams(size=size, supersampling=supersampling, rotate=rotate, padding=padding)
+    params = AlignParams(rotate=rotate, padding=padding, **given)
     if isinstance(image, (str, os.PathLike)):
         if not Path(image).is_file():
             raise UsageError(f"align_face: no such image file: {image}")

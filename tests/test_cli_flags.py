@@ -79,20 +79,14 @@ def test_mistyped_command_suggests_the_closest(cli):
     assert rc == 2 and "unknown command 'zzz'" in err and "did you mean" not in err
 
 
-def test_help_starts_with_what_and_examples(cli):
-    """Each command's --help: the summary and examples before the flags, the details
-    after them (nothing of the manual is dropped: it is all in docs/commands.md too)."""
+def test_top_level_help_lists_commands_and_examples(cli):
+    """The top-level --help: every command with its one line, and examples (each
+    command's own --help is checked in tests/test_help.py)."""
     from metfaces_build.app.cli import COMMANDS
-    for name, _, _ in COMMANDS:
-        rc, out, _ = cli(name, "--help")
-        assert rc == 0
-        lines = out.splitlines()
-        options = next(i for i, line in enumerate(lines) if line == "options:")
-        example = next(i for i, line in enumerate(lines) if line.startswith("example"))
-        assert example < options, name
-        assert options < 45, (name, options)   # the flags start on the first screens
     rc, out, _ = cli("--help")
     assert rc == 0 and "examples:" in out and "metfaces-build align --work W" in out
+    for name, _, summary in COMMANDS:
+        assert name in out and summary in out
 
 
 def test_version_license_and_changelog_agree():

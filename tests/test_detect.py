@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED, run_cli_subprocess
+from conftest import REQUIRE_SHARED, SHARED, run_cli_subprocess, skip_unless_required
 
 from metfaces_build.core.metrics import box_iou, rect_edges
 
@@ -31,8 +31,9 @@ def face_photo() -> Image.Image:
         return Image.open(p).convert("RGB")
     try:
         import matplotlib.cbook as cbook
-    except ImportError:
-        pytest.skip("no face photo available (../shared absent, matplotlib missing)")
+    except ImportError:  # a skip, or a failure where ../shared is required
+        skip_unless_required("no face photo available (../shared absent, matplotlib missing)",
+                             REQUIRE_SHARED)
     return Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
 
 
@@ -171,11 +172,8 @@ def test_teaser_crop_gives_one_face_and_its_own_framing(shared, models, i):
 
 
 def test_teaser_realigns_to_nearly_the_same_crop(shared, models):
-    try:
-        from metfaces_build.stages.align import align_face
-    except Exception as e:  # the aligner is built concurrently
-        pytest.skip(f"metfaces_build.stages.align not usable: {e}")
     from metfaces_build.core.records import FaceSpec
+    from metfaces_build.stages.align import align_face  # an import error is a failure
     for i in range(3):
         img = teaser(shared, i)
         d = D.detect_faces(img, models=models)[0]

@@ -163,13 +163,16 @@ def test_run_stage_usage_error_stops_the_run(cli, tmp_path, emu):
     assert (work / "filtered.json").exists()
 
 
-def test_run_help_is_a_manual(cli):
+def test_run_help_shows_its_own_options_and_points_to_the_stages(cli):
+    """run's own and most used options in full; every other fetch or detect option by
+    name, with the command whose --help has it in full (tests/test_help.py checks that)."""
     rc, out, _ = cli("run", "--help")
-    assert rc == 0
-    assert "examples:" in out and "exit status" in out
+    assert rc == 0 and "examples:" in out
     for flag in ("--departments", "--api", "--detector", "--max-side", "--filter-config",
                  "--fetch-workers", "--workers"):
-        assert flag in out
+        assert f"\n  {flag} " in out, flag   # in full, with its help
+    assert "see `metfaces-build fetch --help`" in out and "--backoff-max" in out
+    assert "see `metfaces-build detect --help`" in out and "--cnn-upsample" in out
 
 
 # ---- SIGKILL reliability ----------------------------------------------------------------------

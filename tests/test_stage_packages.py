@@ -116,7 +116,8 @@ FILTER_NAMES = (
     "check_score config_from_mapping crop_measures explain face_id face_object filter "
     "filter_faces filter_tasks hash_distance image_cache_key load_overrides load_toml_config "
     "measurement_crops overrides_digest overrides_in_force parse_overrides perceptual_hash "
-    "popcount resolve_duplicates resolve_overlaps summary_line write_cache write_outputs")
+    "popcount resolve_duplicates resolve_overlaps summary_line write_cache write_outputs "
+    "THRESHOLDS Thresholds")
 DETECT_NAMES = (
     "CNN_MIN_BOX DEFAULT_CASCADE_SCORE DEFAULT_CNN_UPSAMPLE DEFAULT_MAX_SIDE DEFAULT_MIN_FACE "
     "DEFAULT_UPSAMPLE DETECTORS DONE_STATUSES DetectOptions DetectResult DetectSummary "
@@ -126,7 +127,7 @@ DETECT_NAMES = (
     "detect_task draft_scale face_changes face_record file_stat_key hog_boxes init_worker "
     "load_shrunk order_faces predict_landmarks prefetch reduced_cnn_boxes reusable_detections "
     "run_detector same_face same_source scan_upsample smallest_box stage_inputs "
-    "tasks_and_damage tasks_from_folder tasks_from_work to_rgb8")
+    "tasks_and_damage tasks_from_folder tasks_from_work to_rgb8 IO DETECTION")
 
 
 @pytest.mark.parametrize("name,names", [("filter", FILTER_NAMES), ("detect", DETECT_NAMES)])

@@ -9,13 +9,17 @@ requests) inside functions, so `--help` is instant.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
+import platform
 import sys
 from typing import Optional, Sequence
 
 from .. import __version__
 from ..core.errors import UsageError
-from .helptext import split_manual
+from .flags import HelpFormatter
+from .helptext import command_help
 
 # (subcommand, module, one-line summary)
 COMMANDS = [
@@ -35,23 +39,24 @@ COMMANDS = [
 ]
 
 DESCRIPTION = """\
-Re-derive the MetFaces dataset (aligned 1024x1024 faces from artworks at the Metropolitan
-Museum of Art) from the Met Collection API, reproducibly, and extend it to the rest of
-the collection: fetch -> detect -> filter -> align, plus compare, report and export."""
+Re-derive the MetFaces dataset (aligned 1024x1024 faces from artworks at the
+Metropolitan Museum of Art) from the Met Collection API, reproducibly, and
+extend it to the rest of the collection: fetch -> detect -> filter -> align,
+plus compare, report and export."""
 
 EPILOG = """\
-exit status: 0 all items ok; 1 some items failed (each recorded with its reason);
-2 usage error (bad flag, missing or malformed input file).
+exit status: 0 all items ok; 1 some items failed (each recorded with its
+reason); 2 usage error (bad flag, missing or malformed input file).
 
-Every stage reads and writes plain files in a work directory, skips work already done
-(--force redoes it), writes atomically, and prints a summary. Run
-`metfaces-build COMMAND --help` for a command's manual.
+Every stage reads and writes plain files in a work directory, skips work already
+done (--force redoes it), writes atomically, and prints a summary. Run
+`metfaces-build COMMAND --help` for a command's options.
 
 examples:
-  metfaces-build demo --work ./demo-work      # the whole pipeline on the built-in emulator
+  metfaces-build demo --work ./demo-work    # all of it, on a built-in emulator
   metfaces-build run --work W --departments "European Paintings" --limit 200
-  metfaces-build align --work W               # W/filtered.json -> W/images/
-  metfaces-build verify --json metfaces.json --images W/images --reference nvidia/images
+  metfaces-build align --work W             # W/filtered.json -> W/images/
+  metfaces-build verify --json metfaces.json --images W/images --reference ref
 
 The manuals of all commands: docs/commands.md.
 """
@@ -59,8 +64,6 @@ The manuals of all commands: docs/commands.md.
 
 def version_line() -> str:
     """`metfaces-build 0.2.0 (Python 3.11.7, /path/to/metfaces_build)`: which copy runs."""
-    import os
-    import platform
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return f"metfaces-build {__version__} (Python {platform.python_version()}, {here})"
 
@@ -89,10 +92,9 @@ def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=summary)
             continue
         mod = importlib.import_module(modname)
-        doc = (getattr(mod, "DESCRIPTION", None) or mod.__doc__ or summary).strip()
-        description, epilog = split_manual(doc, name)  # usage and examples first
+        description, epilog = command_help(name, mod)
         p = sub.add_parser(name, help=summary, description=description, epilog=epilog,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           usage="%(prog)s [options]", formatter_class=HelpFormatter)
         mod.configure_parser(p)
         p.set_defaults(_run=mod.main, _parser=p)
     return parser
@@ -108,7 +110,6 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
 
 def unknown_command(word: str, names: Sequence[str]) -> str:
     """The message for a mistyped subcommand, with the closest ones (difflib)."""
-    import difflib
     close = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     return (f"metfaces-build: unknown command {word!r}{hint} "

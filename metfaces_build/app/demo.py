@@ -39,8 +39,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ..infra.files import read_json_or_none
+from ..core.errors import UsageError
+from ..infra.files import atomic_write_json, read_json_or_none
 from ..infra.workdir import ALIGN_RETIRED, DETECT_DONE, Work
+from ..met.emulator import start_emulator
+from ..stages.compare import CompareOptions
+from ..stages.review import ReviewOptions
+from ..stages.review import review as write_review
+from .commands.compare import compare_with_report
+from .flags import add_common, add_work_dir, nonneg_float, print_summary
+from .run import RunOptions, print_run, run
 
 DEPARTMENTS = "11,9,15,1,19"  # every department of the sample collection
 FAULTS = "429,5xx,reset,html200"
@@ -52,28 +60,28 @@ FETCH_OPTIONS = {"rate": 100.0, "retries": 8, "timeout": 20.0, "backoff_base": 0
                  "backoff_max": 0.5, "cooldown": 1.0}
 
 
+MANUAL = __doc__  # the long manual (docs/commands.md)
+
+ABOUT = """\
+Run the whole pipeline (fetch, detect, filter, align, report, review page) on the
+built-in Met API emulator, with a few network faults switched on: no network, nothing
+to download. Then compare the detected landmarks with the emulator's ground truth."""
+
+EXAMPLES = """\
+metfaces-build demo
+metfaces-build demo --work /tmp/metfaces-demo --workers 2"""
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from .flags import add_common, nonneg_float
-    p.add_argument("--work", metavar="DIR", default="metfaces-demo",
-                   help="work directory (default: %(default)s)")
+    add_work_dir(p, default="metfaces-demo")
     p.add_argument("--fault-rate", type=nonneg_float, default=0.1, metavar="P",
-                   help=f"share of requests that get a fault ({FAULTS}); 0 turns them off "
-                        "(default: %(default)s)")
+                   help="share of requests that get a fault (default: %(default)s)")
     p.add_argument("--cache-dir", metavar="DIR", default=None,
-                   help="where the emulator caches its sample images (default: "
-                        "$METFACES_EMULATOR_CACHE or ~/.cache/metfaces-build)")
+                   help="cache of the sample images (default: ~/.cache/metfaces-build)")
     add_common(p)
 
 
 def main(args) -> int:
-    from ..met.emulator import start_emulator
-    from ..core.errors import UsageError
-    from ..infra.files import atomic_write_json
-    from ..stages.compare import CompareOptions
-    from .commands.compare import compare_with_report
-    from .flags import print_summary
-    from .run import RunOptions, print_run, run
-
     if args.fault_rate > 1:
         raise UsageError(f"--fault-rate must be within 0..1, got {args.fault_rate}")
     t0 = time.monotonic()
@@ -113,8 +121,6 @@ def main(args) -> int:
             compare_rc = 2
         review = None
         if layout.filtered_json.is_file():  # again, now with compare's landmarks
-            from ..stages.review import ReviewOptions
-            from ..stages.review import review as write_review
             review = write_review(layout, ReviewOptions(workers=args.workers, quiet=True)).page
         stats = emu.stats()
         kinds = {o.id: o.kind for o in emu.collection.objects}

@@ -39,7 +39,7 @@ exit status: 0 every stage succeeded; 1 some items failed somewhere (each record
 that stage's files; the summary says where); 2 usage error (the run stops there).
 
 examples:
-  metfaces-build run --work ./work --departments "European Paintings" --limit 200
+  metfaces-build run --work W --departments "European Paintings" --limit 200
   metfaces-build run --work ./work --search portrait --has-images --medium Paintings \\
       --detector cascade --filter-config filter.toml
   metfaces-build run --work ./emu --api http://127.0.0.1:8000/public/collection/v1 \\
@@ -55,15 +55,25 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..core.errors import UsageError
-from ..infra.stage import StageSummary, default_of, default_workers, options_from_args
-from ..infra.workdir import Work, as_work
+from ..infra.stage import (StageSummary, convert, force_opt, like, opt, option_names, options_from_args,
+                           workers_opt)
+from ..infra.executors import count_items
+from ..infra.models import resolve_models
+from ..infra.workdir import UPDATE_KINDS, UPDATE_LABELS, Work, as_work
 from ..stages.align import AlignOptions
 from ..stages.detect import DetectOptions
 from ..stages.fetch import FetchOptions
-from ..stages.filter import FilterOptions
-from ..stages.recipe import ApiGone, align_work, detect_work, explicit_fields, fetch_work, filter_work
+from ..stages.filter import FilterOptions, config_from_mapping, load_toml_config
+from ..stages.recipe import (ApiGone, align_work, detect_work, explicit_fields, fetch_work,
+                             filter_work, use_fetch, use_table)
 from ..stages.report import ReportOptions, report
 from ..stages.review import ReviewOptions, review
+from .commands import fetch as fetch_cmd
+from .flags import add_compact, add_options, add_work_dir, print_summary
+
+
+DETECTION = "detect (see `metfaces-build detect --help`)"
+FILTER = "filter and review"
 
 
 @dataclass(frozen=True)
@@ -71,23 +81,21 @@ class RunOptions(FetchOptions):
     """Options of `run`: every fetch option (fetch's `workers` threads are
     `fetch_workers` here), the detect options, and the filter config; `workers` are the
     processes of detect, filter and align."""
-    workers: int = field(default_factory=default_workers)
-    fetch_workers: int = 4
-    detector: str = default_of(DetectOptions, "detector")
-    upsample: int = default_of(DetectOptions, "upsample")
-    cnn_upsample: int = default_of(DetectOptions, "cnn_upsample")
-    cascade_score: float = default_of(DetectOptions, "cascade_score")
-    max_side: int = default_of(DetectOptions, "max_side")
-    min_face: int = default_of(DetectOptions, "min_face")
-    models_dir: Optional[str] = None
-    executor: str = "local"
-    scheduler: Optional[str] = None
-    filter_config: Optional[str] = None
-    overrides: Optional[str] = None   # a person's decisions, handed to filter
-    no_review: bool = False           # skip report/review.html (e.g. written later)
-
-    CHOICES = DetectOptions.CHOICES   # checked before fetch starts (infra.stage.check_values)
-    LIMITS = DetectOptions.LIMITS
+    workers: int = workers_opt("processes of detect, filter and align")
+    fetch_workers: int = like(FetchOptions, "workers")
+    detector: str = like(DetectOptions, "detector", group=DETECTION)
+    upsample: int = like(DetectOptions, "upsample")
+    cnn_upsample: int = like(DetectOptions, "cnn_upsample")
+    cascade_score: float = like(DetectOptions, "cascade_score")
+    max_side: int = like(DetectOptions, "max_side", group=DETECTION)
+    min_face: int = like(DetectOptions, "min_face")
+    models_dir: Optional[str] = like(DetectOptions, "models_dir")
+    executor: str = like(DetectOptions, "executor")
+    scheduler: Optional[str] = like(DetectOptions, "scheduler")
+    filter_config: Optional[str] = like(FilterOptions, "config", group=FILTER)
+    overrides: Optional[str] = like(FilterOptions, "overrides", group=FILTER)
+    no_review: bool = opt(False, "no report/review.html (`review` writes it)", group=FILTER)
+    force: bool = force_opt("redo every stage, downloads included")
 
     def fetch_options(self) -> FetchOptions:
         return options_from_args(FetchOptions, self, workers=self.fetch_workers)
@@ -96,14 +104,11 @@ class RunOptions(FetchOptions):
         return options_from_args(DetectOptions, self, images=None, out=None)
 
     def filter_options(self) -> FilterOptions:
-        return FilterOptions(config=self.filter_config, overrides=self.overrides,
-                             workers=self.workers, force=self.force, quiet=self.quiet)
+        return convert(FilterOptions, self, config=self.filter_config)
 
     def align_options(self, work: Work) -> AlignOptions:
-        return AlignOptions(json=str(work.filtered_json), source_images=str(work.path),
-                            output_dir=str(work.images_dir), max_pixels=self.max_pixels,
-                            workers=self.workers, force=self.force, quiet=self.quiet,
-                            executor=self.executor, scheduler=self.scheduler)
+        return convert(AlignOptions, self, json=str(work.filtered_json),
+                       source_images=str(work.path), output_dir=str(work.images_dir))
 
 
 # ---- the summary ----------------------------------------------------------------------------
@@ -146,7 +151,6 @@ class UpdatesReport:
                     or self.crops_removed)
 
     def lines(self) -> list:
-        from ..infra.workdir import UPDATE_KINDS, UPDATE_LABELS
         objs = ", ".join(f"{len(self.objects[k])} {UPDATE_LABELS[k]}" for k in UPDATE_KINDS
                          if self.objects.get(k))
         changed = [i for k in ("new", "new_image", "record", "withdrawn") for i in self.objects.get(k, [])]
@@ -196,38 +200,53 @@ def run(work, opts: RunOptions = RunOptions(),
     out = RunSummary("run", work=work)
     explicit = explicit_fields(opts, given)
     if opts.dry_run:  # fetch's plan only: nothing is downloaded, so no later stage has work
-        try:
-            s = fetch_work(work, opts.fetch_options(), explicit)
-        except UsageError as e:
-            out.stopped_at, out.error = "fetch", str(e)
-            return out
-        out.stages["fetch"], out.failed = s, s.failed
-        if echo is not None:
-            echo(s)
-        out.elapsed = time.monotonic() - t0
-        return out
+        return dry_run(work, opts, explicit, out, echo, t0)
     try:
         check_before_starting(work, opts, explicit)
     except UsageError as e:
         out.stopped_at, out.error = "fetch", str(e)
         return out
+    run_stages(out, stage_steps(work, opts, explicit), echo)
+    summarise(out, opts, t0)
+    return out
+
+
+def dry_run(work: Work, opts: RunOptions, explicit: set, out: RunSummary, echo,
+            t0: float) -> RunSummary:
+    """`run --dry-run`: fetch's plan, nothing else."""
+    try:
+        s = fetch_work(work, opts.fetch_options(), explicit)
+    except UsageError as e:
+        out.stopped_at, out.error = "fetch", str(e)
+        return out
+    out.stages["fetch"], out.failed = s, s.failed
+    if echo is not None:
+        echo(s)
+    out.elapsed = time.monotonic() - t0
+    return out
+
+
+def stage_steps(work: Work, opts: RunOptions, explicit: set) -> list:
+    """[(stage name, call)] in pipeline order, each with its options after the recipe."""
     filter_given = {k for k in explicit if k in ("workers", "force", "quiet")}
-    if "filter_config" in explicit:
-        filter_given.add("config")
-    if "overrides" in explicit:
-        filter_given.add("overrides")
+    filter_given |= {"config"} if "filter_config" in explicit else set()
+    filter_given |= {"overrides"} if "overrides" in explicit else set()
     steps = [("fetch", lambda: fetch_work(work, opts.fetch_options(), explicit)),
              ("detect", lambda: detect_work(work, opts.detect_options(), explicit)),
              ("filter", lambda: filter_work(work, opts.filter_options(), filter_given)),
              ("align", lambda: align_work(work, opts.align_options(work), explicit)),
              ("report", lambda: report(work, ReportOptions())),
              ("review", lambda: review(work, ReviewOptions(workers=opts.workers, quiet=opts.quiet)))]
-    if opts.no_review:
-        steps.pop()
+    return steps[:-1] if opts.no_review else steps
+
+
+def run_stages(out: RunSummary, steps: list, echo) -> None:
+    """Each step in turn into `out.stages`; a usage error stops there, an API that does
+    not answer skips fetch only (the rest runs from what is on disk)."""
     for name, step in steps:
         try:
             s = step()
-        except ApiGone as e:  # the rest of the pipeline still runs from what is on disk
+        except ApiGone as e:
             out.unreachable = str(e)
             s = StageSummary("fetch", failed=1, notes=[f"fetch: skipped: {e}"],
                              lines=["fetch: skipped (API not reachable); the other stages run "
@@ -238,6 +257,11 @@ def run(work, opts: RunOptions = RunOptions(),
         out.stages[name] = s
         if echo is not None and name not in ("report", "review"):
             echo(s)
+
+
+def summarise(out: RunSummary, opts: RunOptions, t0: float) -> None:
+    """The rows, counts, outputs, updates and lines of `out` after its stages ran."""
+    work = out.work
     codes = {name: s.exit_code for name, s in out.stages.items()}
     if out.error is not None:
         codes[out.stopped_at] = 2
@@ -257,7 +281,6 @@ def run(work, opts: RunOptions = RunOptions(),
     elif not out.updates.any_work and out.error is None and not out.failed_stages \
             and not _fetched_any(out.stages.get("fetch")):
         out.lines.append("everything was current: nothing to do")
-    return out
 
 
 def _fetched_any(s) -> bool:
@@ -267,12 +290,9 @@ def _fetched_any(s) -> bool:
 def check_before_starting(work: Work, opts: RunOptions, explicit: set) -> None:
     """Catch a missing selection, a bad filter config or missing models now, not after
     the downloads."""
-    from ..stages.recipe import use_fetch, use_table
     use_fetch(work, opts.fetch_options(), explicit, save=False)
     if opts.filter_config:
-        from ..stages.filter import config_from_mapping, load_toml_config
         config_from_mapping(load_toml_config(opts.filter_config), where=opts.filter_config)
-    from ..infra.models import resolve_models
     detector = use_table(work, "detect", opts.detect_options(), explicit, save=False).options.detector
     resolve_models(opts.models_dir, need_cnn=detector != "hog")
 
@@ -327,58 +347,43 @@ def summary_lines(work: Work, s: RunSummary) -> list:
 def _counts(c, unit: str) -> str:
     if not c:
         return ""
-    from ..infra.executors import count_items
     return f"{sum(c.values())} {unit}: {count_items(c)}"
 
 
 # ---- CLI ------------------------------------------------------------------------------------
 
+MANUAL = __doc__  # the long manual (docs/commands.md)
+
+ABOUT = """\
+Run fetch -> detect -> filter -> align -> report (and the review page) in one work
+directory, each stage as its own command would, with the options below and the
+directory's recipe; a rerun resumes and redoes only what changed. Exit status: 1
+when items failed somewhere (each recorded with its reason), 2 at a usage error."""
+
+EXAMPLES = """\
+metfaces-build run --work W --departments "European Paintings" --limit 200
+metfaces-build run --work W --search portrait --has-images --detector cascade
+metfaces-build run --work W --since 2024-01-01"""
+
+# shown in full; the other fetch and detect options are listed by name (their help is in
+# `metfaces-build fetch --help` and `detect --help`)
+FULL = ("departments", "search", "ids", "since", "limit", "api", "detector", "max_side",
+        "workers", "fetch_workers", "filter_config", "overrides", "no_review", "dry_run",
+        "force", "quiet")
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..stages import detect as det
-    from .commands import fetch as fetch_cmd
-    from .flags import add_executor, nonneg_int, positive_int
-    R = RunOptions
-    fetch_cmd.configure_parser(p)  # every fetch flag, with fetch's meaning and defaults
-    # run's --workers (processes for detect/filter/align) replaces fetch's (threads)
-    p.conflict_handler = "resolve"
-    g = p.add_argument_group("workers (run)")
-    g.add_argument("--workers", type=positive_int, default=default_of(R, "workers"), metavar="N",
-                   help="worker processes for detect, filter and align (default: cores = "
-                        "%(default)s); output is identical for any N")
-    g.add_argument("--fetch-workers", type=positive_int, default=default_of(R, "fetch_workers"),
-                   metavar="N",
-                   help="download threads of fetch, sharing one --rate (default: %(default)s)")
-    g = p.add_argument_group("detect (see `metfaces-build detect --help`)")
-    g.add_argument("--detector", choices=det.DETECTORS, default=default_of(R, "detector"),
-                   help="hog (default, fast), cnn (better recall, ~20x slower) or cascade")
-    g.add_argument("--upsample", type=nonneg_int, default=default_of(R, "upsample"),
-                   metavar="N", help="HOG upsampling (default: %(default)s)")
-    g.add_argument("--cnn-upsample", type=nonneg_int, default=default_of(R, "cnn_upsample"),
-                   metavar="N", help="CNN upsampling (default: %(default)s)")
-    g.add_argument("--cascade-score", type=float, default=default_of(R, "cascade_score"),
-                   metavar="S", help="cascade: CNN when HOG's best score < S (default: %(default)s)")
-    g.add_argument("--max-side", type=positive_int, default=default_of(R, "max_side"),
-                   metavar="PX", help="detect on images shrunk to at most PX a side "
-                                      "(default: %(default)s)")
-    g.add_argument("--min-face", type=nonneg_int, default=default_of(R, "min_face"), metavar="PX",
-                   help="smallest crop side worth finding (default: %(default)s; 0: any)")
-    g.add_argument("--models-dir", metavar="DIR", help="folder with the dlib .dat files")
-    add_executor(p)  # detect and align; fetch and filter run here
-    g = p.add_argument_group("filter (see `metfaces-build filter --help`)")
-    g.add_argument("--filter-config", metavar="TOML",
-                   help="filter thresholds from a TOML file ([filter] table); default: the "
-                        "filter stage's defaults")
-    g.add_argument("--overrides", metavar="JSON", default=None,
-                   help="a person's keep/reject decisions (the review page's overrides.json) "
-                        "handed to filter, which keeps them in DIR/overrides.json for later runs")
-    g = p.add_argument_group("review")
-    g.add_argument("--no-review", action="store_true",
-                   help="do not write report/review.html and its thumbnails (`metfaces-build "
-                        "review --work DIR` writes them later)")
+    add_work_dir(p)
+    add_options(p, RunOptions, FULL, parse={"since": fetch_cmd.parse_date})
+    fetch_only = [n for n in option_names(FetchOptions) if n not in FULL]
+    detect_only = [n for n in option_names(RunOptions)
+                   if n not in FULL and n not in fetch_only and n in option_names(DetectOptions)]
+    add_compact(p, "more fetch options", RunOptions, fetch_only, see="metfaces-build fetch --help")
+    add_compact(p, "more detect options", RunOptions, detect_only,
+                see="metfaces-build detect --help")
 
 
 def main(args) -> int:
-    from .flags import print_summary  # noqa: F811
     opts = options_from_args(RunOptions, args, allow_host=tuple(args.allow_host or ()))
     return print_run(run(args.work, opts, echo=print_summary,
                          given=getattr(args, "_explicit", None)))

@@ -51,7 +51,8 @@ from ..infra.images import DEFAULT_MAX_PIXELS
 from ..infra.jsonstream import atomic_write_json_list
 from ..infra.lock import locked
 from ..infra.readers import previous_aligned
-from ..infra.stage import StageSummary, default_workers
+from ..infra.stage import (StageSummary, convert, executor_opt, force_opt, opt, quiet_opt,
+                           scheduler_opt, skip_bad_opt, workers_opt)
 from ..infra.workdir import ALIGN_JOURNAL as JOURNAL, MANIFEST, status_counts
 # the crop pipeline and the manifest logic live beside this driver; their public names
 # are importable from here as before (tools, status and the tests use them)
@@ -67,39 +68,48 @@ from .align_manifest import (PIXEL_KEYS, claimed_by, input_reference,  # noqa: F
 
 # ---- the stage -----------------------------------------------------------------------
 
+ALIGNMENT = "alignment (NVIDIA's flags; the defaults give MetFaces)"
+
+
+IO = "inputs and outputs (--work DIR, or NVIDIA's three flags)"
+
+
 @dataclass(frozen=True)
 class AlignOptions:
     """Options of the align stage (names and defaults of its CLI flags; NVIDIA's flags
-    with MetFaces' defaults)."""
-    json: str
-    source_images: str
-    output_dir: str
-    random_shift: float = 0.0
-    retry_crops: bool = False
-    no_rotation: bool = False
-    no_padding: bool = False
-    size: int = 1024
-    supersampling: int = 4
-    png_level: int = PNG_LEVEL
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    skip_bad: bool = False
-    workers: int = field(default_factory=default_workers)
-    force: bool = False
-    quiet: bool = False
-    executor: str = "local"
-    scheduler: Optional[str] = None
-
-    # checked for the CLI and the API alike (infra.stage.check_values)
-    CHOICES = {"executor": ("local", "dask")}
-    LIMITS = {"random_shift": (0, None), "size": (1, None), "supersampling": (1, None),
-              "png_level": (0, 9)}
+    with MetFaces' defaults, which are AlignParams')."""
+    json: str = opt(help="face list (metfaces.json, filtered.json)",
+                    metavar="FILE", group=IO)
+    source_images: str = opt(help="folder each source_path is relative to", metavar="DIR",
+                             group=IO)
+    output_dir: str = opt(help="where the crops and aligned.json go", metavar="DIR", group=IO)
+    random_shift: float = opt(AlignParams.random_shift, "shift crop centres (MetFaces-U: 0.2)",
+                              metavar="S", limits=">= 0", group=ALIGNMENT, recipe=True)
+    retry_crops: bool = opt(False, "redraw a shift until the crop fits the image",
+                            group=ALIGNMENT, recipe=True)
+    no_rotation: bool = opt(False, "keep crops axis-aligned (eyes not levelled)",
+                            group=ALIGNMENT, recipe=True)
+    no_padding: bool = opt(False, "no reflect-padding: black outside the image",
+                           group=ALIGNMENT, recipe=True)
+    size: int = opt(AlignParams.size, "output side, pixels", metavar="N", limits=">= 1",
+                    group=ALIGNMENT, recipe=True)
+    supersampling: int = opt(AlignParams.supersampling, "warp at size x S, then downscale",
+                             metavar="S", limits=">= 1", group=ALIGNMENT, recipe=True)
+    png_level: int = opt(AlignParams.png_level, "zlib level of the PNGs (same pixels)",
+                         metavar="N", limits="0..9", recipe=True)
+    max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse larger sources", metavar="N",
+                          limits=">= 1")
+    skip_bad: bool = skip_bad_opt("record bad JSON records as failed, go on")
+    workers: int = workers_opt()
+    force: bool = force_opt()
+    quiet: bool = quiet_opt()
+    executor: str = executor_opt()
+    scheduler: Optional[str] = scheduler_opt()
 
     @property
     def params(self) -> AlignParams:
-        return AlignParams(size=self.size, supersampling=self.supersampling,
-                           rotate=not self.no_rotation, padding=not self.no_padding,
-                           random_shift=self.random_shift, retry_crops=self.retry_crops,
-                           png_level=self.png_level)
+        return convert(AlignParams, self, rotate=not self.no_rotation,
+                       padding=not self.no_padding)
 
 
 @dataclass

@@ -52,7 +52,7 @@ from ..infra.executors import LocalExecutor, Progress
 from ..infra.files import atomic_write_json, write_jsonl
 from ..infra.images import MAX_CROP_PIXELS, ImageProblem, open_image
 from ..infra.faces import load_faces
-from ..infra.stage import StageSummary, default_workers
+from ..infra.stage import StageSummary, opt, quiet_opt, skip_bad_opt, workers_opt
 from ..infra.workdir import COMPARE, COMPARE_CROPS, COMPARE_FACES
 
 DEFAULT_GATE = 0.5
@@ -344,15 +344,21 @@ def crop_summary_line(s: dict) -> str:
 class CompareOptions:
     """Options of the compare stage (names and defaults of its CLI flags): landmarks
     (`stored` vs `regenerated` face lists) or crops (`crops` = two folders)."""
-    stored: Optional[str] = None
-    regenerated: Optional[str] = None
-    crops: Optional[tuple] = None
-    out: Optional[str] = None
-    gate: float = DEFAULT_GATE
-    source_images: Optional[str] = None
-    skip_bad: bool = False
-    workers: int = field(default_factory=default_workers)
-    quiet: bool = False
+    stored: Optional[str] = opt(None, "reference face list, e.g. metfaces.json",
+                                metavar="JSON")
+    regenerated: Optional[str] = opt(None, "our face list, e.g. WORK/faces.json",
+                                     metavar="JSON", shown="DIR/faces.json")
+    crops: Optional[tuple] = opt(None, "compare two folders of PNG crops instead",
+                                 metavar=("A", "B"), nargs=2)
+    out: Optional[str] = opt(None, "write compare.json and report/ here", metavar="DIR",
+                             shown="DIR")
+    gate: float = opt(DEFAULT_GATE, "max eye-centre distance, inter-ocular units",
+                      metavar="X", limits=">= 0")
+    source_images: Optional[str] = opt(None, "where source_path resolves (mismatches)",
+                                       metavar="DIR", shown="DIR")
+    skip_bad: bool = skip_bad_opt("count malformed records instead of stopping")
+    workers: int = workers_opt()
+    quiet: bool = quiet_opt()
 
 
 @dataclass

@@ -59,7 +59,7 @@ from ..core.status import ALIGN_RETIRED, BAD, OK
 from ..infra.executors import Progress
 from ..infra.files import atomic_dir, atomic_open, atomic_write_bytes
 from ..infra.readers import aligned_entries
-from ..infra.stage import StageSummary
+from ..infra.stage import StageSummary, opt, quiet_opt, skip_bad_opt
 from ..infra.workdir import Work, latest_records, manifest_path
 from .export_formats import check_options, write_format
 from .recipe import recipe_of
@@ -299,15 +299,20 @@ def check_current(work: Work) -> Optional[set]:
 @dataclass(frozen=True)
 class ExportOptions:
     """Options of the export stage (names and defaults of its CLI flags)."""
-    out: str
-    images: Optional[str] = None
-    layout: Optional[str] = None  # "zip" | "folder"; None: by the suffix of `out`
-    format: str = "stylegan"      # one of FORMATS
-    shard_size: Optional[str] = None  # webdataset: samples ("1000") or bytes ("500MB")
-    no_labels: bool = False
-    resolution: Optional[int] = None
-    skip_bad: bool = False
-    quiet: bool = False
+    out: str = opt(help="dataset.zip, or a folder", metavar="PATH")
+    images: Optional[str] = opt(None, "align output folder to export", metavar="DIR",
+                                shown="DIR/images")
+    layout: Optional[str] = opt(None, "stylegan: zip or folder", choices=("zip", "folder"),
+                                shown="by --out's suffix")
+    format: str = opt("stylegan", "stylegan, webdataset, hf or folder", choices=FORMATS,
+                      metavar="FORMAT")
+    shard_size: Optional[str] = opt(None, "webdataset: samples (N) or bytes (500MB)",
+                                    metavar="N|SIZE", shown="1000")
+    no_labels: bool = opt(False, "unconditional: dataset.json labels null")
+    resolution: Optional[int] = opt(None, "require NxN crops", metavar="N", limits=">= 1",
+                                    shown="any one power of two")
+    skip_bad: bool = skip_bad_opt("export the good crops, list the others")
+    quiet: bool = quiet_opt()
 
 
 @dataclass

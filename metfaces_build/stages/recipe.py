@@ -15,20 +15,17 @@ from typing import Any, Optional
 
 from ..core.errors import UsageError
 from ..infra.recipe import Recipe, changes, load_recipe, save_recipe
-from ..infra.stage import check_values, default_of, option_names
+from ..infra.stage import check_values, default_of, option_names, recipe_fields
 from ..infra.workdir import Work
+from .align import AlignOptions
+from .detect import DetectOptions
+from .fetch import FetchOptions
 
-# the options of each table (the rest of each options dataclass is run-time only)
+# the options of each table: those declared with recipe=True (the rest is run-time only)
 FETCH_SELECTION = ("departments", "search", "ids", "ids_file", "from_json", "from_csv")
-FETCH_KEYS = FETCH_SELECTION + (
-    "limit", "public_domain", "classification", "object_name", "has_artist", "has_images",
-    "highlight", "on_view", "medium", "geo", "date_begin", "date_end", "search_in", "api",
-    "image", "rate", "retries", "timeout", "backoff_max", "backoff_base", "cooldown",
-    "max_outage", "allow_host", "max_pixels")
-DETECT_KEYS = ("detector", "upsample", "cnn_upsample", "cascade_score", "max_side", "min_face",
-               "models_dir")
-ALIGN_KEYS = ("random_shift", "retry_crops", "no_rotation", "no_padding", "size",
-              "supersampling", "png_level")
+FETCH_KEYS = recipe_fields(FetchOptions)
+DETECT_KEYS = recipe_fields(DetectOptions)
+ALIGN_KEYS = recipe_fields(AlignOptions)
 KEYS = {"fetch": FETCH_KEYS, "detect": DETECT_KEYS, "align": ALIGN_KEYS}
 # filter's table holds its thresholds (FilterConfig's fields), resolved
 

@@ -26,7 +26,7 @@ from ..core.errors import UsageError
 from ..infra.executors import library_versions
 from ..infra.files import atomic_write_json, atomic_write_text, read_json_or_none
 from ..infra.recipe import changed_inputs, inputs_stamp, read_stamps, write_stamp
-from ..infra.stage import StageSummary
+from ..infra.stage import StageSummary, force_opt, opt
 from ..infra.workdir import (COMPARE, FACES, FILTER_SUMMARY, FILTERED, IMAGES_DIR, MANIFEST,
                              OBJECTS, REJECTED, Work, as_work)
 # the pictures, the page and the sections live beside this stage; their names are
@@ -95,11 +95,12 @@ class ReportOptions:
     """Options of the report stage: where source_path resolves for the sheets (default:
     the work directory), where to write (default: WORK/report), tiles per sheet; `force`
     writes it again even when its inputs have not changed since the last report."""
-    source_images: Optional[str] = None
-    out_dir: Optional[str] = None
-    max_tiles: int = 48
-    title: str = "MetFaces build report"
-    force: bool = False
+    source_images: Optional[str] = opt(None, "where source_path resolves", metavar="DIR",
+                                       shown="--work")
+    out_dir: Optional[str] = opt(None, "where to write", metavar="DIR", shown="DIR/report")
+    max_tiles: int = opt(48, "faces per contact sheet", metavar="N", limits=">= 1")
+    title: str = opt("MetFaces build report", "the report's title", metavar="TEXT")
+    force: bool = force_opt("write it even if its inputs are unchanged")
 
 
 @dataclass

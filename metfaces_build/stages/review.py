@@ -36,13 +36,13 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
 from ..core.errors import UsageError
-from ..infra.stage import StageSummary, default_workers
+from ..infra.stage import StageSummary, force_opt, opt, quiet_opt, workers_opt
 from ..infra.workdir import REVIEW_PAGE as PAGE
 from ..infra.workdir import REVIEW_THUMBS as THUMBS
 from ..infra.workdir import REVIEW_THUMBS_MADE as THUMBS_MADE
@@ -444,11 +444,13 @@ def write_review(work_dir, *, source_images=None, out_dir=None, workers: int = 1
 @dataclass(frozen=True)
 class ReviewOptions:
     """Options of the review stage (names and defaults of its CLI flags)."""
-    source_images: Optional[str] = None  # default: the work directory
-    out: Optional[str] = None            # default: DIR/report
-    workers: int = field(default_factory=default_workers)
-    force: bool = False                  # remake every thumbnail
-    quiet: bool = False
+    source_images: Optional[str] = opt(None, "where source_path resolves", metavar="DIR",
+                                       shown="--work")
+    out: Optional[str] = opt(None, "where review.html and thumbs/ go", metavar="DIR",
+                             shown="DIR/report")
+    workers: int = workers_opt()
+    force: bool = force_opt("remake every thumbnail")
+    quiet: bool = quiet_opt()
 
 
 @dataclass

@@ -59,7 +59,7 @@ from ..infra.faces import load_faces
 from ..infra.files import atomic_write_json
 from ..infra.images import MAX_CROP_PIXELS, open_image
 from ..infra.readers import read_aligned
-from ..infra.stage import StageSummary, default_workers
+from ..infra.stage import StageSummary, opt, quiet_opt, skip_bad_opt, workers_opt
 
 PASS = (MATCH,)
 WORST_SHOWN = 10
@@ -223,14 +223,15 @@ def aligned_with(images: Path) -> list:
 @dataclass(frozen=True)
 class VerifyOptions:
     """Options of the verify stage (names and defaults of its CLI flags)."""
-    json: str
-    images: str
-    reference: Optional[str] = None
-    out: Optional[str] = None
-    accept_same_pixels: bool = False
-    skip_bad: bool = False
-    workers: int = field(default_factory=default_workers)
-    quiet: bool = False
+    json: str = opt(help="metfaces.json-like list with image_md5", metavar="FILE")
+    images: str = opt(help="folder of crops to check", metavar="DIR", shown="DIR/images")
+    reference: Optional[str] = opt(None, "other crops to compare pixels (PSNR) with",
+                                   metavar="DIR")
+    out: Optional[str] = opt(None, "write every face's result here (JSON)", metavar="FILE")
+    accept_same_pixels: bool = opt(False, "count same_pixels as a match")
+    skip_bad: bool = skip_bad_opt("list malformed records, go on")
+    workers: int = workers_opt()
+    quiet: bool = quiet_opt()
 
 
 @dataclass

@@ -2,56 +2,31 @@
 from __future__ import annotations
 
 from ...core.errors import UsageError
-from ...infra.stage import default_of, options_from_args
-from ..flags import add_common, add_executor, nonneg_float, positive_int, print_summary, zlib_level
-
+from ...infra.stage import options_from_args
+from ...infra.workdir import Work
 from ...stages import align as stage
+from ...stages.recipe import align_work
+from ..flags import add_options, add_work_dir, group_of, print_summary
 
-DESCRIPTION = stage.__doc__
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
+ABOUT = """\
+Crop aligned square faces (1024x1024 by default) from the landmarks of filtered.json,
+or of NVIDIA's metfaces.json, with the arithmetic of NVIDIA's metfaces.py, so the
+crops are the MetFaces pixels; a rerun re-makes only crops whose record changed."""
+
+EXAMPLES = """\
+metfaces-build align --work ./metfaces-work
+metfaces-build align --json metfaces.json --source-images src --output-dir out
+metfaces-build align --work ./metfaces-work --random-shift 0.2 --retry-crops"""
 
 
 def configure_parser(p) -> None:
     A = stage.AlignOptions
-    g = p.add_argument_group("inputs and outputs (--work DIR, or NVIDIA's three flags)")
-    g.add_argument("--work", metavar="DIR", default=None,
-                   help="a work directory: its filtered.json, sources under it, crops into "
-                        "its images/ (each of the three flags below overrides its part)")
-    g.add_argument("--json", metavar="FILE",
-                   help="metfaces.json-compatible face list (NVIDIA's, or faces.json / "
-                        "filtered.json from our detect and filter stages)")
-    g.add_argument("--source-images", metavar="DIR",
-                   help="folder that each record's source_path is relative to")
-    g.add_argument("--output-dir", metavar="DIR",
-                   help="where {obj_id}-{face_idx:02d}.png crops and aligned.json go")
-    g = p.add_argument_group("alignment (NVIDIA's flags; defaults give MetFaces)")
-    g.add_argument("--random-shift", type=nonneg_float, default=default_of(A, "random_shift"), metavar="S",
-                   help="shift each crop centre by S x crop size x N(0,1) (MetFaces-U: 0.2); "
-                        "draws come from RandomState(12345) in JSON order")
-    g.add_argument("--retry-crops", action="store_true",
-                   help="redraw a shift until the crop lies inside the image (1000 tries, "
-                        "then the face is recorded as rejected)")
-    g.add_argument("--no-rotation", action="store_true",
-                   help="keep the crop axis-aligned instead of levelling the eyes")
-    g.add_argument("--no-padding", action="store_true",
-                   help="do not reflect-pad and blur where the crop leaves the image "
-                        "(the warp then fills with black)")
-    g.add_argument("--size", type=positive_int, default=default_of(A, "size"), help="output side (default 1024)")
-    g.add_argument("--supersampling", type=positive_int, default=default_of(A, "supersampling"), metavar="S",
-                   help="warp at size x S, then downscale with Lanczos (default 4)")
-    g = p.add_argument_group("output")
-    g.add_argument("--png-level", type=zlib_level, default=default_of(A, "png_level"), metavar="N",
-                   help="zlib level of the PNG crops, 0-9 (default %(default)s: about 2.5x "
-                        "faster to write than Pillow's default 6, files about 5%% larger; the "
-                        "pixels are the same at every level)")
-    g = p.add_argument_group("robustness")
-    g.add_argument("--max-pixels", type=positive_int, default=default_of(A, "max_pixels"), metavar="N",
-                   help="refuse sources with more pixels (decompression bombs; default "
-                        "%(default)s)")
-    g.add_argument("--skip-bad", action="store_true",
-                   help="record invalid JSON records as failed and go on (default: refuse "
-                        "the file with exit 2)")
-    add_common(p)
-    add_executor(p)
+    add_work_dir(group_of(p, stage.IO), default=None,
+                 help="work directory: its filtered.json into its images/")
+    add_options(p, A)
 
 
 def io_paths(args) -> dict:
@@ -60,7 +35,6 @@ def io_paths(args) -> dict:
     paths = {"json": args.json, "source_images": args.source_images,
              "output_dir": args.output_dir}
     if args.work is not None:
-        from ...infra.workdir import Work
         w = Work(args.work)
         defaults = {"json": w.filtered_json, "source_images": w.path, "output_dir": w.images_dir}
         paths = {k: v if v is not None else str(defaults[k]) for k, v in paths.items()}
@@ -75,7 +49,5 @@ def main(args) -> int:
     opts = options_from_args(stage.AlignOptions, args, **io_paths(args))
     if args.work is not None and args.json is None and args.source_images is None \
             and args.output_dir is None:  # the work directory's own crops: its recipe too
-        from ...infra.workdir import Work
-        from ...stages.recipe import align_work
         return print_summary(align_work(Work(args.work), opts, getattr(args, "_explicit", None)))
     return print_summary(stage.align(opts))

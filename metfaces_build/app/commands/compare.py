@@ -4,38 +4,35 @@ from __future__ import annotations
 
 import argparse
 
-from ...infra.stage import default_of, options_from_args
-from ..flags import add_common, nonneg_float, print_summary
-
+from ...infra.stage import options_from_args
+from ...infra.workdir import Work
 from ...stages import compare as stage
+from ...stages.report import ReportOptions, report
+from ..flags import add_options, add_work_dir, print_summary
 
-DESCRIPTION = stage.__doc__
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
+ABOUT = """\
+Compare regenerated landmarks with stored ones (NVIDIA's metfaces.json): faces are
+matched by eye-centre distance in inter-ocular units, and the report says how far
+landmarks, boxes and crops moved. Or compare two folders of crops pixel by pixel."""
+
+EXAMPLES = """\
+metfaces-build compare --stored metfaces.json --work ./metfaces-work
+metfaces-build compare --stored metfaces.json --regenerated f.json --out cmp
+metfaces-build compare --crops nvidia/images ./metfaces-work/images"""
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--work", metavar="DIR", default=None,
-                   help="a work directory: --regenerated defaults to its faces.json, --out "
-                        "and --source-images to DIR itself")
-    p.add_argument("--stored", metavar="JSON", help="reference face list, e.g. NVIDIA's metfaces.json")
-    p.add_argument("--regenerated", metavar="JSON", help="our face list, e.g. WORK/faces.json")
-    p.add_argument("--crops", nargs=2, metavar=("A", "B"), help="compare two folders of PNG crops")
-    p.add_argument("--out", metavar="DIR", help="write compare.json, per-face JSONL and report/ here")
-    p.add_argument("--gate", type=nonneg_float, default=default_of(stage.CompareOptions, "gate"), metavar="X",
-                   help="max eye-centre distance of a match, in stored inter-ocular distances "
-                        "(default: %(default)s)")
-    p.add_argument("--source-images", metavar="DIR",
-                   help="where source_path resolves for the mismatch sheet "
-                        "(default: the folder of --regenerated)")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="ignore malformed records (counted) instead of stopping")
-    add_common(p, force=False)
+    add_work_dir(p, default=None, help="work directory: its faces.json, written to DIR")
+    add_options(p, stage.CompareOptions)
 
 
 def compare_with_report(opts) -> "stage.CompareSummary":
     """compare, then (landmarks with an output folder) the report of that folder: what
     `metfaces-build compare` does. The report lives above the compare stage, so the two
     stage modules do not import each other."""
-    from ...stages.report import ReportOptions, report
     summary = stage.compare(opts)
     if opts.out and not opts.crops:  # the report stage: stamped, so `status` knows it
         src = summary.source_images
@@ -48,7 +45,6 @@ def compare_with_report(opts) -> "stage.CompareSummary":
 def main(args) -> int:
     paths = {}
     if args.work is not None and not args.crops:
-        from ...infra.workdir import Work
         w = Work(args.work)
         paths = {"regenerated": args.regenerated or str(w.faces_json),
                  "out": args.out or str(w.path),

@@ -4,13 +4,27 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
+from typing import Optional
 
+from ...core.errors import UsageError
+from ...infra.stage import opt
+from ...met import emulator as emulator_module
 from ...met.emulator import FAULT_KINDS, BlockRule, start_emulator
 from ...met.protection import Protection
-from ...met import emulator as stage
-from ..flags import nonneg_float
+from ..flags import add_options, nonneg_float
 
-DESCRIPTION = stage.__doc__
+# the long manual (docs/commands.md, tools/make_command_docs.py): the module's own account
+MANUAL = emulator_module.__doc__
+
+ABOUT = f"""\
+Serve a sample Met Collection API (35 objects in 5 departments, with known faces) on
+loopback, with switchable faults ({", ".join(FAULT_KINDS)}), rate limits and a bot
+protection, so fetch and run work offline. Stop it with Ctrl-C."""
+
+EXAMPLES = """\
+metfaces-build emulator --faults 429,5xx,reset --fault-rate 0.2
+metfaces-build emulator --port 8000 --protect 2,5,25"""
 
 
 def _fault_list(s: str) -> list:
@@ -50,37 +64,35 @@ def _rate(s: str) -> float:
     return v
 
 
+@dataclass(frozen=True)
+class EmulatorOptions:
+    """The emulator's flags (met.emulator.start_emulator's arguments)."""
+    host: str = opt("127.0.0.1", "address to listen on", metavar="HOST")
+    port: int = opt(0, "port; 0 picks a free one", metavar="PORT", limits="0..65535")
+    faults: tuple = opt((), "faults to inject, comma-separated, or all", metavar="LIST",
+                        parse=_fault_list, shown="none")
+    fault_rate: float = opt(0.0, "share of requests that get a fault", metavar="P",
+                            parse=_rate)
+    seed: int = opt(0, "fault seed", metavar="N")
+    rate_limit: float = opt(0.0, "429 above N requests/s per client; 0: off", metavar="N",
+                            limits=">= 0")
+    block: Optional[BlockRule] = opt(None, "after N requests in WINDOW s, 403 for SECONDS s",
+                               metavar="N,WINDOW,SECONDS", parse=_block_rule)
+    protect: Optional[Protection] = opt(None, "a hidden limit: RATE[,WINDOW[,SECONDS]] or random",
+                                 metavar="SPEC", parse=_protection)
+    retry_after: float = opt(1.0, "Retry-After sent with 429/503, s", metavar="S",
+                             limits=">= 0")
+    slow: float = opt(2.0, "delay of a 'slow' fault, s", metavar="S", limits=">= 0")
+    synthetic: int = opt(0, "add N image-less objects (benchmarks)", metavar="N")
+    cache_dir: Optional[str] = opt(None, "cache of the sample images", metavar="DIR",
+                                   shown="~/.cache/metfaces-build")
+
+
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    p.add_argument("--faults", type=_fault_list, default=[], metavar="LIST",
-                   help="comma-separated faults to inject: " + ",".join(FAULT_KINDS) + ", or all")
-    p.add_argument("--fault-rate", type=_rate, default=0.0, metavar="P",
-                   help="probability that a request gets one of --faults (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="fault seed (default: %(default)s)")
-    p.add_argument("--rate-limit", type=nonneg_float, default=0.0, metavar="N",
-                   help="answer 429 with Retry-After above N requests/s per client (0 = off)")
-    p.add_argument("--block", type=_block_rule, default=None, metavar="N,WINDOW,SECONDS",
-                   help="after N requests within WINDOW s, 403 HTML to everything for SECONDS s")
-    p.add_argument("--protect", type=_protection, default=None, metavar="SPEC",
-                   help="protection mode: a hidden limit on API requests, RATE[,WINDOW[,SECONDS]] "
-                        "(more than RATE x WINDOW requests within WINDOW s (default 5) blocks "
-                        "every API request with 403 HTML for SECONDS (default 25)); ';AT=RATE' "
-                        "changes it AT s after the first request; 'random[:SEED]' draws one. "
-                        "Images then come from a second port (fetch --allow-host 127.0.0.1)")
-    p.add_argument("--retry-after", type=nonneg_float, default=1.0, metavar="S",
-                   help="Retry-After sent with 429/503 (default: %(default)s)")
-    p.add_argument("--slow", type=nonneg_float, default=2.0, metavar="S",
-                   help="delay of a 'slow' fault in seconds (default: %(default)s)")
-    p.add_argument("--synthetic", type=int, default=0, metavar="N",
-                   help="add N image-less filler objects to /objects (benchmarks)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="where the generated sample images are cached (default: "
-                        "$METFACES_EMULATOR_CACHE or ~/.cache/metfaces-build)")
+    add_options(p, EmulatorOptions)
 
 
 def main(args) -> int:
-    from ...core.errors import UsageError
     try:
         handle = start_emulator(args.faults, args.fault_rate, args.rate_limit, args.block, args.seed,
                                 args.retry_after, args.slow, args.host, args.port, args.synthetic,

@@ -3,35 +3,32 @@ from __future__ import annotations
 
 from ...core.errors import UsageError
 from ...infra.stage import options_from_args
-from ..flags import add_common, print_summary
-
+from ...infra.workdir import Work
 from ...stages import verify as stage
+from ..flags import add_options, add_work_dir, print_summary
 
-DESCRIPTION = stage.__doc__
+# the long manual (docs/commands.md, tools/make_command_docs.py): the stage's own account
+MANUAL = stage.__doc__
+
+ABOUT = """\
+Check crops against the image_md5 of a metfaces.json-compatible list: each face is a
+match, same_pixels (the PNG's bytes differ, as another Pillow or zlib writes them, but
+its pixels equal the reference's), mismatch or missing; with --reference, the PSNR and
+largest pixel difference."""
+
+EXAMPLES = """\
+metfaces-build verify --json metfaces.json --work ./metfaces-work
+metfaces-build verify --json metfaces.json --images out --reference ref"""
 
 
 def configure_parser(p) -> None:
-    p.add_argument("--json", required=True, metavar="FILE",
-                   help="metfaces.json-compatible face list with image_md5 per face")
-    p.add_argument("--work", metavar="DIR", default=None,
-                   help="a work directory: --images defaults to its images/")
-    p.add_argument("--images", metavar="DIR", help="folder of crops to check (or --work)")
-    p.add_argument("--reference", metavar="DIR",
-                   help="folder of other crops of the same faces (same names) to compare "
-                        "pixels with: PSNR and max difference")
-    p.add_argument("--out", metavar="FILE", help="write every face's result here (JSON)")
-    p.add_argument("--accept-same-pixels", action="store_true",
-                   help="count same_pixels (md5 differs, pixels equal the reference's) as a "
-                        "match for the exit status")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="go on past malformed records (listed in the output) instead of exit 2")
-    add_common(p, force=False)
+    add_options(p, stage.VerifyOptions, required=("json",))
+    add_work_dir(p, default=None, help="work directory: --images is its images/")
 
 
 def main(args) -> int:
     images = args.images
     if images is None and args.work is not None:
-        from ...infra.workdir import Work
         images = str(Work(args.work).images_dir)
     if images is None:
         raise UsageError("verify needs --images DIR (or --work DIR: its images/)")

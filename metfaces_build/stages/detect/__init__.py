@@ -61,9 +61,9 @@ from .detector import (Detection, DetectorRun, as_rgb_array, cascade_boxes, cnn_
                        run_detector, same_face, scan_upsample, smallest_box)
 from .journal import SourceVersion, face_changes, file_stat_key, reusable_detections, same_source
 from .options import (CNN_MIN_BOX, DEFAULT_CASCADE_SCORE, DEFAULT_CNN_UPSAMPLE, DEFAULT_MAX_SIDE,
-                      DEFAULT_MIN_FACE, DEFAULT_UPSAMPLE, DETECTORS, DONE_STATUSES, HOG_MIN_BOX,
-                      IMAGE_SUFFIXES, JOURNAL_VERSION, JPEG_DRAFT_SCALES, QSIZE_PER_BOX,
-                      SAME_FACE_IOU, SETTINGS, DetectOptions)
+                      DEFAULT_MIN_FACE, DEFAULT_UPSAMPLE, DETECTION, DETECTORS, DONE_STATUSES,
+                      HOG_MIN_BOX, IMAGE_SUFFIXES, IO, JOURNAL_VERSION, JPEG_DRAFT_SCALES,
+                      QSIZE_PER_BOX, SAME_FACE_IOU, SETTINGS, DetectOptions)
 from .stage import DetectPlan, DetectSummary, StagePaths, detect, stage_inputs
 from .tasks import (DetectResult, DetectTask, detect_task, face_record, init_worker, prefetch,
                     tasks_and_damage, tasks_from_folder, tasks_from_work)
@@ -79,5 +79,5 @@ __all__ = [
     "init_worker", "load_shrunk", "order_faces", "predict_landmarks", "prefetch",
     "reduced_cnn_boxes", "reusable_detections", "run_detector", "same_face", "same_source",
     "scan_upsample", "smallest_box", "stage_inputs", "tasks_and_damage", "tasks_from_folder",
-    "tasks_from_work", "to_rgb8",
+    "tasks_from_work", "to_rgb8", "IO", "DETECTION",
 ]

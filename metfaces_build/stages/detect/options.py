@@ -2,11 +2,12 @@
 journal line must match to be reused."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from ...core.status import DETECT_DONE
-from ...infra.stage import default_workers
+from ...infra.stage import (executor_opt, force_opt, opt, quiet_opt, scheduler_opt,
+                            workers_opt)
 
 DETECTORS = ("hog", "cnn", "cascade")
 DEFAULT_MAX_SIDE = 1024
@@ -33,31 +34,41 @@ DONE_STATUSES = DETECT_DONE
 JOURNAL_VERSION = 1
 
 
+IO = "input and output"
+DETECTION = "detection"
+
+
 @dataclass(frozen=True)
 class DetectOptions:
     """Options of the detect stage (names and defaults of its CLI flags). The first five
     decide which faces are found and are recorded with each result (`signature`)."""
-    detector: str = "hog"
-    upsample: int = DEFAULT_UPSAMPLE
-    cnn_upsample: int = DEFAULT_CNN_UPSAMPLE
-    cascade_score: float = DEFAULT_CASCADE_SCORE
-    max_side: int = DEFAULT_MAX_SIDE
-    max_pixels: Optional[int] = None  # None: images.DEFAULT_MAX_PIXELS
+    detector: str = opt("hog", "hog (fast), cnn (better, ~20x slower), cascade",
+                        choices=DETECTORS, group=DETECTION, recipe=True)
+    upsample: int = opt(DEFAULT_UPSAMPLE, "HOG: upsample N times (smaller faces)",
+                        metavar="N", limits=">= 0", group=DETECTION, recipe=True)
+    cnn_upsample: int = opt(DEFAULT_CNN_UPSAMPLE, "CNN: upsample N times (~4x time each)",
+                            metavar="N", limits=">= 0", group=DETECTION, recipe=True)
+    cascade_score: float = opt(DEFAULT_CASCADE_SCORE, "cascade: CNN when HOG's best < S",
+                               metavar="S", group=DETECTION, recipe=True)
+    max_side: int = opt(DEFAULT_MAX_SIDE, "shrink = ceil(long side / PX)", metavar="PX",
+                        limits=">= 1", group=DETECTION, recipe=True)
+    max_pixels: Optional[int] = opt(None, "refuse larger images", metavar="N",
+                                    limits=">= 1", shown="250,000,000", group=DETECTION)
     # smallest crop side (full-res px) worth finding; 0: scan as fine as the upsampling says
-    min_face: int = DEFAULT_MIN_FACE
-    models_dir: Optional[str] = None
-    images: Optional[str] = None  # detect in this folder instead of a work directory
-    out: Optional[str] = None     # faces.json to write with `images`
-    workers: int = field(default_factory=default_workers)
-    force: bool = False
-    quiet: bool = False
-    executor: str = "local"
-    scheduler: Optional[str] = None
-
-    # checked for the CLI and the API alike (infra.stage.check_values)
-    CHOICES = {"detector": DETECTORS, "executor": ("local", "dask")}
-    LIMITS = {"upsample": (0, None), "cnn_upsample": (0, None), "max_side": (1, None),
-              "min_face": (0, None)}
+    min_face: int = opt(DEFAULT_MIN_FACE, "smallest face worth finding; 0: any",
+                        metavar="PX", limits=">= 0", group=DETECTION, recipe=True)
+    models_dir: Optional[str] = opt(None, "folder of the dlib .dat files", metavar="DIR",
+                                    shown="$METFACES_MODELS", group=DETECTION,
+                                    recipe=True)
+    images: Optional[str] = opt(None, "detect in every image of DIR instead", metavar="DIR",
+                                group=IO)
+    out: Optional[str] = opt(None, "faces.json to write (with --images)", metavar="FILE",
+                             group=IO)
+    workers: int = workers_opt()
+    force: bool = force_opt()
+    quiet: bool = quiet_opt()
+    executor: str = executor_opt()
+    scheduler: Optional[str] = scheduler_opt()
 
     def signature(self) -> dict:
         """The settings a journal line must match to be reused."""

@@ -7,52 +7,93 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ...core.errors import UsageError
-from ...infra.images import DEFAULT_MAX_PIXELS
-from ...infra.stage import StageSummary
-from ...met.client import DEFAULT_API, ClientConfig, image_url_problem
+from ...infra.stage import StageSummary, convert, opt
+from ...met.client import ClientConfig, image_url_problem
 from .dry_run import DryRunPlan
+
+
+_NET = ClientConfig  # the network defaults live with the client (met/client.py)
+
+
+NETWORK = "network"
+
+
+FILTERS = "filters (catalogue: with --from-csv; search: with --search)"
+
+
+WHAT = "what to fetch (combine freely)"
 
 
 @dataclass(frozen=True)
 class FetchOptions:
     """Options of the fetch stage (names and defaults of its CLI flags). Say what to
     fetch with at least one of departments, search, ids, ids_file, since, from_json."""
-    departments: Optional[str] = None   # "11,9" or "European Paintings"
-    search: Optional[str] = None
-    ids: Optional[str] = None           # "436001,436008"
-    ids_file: Optional[str] = None
-    since: Optional[str] = None         # YYYY-MM-DD
-    from_json: Optional[str] = None
-    from_csv: Optional[str] = None      # the Met's MetObjects.csv; catalogue filters below
-    limit: Optional[int] = None
-    public_domain: bool = False         # catalogue filters (with from_csv)
-    classification: Optional[str] = None
-    object_name: Optional[str] = None
-    has_artist: bool = False
-    has_images: bool = False
-    highlight: bool = False
-    on_view: bool = False
-    medium: Optional[str] = None
-    geo: Optional[str] = None
-    date_begin: Optional[int] = None
-    date_end: Optional[int] = None
-    search_in: Optional[str] = None     # title | tags | artist
-    api: str = DEFAULT_API
-    image: str = "original"             # original | small
-    rate: Optional[float] = None        # ceiling req/s per host (None: 9); see met/pacing.py
-    retries: int = 8
-    timeout: float = 60.0
-    backoff_max: float = 60.0
-    backoff_base: float = 1.0
-    cooldown: float = 30.0
-    max_outage: float = 900.0
-    allow_host: tuple = ()
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int = 4                    # download threads sharing one rate limit
-    recheck: bool = False
-    dry_run: bool = False               # count what would be requested; request no record/image
-    force: bool = False
-    quiet: bool = False
+    departments: Optional[str] = opt(None, "department ids or names, e.g. 11,9",
+                                     metavar="LIST", group=WHAT, recipe=True)
+    search: Optional[str] = opt(None, "search term (API /search)", metavar="TEXT", group=WHAT,
+                                recipe=True)
+    ids: Optional[str] = opt(None, "object ids, comma-separated", metavar="LIST", group=WHAT,
+                             recipe=True)
+    ids_file: Optional[str] = opt(None, "object ids, one per line", metavar="FILE", group=WHAT,
+                                  recipe=True)
+    since: Optional[str] = opt(None, "refetch objects changed since this date",
+                               metavar="YYYY-MM-DD", group=WHAT)
+    from_json: Optional[str] = opt(None, "rebuild the images of NVIDIA's metfaces.json",
+                                   metavar="FILE", group=WHAT, recipe=True)
+    from_csv: Optional[str] = opt(None, "rows of the Met's MetObjects.csv", metavar="FILE",
+                                  group=WHAT, recipe=True)
+    limit: Optional[int] = opt(None, "only the first N ids", metavar="N", limits=">= 1",
+                               group=WHAT, recipe=True)
+    public_domain: bool = opt(False, "catalogue: 'Is Public Domain' is True", group=FILTERS,
+                              recipe=True)
+    classification: Optional[str] = opt(None, "catalogue: e.g. Paintings (and sub-classes)",
+                                        metavar="A|B", group=FILTERS, recipe=True)
+    object_name: Optional[str] = opt(None, "catalogue: exact Object Name", metavar="A|B",
+                                     group=FILTERS, recipe=True)
+    has_artist: bool = opt(False, "catalogue: the artist is named", group=FILTERS, recipe=True)
+    has_images: bool = opt(False, "search: hasImages=true", group=FILTERS, recipe=True)
+    highlight: bool = opt(False, "search: isHighlight=true", group=FILTERS, recipe=True)
+    on_view: bool = opt(False, "search: isOnView=true", group=FILTERS, recipe=True)
+    medium: Optional[str] = opt(None, "search: medium, e.g. Paintings|Drawings", metavar="A|B",
+                                group=FILTERS, recipe=True)
+    geo: Optional[str] = opt(None, "search: geoLocation, e.g. France|Paris", metavar="A|B",
+                             group=FILTERS, recipe=True)
+    date_begin: Optional[int] = opt(None, "objects dated from YEAR (with --date-end)",
+                                    metavar="YEAR", group=FILTERS, recipe=True)
+    date_end: Optional[int] = opt(None, "objects dated up to YEAR", metavar="YEAR",
+                                  group=FILTERS, recipe=True)
+    search_in: Optional[str] = opt(None, "search: match in title, tags or artist",
+                                   choices=("title", "tags", "artist"), metavar="WHERE", group=FILTERS,
+                                   recipe=True)
+    api: str = opt(_NET.api_root, "API root (or the emulator's)", metavar="URL",
+                   shown="the Met's, collectionapi.metmuseum.org",
+                   group=NETWORK, recipe=True)
+    image: str = opt("original", "original, or small (~800 px)",
+                     choices=("original", "small"), group=NETWORK, recipe=True)
+    rate: Optional[float] = opt(_NET.rate, "ceiling, requests/s per host",
+                                metavar="R", limits="> 0", shown="9", group=NETWORK,
+                                recipe=True)
+    retries: int = opt(_NET.retries, "retries per request", metavar="N", group=NETWORK,
+                       recipe=True)
+    timeout: float = opt(_NET.timeout, "longest wait for the next byte, s", metavar="S",
+                         limits="> 0", group=NETWORK, recipe=True)
+    backoff_max: float = opt(_NET.backoff_max, "cap on one backoff, s", metavar="S",
+                             limits="> 0", group=NETWORK, recipe=True)
+    backoff_base: float = opt(_NET.backoff_base, "first backoff (doubled per try), s",
+                              metavar="S", limits="> 0", group=NETWORK, recipe=True)
+    cooldown: float = opt(_NET.cooldown, "pause of all threads after a block, s",
+                          metavar="S", limits=">= 0", group=NETWORK, recipe=True)
+    max_outage: float = opt(_NET.max_outage, "stop (resumable) after S without success",
+                            metavar="S", limits="> 0", group=NETWORK, recipe=True)
+    allow_host: tuple = opt((), "another image host (repeatable)", metavar="HOST",
+                            repeat=True, group=NETWORK, recipe=True)
+    max_pixels: int = opt(_NET.max_pixels, "refuse larger images", metavar="N",
+                          limits=">= 1", recipe=True)
+    workers: int = opt(4, "download threads sharing one rate", metavar="N", limits=">= 1")
+    recheck: bool = opt(False, "also retry settled non-ok objects")
+    dry_run: bool = opt(False, "count what would be fetched; fetch nothing")
+    force: bool = opt(False, "fetch everything again")
+    quiet: bool = opt(False, "no progress bar, summary only")
 
 
 @dataclass
@@ -69,11 +110,10 @@ class FetchSummary(StageSummary):
     updates: dict = field(default_factory=dict)
 
 
-def client_config(args):
-    return ClientConfig(api_root=args.api, rate=args.rate, retries=args.retries, timeout=args.timeout,
-                        backoff_base=args.backoff_base, backoff_max=args.backoff_max,
-                        cooldown=args.cooldown, max_outage=args.max_outage, max_pixels=args.max_pixels,
-                        allowed_hosts=tuple(args.allow_host), pool_size=max(10, 2 * args.workers))
+def client_config(opts: FetchOptions) -> ClientConfig:
+    """The Met client's config: the same-named options, and the three named otherwise."""
+    return convert(ClientConfig, opts, api_root=opts.api, allowed_hosts=tuple(opts.allow_host),
+                   pool_size=max(10, 2 * opts.workers))
 
 
 def check_options(opts: FetchOptions) -> None:

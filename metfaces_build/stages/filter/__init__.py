@@ -71,8 +71,8 @@ from ...core.metrics import hash_distance, popcount  # noqa: F401 (API)
 from .cache import CACHE_VERSION, cache_entry, cached_result, image_cache_key, write_cache
 from .checks import (check_crop, check_face, check_landmarks, check_padding, check_resolution,
                      check_score, crop_measures, perceptual_hash)
-from .config import (CONFIG_FIELDS, DEFAULT_MIN_SCORE, FilterConfig, FilterOptions, build_config,
-                     config_from_mapping, load_toml_config)
+from .config import (CONFIG_FIELDS, DEFAULT_MIN_SCORE, THRESHOLDS, FilterConfig, FilterOptions,
+                     Thresholds, build_config, config_from_mapping, load_toml_config)
 from .duplicates import resolve_duplicates, resolve_overlaps
 from .explain import explain
 from .overrides import (OVERRIDES_FILE, apply_overrides, face_id, face_object, load_overrides,
@@ -92,5 +92,5 @@ __all__ = [
     "filter_faces", "filter_tasks", "hash_distance", "image_cache_key", "load_overrides",
     "load_toml_config", "measurement_crops", "overrides_digest", "overrides_in_force",
     "parse_overrides", "perceptual_hash", "popcount", "resolve_duplicates", "resolve_overlaps",
-    "summary_line", "write_cache", "write_outputs",
+    "summary_line", "write_cache", "write_outputs", "THRESHOLDS", "Thresholds",
 ]

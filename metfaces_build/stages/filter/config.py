@@ -3,34 +3,42 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from ...core.errors import UsageError
-from ...infra.stage import default_workers
+from ...infra.stage import force_opt, opt, overridable, quiet_opt, skip_bad_opt, workers_opt
 
 DEFAULT_MIN_SCORE = {"cnn": 0.3, "hog": 0.0}
 
 
+def _t(default, help, metavar="X", limits=">= 0", **kw):
+    """A threshold: a FilterConfig field with a flag, a TOML key and a recipe entry."""
+    return opt(default, help, metavar=metavar, limits=limits, threshold=True, **kw)
+
+
 @dataclass
 class FilterConfig:
-    """Thresholds of every test. Units are in each field's comment."""
-    min_size: float = 1024.0             # qsize, source pixels (the output size: no upsampling)
-    min_score: dict = field(default_factory=lambda: dict(DEFAULT_MIN_SCORE))  # per detector
-    max_roll: float = 45.0               # degrees
-    min_mouth_drop: float = 0.4          # eye-centre distances
-    eye_jaw_min: float = 0.4             # outer-eye distance / jaw width
-    eye_jaw_max: float = 0.95
-    max_yaw: float = 0.35                # |d_l - d_r| / (d_l + d_r)
-    max_landmark_outside: float = 0.1    # inter-ocular distances
-    max_padding: float = 0.5             # share of the crop square's area
-    max_overlap: float = 0.3             # rect IoU
-    max_hash_distance: int = 6           # bits of 64; negative disables the test
-    min_sharpness: Optional[float] = None  # variance of Laplacian; None: tag only
-    grayscale_chroma: float = 0.02       # mean (max - min) channel spread / 255
-    reject_grayscale: bool = False
-    crop_tests: bool = True              # decode images for sharpness/grayscale/hash
-    crop_size: int = 128                 # side of the measurement crop, pixels
+    """Thresholds of every test (the TOML keys; the flags of those marked `_t`)."""
+    min_size: float = _t(1024.0, "min crop side, source px", "PX")   # no upsampling
+    min_score: dict = opt(help="min detector score per detector",
+                          factory=lambda: dict(DEFAULT_MIN_SCORE))
+    max_roll: float = _t(45.0, "max |eye-line angle|, degrees", "DEG")
+    min_mouth_drop: float = _t(0.4, "mouth below eye line, eye distances", limits=None)
+    eye_jaw_min: float = _t(0.4, "min outer-eye distance / jaw width")
+    eye_jaw_max: float = _t(0.95, "max outer-eye distance / jaw width")
+    max_yaw: float = _t(0.35, "max nose-to-eye asymmetry")
+    max_landmark_outside: float = _t(0.1, "landmarks outside image, eye distances")
+    max_padding: float = _t(0.5, "max share of the crop outside the image", "SHARE")
+    max_overlap: float = _t(0.3, "max box IoU of two faces of an image", "IOU")
+    max_hash_distance: int = _t(6, "near-duplicate pHash bits; < 0: off", "BITS",
+                                limits=None)
+    min_sharpness: Optional[float] = _t(None, "min Laplacian variance (rejects)", "VAR",
+                                        shown="none: tag only")
+    grayscale_chroma: float = _t(0.02, "grayscale below this channel spread")
+    reject_grayscale: bool = opt(False, "reject grayscale faces (else tag them)")
+    crop_tests: bool = opt(True, "decode images for the crop tests")
+    crop_size: int = _t(128, "side of the measurement crop", "PX", limits=">= 1")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,13 +114,8 @@ def build_config(opts: "FilterOptions") -> FilterConfig:
     cfg = FilterConfig()
     if opts.config:
         cfg = config_from_mapping(load_toml_config(opts.config), cfg, where=opts.config)
-    flags: dict[str, Any] = {}
-    for name in ("min_size", "max_roll", "min_mouth_drop", "eye_jaw_min", "eye_jaw_max", "max_yaw",
-                 "max_landmark_outside", "max_padding", "max_overlap", "max_hash_distance",
-                 "min_sharpness", "grayscale_chroma", "crop_size"):
-        v = getattr(opts, name)
-        if v is not None:
-            flags[name] = v
+    flags: dict[str, Any] = {name: getattr(opts, name) for name in THRESHOLDS
+                             if getattr(opts, name) is not None}
     if opts.min_score:
         flags["min_score"] = dict(_parse_score(s) for s in opts.min_score)
     if opts.reject_grayscale:
@@ -132,35 +135,35 @@ def _parse_score(s: str) -> tuple:
         raise UsageError(f"--min-score: expected DETECTOR=NUMBER (e.g. cnn=0.5), got {s!r}") from None
 
 
+THRESHOLDS = tuple(f.name for f in dataclasses.fields(FilterConfig) if f.metadata.get("threshold"))
+# each threshold as an option: None takes the TOML file's value, else FilterConfig's
+Thresholds = overridable(FilterConfig, THRESHOLDS, "Thresholds", group="thresholds")
+
+
 @dataclass(frozen=True)
-class FilterOptions:
-    """Options of the filter stage (names of its CLI flags). A threshold left None takes
-    the TOML file's value, else FilterConfig's default."""
-    source_images: Optional[str] = None
-    faces: Optional[str] = None
-    config: Optional[str] = None
-    explain: Optional[str] = None
-    skip_bad: bool = False
-    min_size: Optional[float] = None
-    min_score: Optional[tuple] = None  # ("cnn=0.8", ...)
-    max_roll: Optional[float] = None
-    min_mouth_drop: Optional[float] = None
-    eye_jaw_min: Optional[float] = None
-    eye_jaw_max: Optional[float] = None
-    max_yaw: Optional[float] = None
-    max_landmark_outside: Optional[float] = None
-    max_padding: Optional[float] = None
-    max_overlap: Optional[float] = None
-    max_hash_distance: Optional[int] = None
-    min_sharpness: Optional[float] = None
-    grayscale_chroma: Optional[float] = None
-    reject_grayscale: bool = False
-    crop_size: Optional[int] = None
-    no_crop_tests: bool = False
-    overrides: Optional[str] = None    # a person's decisions: replaces DIR/overrides.json
-    workers: int = field(default_factory=default_workers)
-    force: bool = False
-    quiet: bool = False
+class FilterOptions(Thresholds):
+    """Options of the filter stage (names of its CLI flags): the thresholds (`Thresholds`,
+    made from FilterConfig) and these."""
+    source_images: Optional[str] = opt(None, "where source_path resolves", metavar="DIR",
+                                       shown="--work")
+    faces: Optional[str] = opt(None, "input face list", metavar="JSON",
+                               shown="DIR/faces.json")
+    config: Optional[str] = opt(None, "thresholds from a TOML file ([filter])",
+                                metavar="TOML")
+    explain: Optional[str] = opt(None, "print every test of one object; write nothing",
+                                 metavar="OBJ_ID")
+    skip_bad: bool = skip_bad_opt("reject malformed records (bad_record), go on")
+    min_score: Optional[tuple] = opt(None, "min score of a detector (repeatable)",
+                                     metavar="DETECTOR=VALUE", repeat=True, group="thresholds",
+                                     shown="cnn=0.3, hog=0.0")
+    reject_grayscale: bool = opt(False, "reject grayscale faces (else tag them)",
+                                 group="thresholds")
+    no_crop_tests: bool = opt(False, "skip the tests that decode images", group="thresholds")
+    overrides: Optional[str] = opt(None, "a person's keep/reject decisions (review page)",
+                                   metavar="JSON")
+    workers: int = workers_opt()
+    force: bool = force_opt()
+    quiet: bool = quiet_opt()
 
     @staticmethod
     def validate_values(values: dict, where: str) -> None:
