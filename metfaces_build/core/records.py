@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple, Optional
 
-import numpy as np
-
 from .errors import RecordError
 from .paths import check_relative_path
 
@@ -156,6 +154,7 @@ class FaceSpec:
     def packed(self) -> "PackedFaceSpec":
         """The same face_spec with its landmarks in one int64 array: about 1 KB instead of
         8 KB of tuples, for a stage that holds hundreds of thousands of faces."""
+        import numpy as np  # deferred: every stage loads records; only packing needs numpy
         return PackedFaceSpec(self.rect, np.array(self.landmarks, dtype=np.int64).reshape(-1, 2),
                               self.shrink)
 

@@ -12,8 +12,6 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-import numpy
-import PIL
 
 from ..core.errors import UsageError
 from .stage import default_workers  # noqa: F401 - re-exported: one definition
@@ -138,6 +136,8 @@ class Progress:
 
 def library_versions() -> dict:
     """Versions that decide pixels (resampling, filters): recorded with every output."""
+    import numpy  # deferred: importing a stage must stay cheap (tests/test_models.py)
+    import PIL
     try:  # without importing scipy (0.4 s) where a stage does not use it
         scipy_version = version("scipy")
     except PackageNotFoundError:
