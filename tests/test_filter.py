@@ -204,6 +204,20 @@ def test_config_overlay_and_errors(tmp_path):
         flt.load_toml_config(str(p))
 
 
+
+def test_config_file_values_meet_the_flags_limits():
+    """A TOML value goes through the flags' own check (FilterConfig's declared limits):
+    what `--max-roll -1` or `--crop-size 8` refuses, the file cannot set either."""
+    from metfaces_build.core.errors import UsageError
+    for bad, words in (({"max_roll": -1}, "max_roll must be >= 0"),
+                       ({"crop_size": 8}, "crop_size must be >= 16"),
+                       ({"max_padding": -0.5}, "max_padding must be >= 0")):
+        with pytest.raises(UsageError, match=words):
+            flt.config_from_mapping(bad, where="f.toml")
+    cfg = flt.config_from_mapping({"min_mouth_drop": -0.2, "max_hash_distance": -1,
+                                   "min_sharpness": None})
+    assert cfg.min_mouth_drop == -0.2 and cfg.max_hash_distance == -1 and cfg.min_sharpness is None
+
 # ---- the stage, end to end ----------------------------------------------------------------
 
 @pytest.fixture

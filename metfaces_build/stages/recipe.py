@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..core.errors import UsageError
-from ..infra.recipe import Recipe, changes, load_recipe, save_recipe
+from ..infra.recipe import Recipe, changes, load_recipe, save_recipe, write_stamp
 from ..infra.stage import check_values, default_of, option_names, recipe_fields
 from ..infra.workdir import Work
-from .align import AlignOptions
-from .detect import DetectOptions
-from .fetch import FetchOptions
+from ..met.probe import unreachable
+from .align import AlignOptions, align
+from .detect import DetectOptions, detect
+from .fetch import FetchOptions, check_options, fetch
+from .filter import (CONFIG_FIELDS, FilterConfig, build_config, config_from_mapping,
+                     filter as filter_stage)
 
 # the options of each table: those declared with recipe=True (the rest is run-time only)
 FETCH_SELECTION = ("departments", "search", "ids", "ids_file", "from_json", "from_csv")
@@ -160,7 +163,6 @@ def use_filter(work: Work, opts, given: Optional[set] = None, save: bool = True)
     """filter's options with the recipe's thresholds: defaults, then the recipe (or, when
     a config file is given, that file instead), then threshold flags; the thresholds in
     force are written back, so a later `filter --overrides` keeps the run's config."""
-    from .filter import build_config
     explicit = explicit_fields(opts, given)
     recipe = load_recipe(work.recipe_toml)
     if recipe is None:
@@ -184,14 +186,12 @@ def filter_table(cfg) -> dict:
 
 def filter_config_of(recipe: Optional[Recipe]):
     """The FilterConfig the recipe says (defaults without one)."""
-    from .filter import FilterConfig, config_from_mapping
     if recipe is None or "filter" not in recipe.sections:
         return FilterConfig()
     return config_from_mapping(recipe.section("filter"), where="recipe.toml [filter]")
 
 
 def _filter_from_table(opts, table: dict, explicit: set):
-    from .filter import CONFIG_FIELDS, config_from_mapping
     cfg = config_from_mapping(table, where="recipe.toml [filter]")  # checks names and types
     values = {}
     for name in CONFIG_FIELDS:
@@ -222,10 +222,6 @@ def _noted(summary, use: RecipeUse, work: Work):
 def fetch_work(work: Work, opts, given: Optional[set] = None):
     """fetch with the recipe's selection and network options; once it has finished, the
     recipe's [fetch] table is stamped as fetched (`status` compares the two)."""
-    from ..infra.recipe import write_stamp
-    from .fetch import fetch
-    from ..met.probe import unreachable
-    from .fetch import check_options
     use = use_fetch(work, opts, given)
     check_options(use.options)  # a usage error first, then whether the API is there
     why = unreachable(use.options.api)
@@ -242,13 +238,11 @@ def fetch_work(work: Work, opts, given: Optional[set] = None):
 
 
 def detect_work(work: Work, opts, given: Optional[set] = None):
-    from .detect import detect
     use = use_table(work, "detect", opts, given)
     return _noted(detect(work, use.options), use, work)
 
 
 def filter_work(work: Work, opts, given: Optional[set] = None):
-    from .filter import filter as filter_stage
     use = use_filter(work, opts, given)
     return _noted(filter_stage(work, use.options), use, work)
 
@@ -256,7 +250,6 @@ def filter_work(work: Work, opts, given: Optional[set] = None):
 def align_work(work: Work, opts, given: Optional[set] = None):
     """align of the work directory: its filtered.json, sources and images/, with the
     recipe's [align] table."""
-    from .align import align
     opts = dataclasses.replace(opts, json=str(work.filtered_json), source_images=str(work.path),
                                output_dir=str(work.images_dir))
     use = use_table(work, "align", opts, given)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ...core.errors import UsageError
-from ...infra.stage import force_opt, opt, overridable, quiet_opt, skip_bad_opt, workers_opt
+from ...infra.stage import (check_values, force_opt, opt, overridable, quiet_opt, skip_bad_opt,
+                            workers_opt)
 
 DEFAULT_MIN_SCORE = {"cnn": 0.3, "hog": 0.0}
 
@@ -38,7 +39,7 @@ class FilterConfig:
     grayscale_chroma: float = _t(0.02, "grayscale below this channel spread")
     reject_grayscale: bool = opt(False, "reject grayscale faces (else tag them)")
     crop_tests: bool = opt(True, "decode images for the crop tests")
-    crop_size: int = _t(128, "side of the measurement crop", "PX", limits=">= 1")
+    crop_size: int = _t(128, "side of the measurement crop", "PX", limits=">= 16")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -47,36 +48,20 @@ CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(FilterConfig)}
 
 def config_from_mapping(values: dict, base: Optional[FilterConfig] = None,
                         where: str = "config") -> FilterConfig:
-    """Overlay `values` (TOML table or flags) on `base`, checking names and types."""
-    cfg = dataclasses.replace(base or FilterConfig())
-    changes: dict[str, Any] = {}
-    for k, v in values.items():
-        if k not in CONFIG_FIELDS:
-            raise UsageError(f"{where}: unknown setting {k!r} (known: {', '.join(CONFIG_FIELDS)})")
-        default = getattr(FilterConfig(), k)
-        if k == "min_score":
-            if not isinstance(v, dict) or not all(_is_number(x) for x in v.values()):
-                raise UsageError(f"{where}: min_score must map detector names to numbers")
-            merged = dict(cfg.min_score)
-            merged.update({str(n): float(x) for n, x in v.items()})
-            changes[k] = merged
-        elif isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise UsageError(f"{where}: {k} must be true or false, got {v!r}")
-            changes[k] = v
-        elif k == "min_sharpness" and v is None:
-            changes[k] = None
-        elif isinstance(default, int) and not isinstance(default, bool) and k != "min_size":
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise UsageError(f"{where}: {k} must be a whole number, got {v!r}")
-            changes[k] = v
-        else:
-            if not _is_number(v):
-                raise UsageError(f"{where}: {k} must be a number, got {v!r}")
-            changes[k] = float(v)
+    """Overlay `values` (TOML table or flags) on `base`: names, types and limits checked
+    by infra.stage.check_values from FilterConfig's declarations (the flags' own check);
+    min_score, a table of detector scores, merges into the base's."""
+    unknown = [k for k in values if k not in CONFIG_FIELDS]
+    if unknown:
+        raise UsageError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(CONFIG_FIELDS)})")
+    cfg = base or FilterConfig()
+    changes = check_values(FilterConfig, dict(values), where)
+    if "min_score" in changes:
+        v = changes["min_score"]
+        if not isinstance(v, dict) or not all(_is_number(x) for x in v.values()):
+            raise UsageError(f"{where}: min_score must map detector names to numbers")
+        changes["min_score"] = {**cfg.min_score, **{str(n): float(x) for n, x in v.items()}}
     cfg = dataclasses.replace(cfg, **changes)
-    if cfg.crop_size < 16:
-        raise UsageError(f"{where}: crop_size must be at least 16")
     if cfg.eye_jaw_min > cfg.eye_jaw_max:
         raise UsageError(f"{where}: eye_jaw_min ({cfg.eye_jaw_min}) > eye_jaw_max ({cfg.eye_jaw_max})")
     return cfg
