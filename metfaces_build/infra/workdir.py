@@ -125,18 +125,6 @@ def read_manifest(images_dir: Union[str, os.PathLike]) -> Optional[list]:
     return data if isinstance(data, list) else None
 
 
-def previous_align_results(images_dir: Union[str, os.PathLike]) -> dict:
-    """{(obj_id, face_idx): entry} from the last completed align run plus the journal of
-    an interrupted one (journal lines win): what a rerun may reuse."""
-    prev: dict = {}
-    for e in (read_manifest(images_dir) or []) + list(read_jsonl(align_journal_path(images_dir))):
-        rec = e.get("record") if isinstance(e, dict) else None
-        if isinstance(rec, dict) and isinstance(rec.get("obj_id"), (str, int)) \
-                and isinstance(rec.get("face_idx"), int):
-            prev[(str(rec["obj_id"]), rec["face_idx"])] = e
-    return prev
-
-
 # what a refetch found, per object: fetch's `updates` (stages/fetch/journal.update_kind
 # decides) and run's updates block
 UPDATE_KINDS = ("new", "new_image", "record", "withdrawn", "unchanged", "failed")
