@@ -40,8 +40,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.errors import UsageError
+from ..core.status import ALIGN_RETIRED, DETECT_DONE
 from ..infra.files import atomic_write_json, read_json_or_none
-from ..infra.workdir import ALIGN_RETIRED, DETECT_DONE, Work
+from ..infra.workdir import Work
 from ..met.emulator import start_emulator
 from ..stages.compare import CompareOptions
 from ..stages.review import ReviewOptions

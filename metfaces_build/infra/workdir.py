@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Tuple, Union
 
 from ..core.records import as_object_id
-from ..core.status import (ALIGN_RETIRED, DETECT_DONE, FETCH_FAILED,  # noqa: F401 (re-exported)
-                           FETCH_SETTLED, FETCH_STATUSES)
 from .files import loads, read_json_or_none, read_jsonl
 
 # ---- file names ------------------------------------------------------------------------
@@ -56,10 +54,6 @@ COMPARE_CROPS = "compare_crops.json"      # compare --crops: summary (+ .jsonl p
 RECIPE = "recipe.toml"                    # the options the directory is built with
 STAMPS = ".stamps.json"                   # what report/review/fetch were made from
 DEFAULT_WORK = "metfaces-work"
-
-# ---- statuses --------------------------------------------------------------------------
-# the statuses' one home is core/status.py (imported above, re-exported for the stages)
-
 
 def clean_filter_summary(fs) -> Optional[dict]:
     """`fs` (parsed filter_summary.json) with each field its readers rely on of the right
