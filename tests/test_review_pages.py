@@ -169,3 +169,21 @@ def test_paged_cards_keyboard_details_filters_and_save(browser, work, tmp_path, 
         assert p.console_errors() == []
     finally:
         browser.send("Target.closeTarget", {"targetId": p.target})
+
+
+def test_thumbnails_a_killed_run_journaled_are_review_s_to_delete(work):
+    """Each chunk's thumbnails are appended to a journal before they are written; a run
+    killed before the record is rewritten leaves them there, and the next run treats them
+    as its own (an unused one goes), never a person's file."""
+    paths = review.write_review(work, **SMALL)
+    folder = paths.thumbs
+    assert not (folder / "made-by-review.journal").exists()
+    recorded = set(json.loads((folder / "made-by-review.json").read_text())["thumbs"])
+    assert recorded == {p.name for p in folder.glob("*.jpg")}
+    (folder / "100-00-qdeadbeef00.jpg").write_bytes(b"\xff\xd8 left by a killed run")
+    (folder / "mine.jpg").write_bytes(b"\xff\xd8 a person's")
+    (folder / "made-by-review.journal").write_text("100-00-qdeadbeef00.jpg\n")
+    again = review.write_review(work, **SMALL)
+    assert again.thumbs_made == 0
+    assert {p.name for p in folder.glob("*.jpg")} == recorded | {"mine.jpg"}
+    assert not (folder / "made-by-review.journal").exists()

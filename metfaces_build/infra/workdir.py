@@ -48,6 +48,7 @@ REPORT_DIR = "report"
 REVIEW_PAGE = "review.html"               # in REPORT_DIR, with its thumbnails
 REVIEW_THUMBS = "thumbs"
 REVIEW_THUMBS_MADE = "made-by-review.json"  # in REVIEW_THUMBS: the thumbnails review wrote
+REVIEW_THUMBS_MADE_JOURNAL = "made-by-review.journal"  # names appended while review runs
 REVIEW_DATA = "review-data"                # beside REVIEW_PAGE: a large page's data files
 TRUTH = "truth.json"
 COMPARE = "compare.json"

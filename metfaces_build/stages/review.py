@@ -48,6 +48,7 @@ from ..infra.workdir import REVIEW_DATA as DATA_DIR
 from ..infra.workdir import REVIEW_PAGE as PAGE
 from ..infra.workdir import REVIEW_THUMBS as THUMBS
 from ..infra.workdir import REVIEW_THUMBS_MADE as THUMBS_MADE
+from ..infra.workdir import REVIEW_THUMBS_MADE_JOURNAL as THUMBS_MADE_JOURNAL
 from ..infra.workdir import OVERRIDES, as_work
 from .report import REPORT_INPUTS
 from .review_data import (CARD_FIELDS, DETAIL_FIELDS, MET_OBJECT_URL, ThumbJob,  # noqa: F401
@@ -172,16 +173,36 @@ def thumb_tasks(thumbs: list, size: int, force: bool = False) -> list:
 
 
 def _made(folder: Path) -> set:
-    """Names of the thumbnails review recorded as its own in `folder`."""
+    """Names of the thumbnails review recorded as its own in `folder` (those a killed run
+    appended to the record's journal included)."""
     from ..infra.files import read_json_or_none
     data = read_json_or_none(folder / THUMBS_MADE)
     names = data.get("thumbs") if isinstance(data, dict) else None
-    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    made = {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    try:
+        with open(folder / THUMBS_MADE_JOURNAL, encoding="utf-8", errors="replace") as f:
+            made.update(line.rstrip("\n") for line in f if line.strip())
+    except OSError:  # no journal: the last run finished
+        pass
+    return made
+
+
+def _journal_made(folder: Path, names) -> None:
+    """Append names to the record's journal (flushed to disk) before their files are written:
+    a run records each thumbnail once, not the whole list after every chunk."""
+    with open(folder / THUMBS_MADE_JOURNAL, "a", encoding="utf-8") as f:
+        f.write("".join(n + "\n" for n in names))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _record_made(folder: Path, names: set) -> None:
     from ..infra.files import atomic_write_json
     atomic_write_json(folder / THUMBS_MADE, {"thumbs": sorted(names)}, indent=None)
+    try:
+        (folder / THUMBS_MADE_JOURNAL).unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _remove_unused(folder: Path, keep: set, made: set) -> int:
@@ -308,7 +329,8 @@ class ThumbRun:
         tasks = thumb_tasks(thumbs, THUMB_SIZE, self.force)
         if not tasks:
             return
-        _record_made(self.folder, self.made | self.keep)
+        _journal_made(self.folder, sorted(Path(j.out).name for t in tasks for j in t.jobs
+                                          if Path(j.out).name not in self.made))
         for res in LocalExecutor(min(self.workers, len(tasks))).imap(make_thumbs, tasks, ordered=False):
             self.new += len(res)
             self.bar.update(len(res))
