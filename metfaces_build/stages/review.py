@@ -15,6 +15,14 @@ already in force and saves all of them, so the saved file is the complete list: 
 about faces it does not show (an update withdrew or re-detected them) are carried in the
 page unchanged and saved with the rest, so they apply again when the face comes back.
 
+A page of more than CHUNK_FACES faces holds only where its data is: the cards' data in
+report/review-data/{generation}/cards-NNNN.js, loaded as the page opens, and each face's
+landmarks and measures in details-NNNN.js, loaded when it is opened (scripts, as a page
+opened from disk may not fetch files; its CSP allows scripts from its own folder); the
+grid shows PAGE_CARDS cards a page, and filters, counts and saving cover every face.
+Entries are made and thumbnails written a chunk of faces at a time (review_data.py
+streams the face lists), so memory grows by a few hundred bytes a face.
+
 Thumbnails are the aligned crop (DIR/images/, when align made it) else an approximate crop
 of the source; each file's name carries a digest of what it shows, so a rerun makes only
 the missing ones and removes the ones no face uses any more: only files it recorded as
