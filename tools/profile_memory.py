@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import importlib
 import sys
 import tracemalloc
@@ -41,6 +42,7 @@ def main() -> int:
     ap.add_argument("--at", default=None, help="module:function to snapshot at (first call)")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--faces", type=int, default=0, help="faces in the work directory (B/face)")
+    ap.add_argument("--stop", action="store_true", help="end the command once the snapshot is shown")
     ap.add_argument("argv", nargs=argparse.REMAINDER, help="-- then metfaces-build's arguments")
     args = ap.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -55,6 +57,9 @@ def main() -> int:
             if not taken:
                 taken.append(1)
                 show(tracemalloc.take_snapshot(), args.top, args.faces, f"at {args.at}")
+                if args.stop:
+                    sys.stdout.flush()
+                    os._exit(0)  # no cleanup: the snapshot is what was asked for
             return original(*a, **k)
         setattr(mod, fn_name, hooked)
     from metfaces_build.app.cli import main as cli
