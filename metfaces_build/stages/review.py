@@ -21,7 +21,7 @@ landmarks and measures in details-NNNN.js, loaded when it is opened (scripts, as
 opened from disk may not fetch files; its CSP allows scripts from its own folder); the
 grid shows PAGE_CARDS cards a page, and filters, counts and saving cover every face.
 Entries are made and thumbnails written a chunk of faces at a time (review_data.py
-streams the face lists), so memory grows by a few hundred bytes a face.
+streams the face lists), so memory grows by under 2 KB a face.
 
 Thumbnails are the aligned crop (DIR/images/, when align made it) else an approximate crop
 of the source; each file's name carries a digest of what it shows, so a rerun makes only

@@ -5,7 +5,7 @@ lacks), the filter's decision (filtered.json / rejected.jsonl, overrides include
 object (the stored API record, else objects.jsonl), compare's stored landmarks and align's
 crop. The face lists are streamed: what stays in memory for every face is its decision as
 one short JSON string, its key and the object's few text fields, so `review` on 200,000
-faces holds a few hundred bytes a face, not the records (see README "At collection scale").
+faces holds under 2 KB a face (peak RSS), not the records (see README "At collection scale").
 """
 from __future__ import annotations
 
@@ -200,7 +200,9 @@ def compare_landmarks(work: Path) -> dict:
     stats = read_json_or_none(layout.compare_json)
     if not isinstance(stats, dict):
         return {}
-    regen_path = stats.get("regenerated_path") or ""
+    regen_path, stored_path = stats.get("regenerated_path"), stats.get("stored_path")
+    if not (isinstance(regen_path, str) and isinstance(stored_path, str)):
+        return {}  # a hand-edited or damaged compare.json
     try:
         if not regen_path or Path(regen_path).resolve() != layout.faces_json.resolve():
             return {}
@@ -214,7 +216,7 @@ def compare_landmarks(work: Path) -> dict:
             continue  # a damaged line
         matched[(str(m.get("obj_id")), m["stored_face_idx"])] = (m["regen_face_idx"], m.get("nme"))
     out = {}
-    for s in face_records(Path(stats.get("stored_path") or "")) if matched else ():
+    for s in face_records(Path(stored_path)) if matched and stored_path else ():
         hit = matched.get(tuple(s.key))
         if hit is not None:
             out[(s.obj_id, hit[0])] = (_flat_landmarks(s), s.face_spec.shrink, hit[1])
@@ -236,8 +238,8 @@ def aligned_crops(work: Path) -> dict:
             return {}
         for e in items:
             rec = e.get("record") if isinstance(e, dict) else None
-            if isinstance(rec, dict) and e.get("status") == OK and e.get("output") \
-                    and isinstance(e.get("output"), str):
+            if isinstance(rec, dict) and e.get("status") == OK and isinstance(e.get("output"), str) \
+                    and e["output"] and isinstance(rec.get("face_idx"), int):
                 out[(str(rec.get("obj_id")), rec.get("face_idx"))] = (e["output"], e.get("file_md5"))
     except UsageError:
         return {}  # as a manifest that is not there
