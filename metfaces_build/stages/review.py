@@ -59,8 +59,8 @@ from ..infra.workdir import REVIEW_THUMBS_MADE as THUMBS_MADE
 from ..infra.workdir import REVIEW_THUMBS_MADE_JOURNAL as THUMBS_MADE_JOURNAL
 from ..infra.workdir import OVERRIDES, as_work
 from .report import REPORT_INPUTS
-from .review_data import (CARD_FIELDS, DETAIL_FIELDS, MET_OBJECT_URL, ThumbJob,  # noqa: F401
-                          card_and_detail, entries, object_info, read_sources, split_overrides)
+from .review_data import (CARD_FIELDS, DETAIL_FIELDS, card_and_detail, entries, read_sources,
+                          split_overrides)
 
 # the files the page is made from: a page stamped with the same ones is current
 REVIEW_INPUTS = REPORT_INPUTS + (OVERRIDES,)
