@@ -20,7 +20,8 @@ shared machine the CPU time is the steadier figure):
   detect  dlib HOG on the N originals (they hold no faces: this is per-image cost plus
           journal bookkeeping); faces.json is then replaced by the synthetic faces;
           only N <= --detect-max
-  filter  every test, crop tests included (decodes every original), --min-size 64
+  filter  every test, crop tests included (decodes every original), --min-size 64;
+          with --no-crop-tests only the record tests and the bookkeeping
   align   every kept face at --size (default 64), PNG level 1
   report  report/ (markdown, HTML, stats, contact sheets) via stages.report.report
   review  report/review.html and its thumbnails
@@ -131,7 +132,8 @@ def stage_commands(work: Path, args) -> dict:
     wk = ["--workers", str(args.workers)]
     return {
         "detect": py + ["detect", "--work", w, "--quiet"] + wk,
-        "filter": py + ["filter", "--work", w, "--min-size", "64", "--quiet"] + wk,
+        "filter": py + ["filter", "--work", w, "--min-size", "64", "--quiet"] + wk
+        + (["--no-crop-tests"] if args.no_crop_tests else []),
         "align": py + ["align", "--json", f"{w}/filtered.json", "--source-images", w, "--output-dir",
                        f"{w}/images", "--size", str(args.size), "--png-level", "1", "--quiet"] + wk,
         "report": [sys.executable, "-c", "import sys; from metfaces_build.stages.report import report, "
@@ -165,6 +167,11 @@ def main() -> int:
     ap.add_argument("--fetch-max", type=int, default=20_000)
     ap.add_argument("--detect-max", type=int, default=20_000)
     ap.add_argument("--results", type=Path, default=None, help="append one JSON line per row")
+    ap.add_argument("--no-crop-tests", action="store_true",
+                    help="filter without the crop tests (no original decoded: the bookkeeping alone)")
+    ap.add_argument("--no-reset", action="store_true",
+                    help="run the stages on a kept work directory as it is (e.g. review after an "
+                         "earlier run's filter and align), not from scratch")
     args = ap.parse_args()
     stages = [s for s in STAGES if s in args.stages.split(",")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -185,7 +192,7 @@ def main() -> int:
             if not (work / "synthetic_faces.json").exists():
                 took = build_work(work, n)
                 print(f"<!-- built {n} objects in {took:.0f} s: {work} -->", flush=True)
-            else:
+            elif not args.no_reset:
                 reset_work(work)
             logs = root / f"logs{n}"
             logs.mkdir(exist_ok=True)
@@ -209,6 +216,7 @@ def main() -> int:
                        "ms_per_face": round(1000 * secs / n, 3), "cpu_ms_per_face": round(1000 * cpu / n, 3),
                        "peak_rss_mb": round(rss), "exit": rc,
                        "workers": args.workers, "align_size": args.size,
+                       "crop_tests": not args.no_crop_tests,
                        "when": time.strftime("%Y-%m-%d %H:%M:%S")}
                 print(f"| {n:,} | {stage} | {secs:.1f} | {row['ms_per_face']:.2f} | "
                       f"{row['cpu_ms_per_face']:.2f} | {rss:.0f} | {rc} |",

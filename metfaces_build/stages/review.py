@@ -15,6 +15,14 @@ already in force and saves all of them, so the saved file is the complete list: 
 about faces it does not show (an update withdrew or re-detected them) are carried in the
 page unchanged and saved with the rest, so they apply again when the face comes back.
 
+A page of more than CHUNK_FACES faces holds only where its data is: the cards' data in
+report/review-data/{generation}/cards-NNNN.js, loaded as the page opens, and each face's
+landmarks and measures in details-NNNN.js, loaded when it is opened (scripts, as a page
+opened from disk may not fetch files; its CSP allows scripts from its own folder); the
+grid shows PAGE_CARDS cards a page, and filters, counts and saving cover every face.
+Entries are made and thumbnails written a chunk of faces at a time (review_data.py
+streams the face lists), so memory grows by under 2 KB a face.
+
 Thumbnails are the aligned crop (DIR/images/, when align made it) else an approximate crop
 of the source; each file's name carries a digest of what it shows, so a rerun makes only
 the missing ones and removes the ones no face uses any more: only files it recorded as
@@ -34,40 +42,37 @@ import hashlib
 import html
 import json
 import os
+import re
+import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
-from urllib.parse import quote
 
 from ..core.errors import UsageError
 from ..infra.stage import StageSummary, force_opt, opt, quiet_opt, workers_opt
+from ..infra.workdir import REVIEW_DATA as DATA_DIR
 from ..infra.workdir import REVIEW_PAGE as PAGE
 from ..infra.workdir import REVIEW_THUMBS as THUMBS
 from ..infra.workdir import REVIEW_THUMBS_MADE as THUMBS_MADE
+from ..infra.workdir import REVIEW_THUMBS_MADE_JOURNAL as THUMBS_MADE_JOURNAL
 from ..infra.workdir import OVERRIDES, as_work
 from .report import REPORT_INPUTS
+from .review_data import (CARD_FIELDS, DETAIL_FIELDS, card_and_detail, entries, read_sources,
+                          split_overrides)
 
 # the files the page is made from: a page stamped with the same ones is current
 REVIEW_INPUTS = REPORT_INPUTS + (OVERRIDES,)
 
 THUMB_SIZE = 192        # px, square; shown at 160 CSS px (sharper on high-DPI screens)
 THUMB_QUALITY = 82      # JPEG; ~6-9 kB a thumbnail
-MET_OBJECT_URL = "https://www.metmuseum.org/art/collection/search/{}"
 TEMPLATE = "review_page.html"
 DATA_MARK = "/*FACE_DATA*/"
-# filter values the card shows under another name (qsize, score) or a person cannot read
-DUPLICATE_VALUES = ("phash", "resolution", "score")
-
-
-@dataclass
-class ThumbJob:
-    """One face's thumbnail: from the aligned crop when there is one, else from the source."""
-    face: str              # face id
-    out: str               # thumbnail path
-    record: Optional[dict]  # face record (JSON form) for an approximate crop
-    aligned: Optional[str]  # aligned crop path
+CHUNK_FACES = 2000      # faces per data file: a page with more loads its data in files
+PAGE_CARDS = 1000       # cards per page of the grid (the page has a pager beyond that)
+CHUNK_CALL = "metfacesReview"
+GENERATION = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -86,207 +91,33 @@ class ReviewPaths:
     thumbs_made: int
 
 
-# ---- gathering the data --------------------------------------------------------------------
+# ---- the page's data -----------------------------------------------------------------------
 
-def _read_faces(path: Path) -> dict:
-    from ..infra.faces import load_faces
-    if not path.is_file():
-        return {}
-    return {f.key: f for f in load_faces(path, skip_bad=True, pack=True).faces}  # landmarks packed
-
-
-def object_info(work: Path, obj_ids) -> dict:
-    """Title, artist, department, date and Met URL per object: from the stored API record
-    (DIR/api/{id}.json), else from fetch's objects.jsonl."""
-    from ..infra.files import read_json_or_none
-    layout = as_work(work)
-    rows = {str(k): r for k, r in layout.objects().items()}
-    out = {}
-    for oid in obj_ids:
-        api = read_json_or_none(layout.api_dir / f"{oid}.json")
-        api = api if isinstance(api, dict) else {}
-        row = rows.get(oid, {})
-        url = api.get("objectURL") or ""
-        if not (isinstance(url, str) and url.startswith("https://")):
-            url = MET_OBJECT_URL.format(quote(oid))
-        out[oid] = {"title": _text(api.get("title")) or _text(row.get("title")),
-                    "artist": _text(api.get("artistDisplayName")) or _text(row.get("artist")),
-                    "department": _text(api.get("department")) or _text(row.get("department")),
-                    "date": _text(api.get("objectDate")) or _text(row.get("date")),
-                    "url": _text(url),
-                    "width": _int(row.get("width")), "height": _int(row.get("height"))}
-    return out
-
-
-def _dict(v) -> dict:
-    return v if isinstance(v, dict) else {}
-
-
-def _names(v) -> list:
-    return [t for t in v if isinstance(t, str)] if isinstance(v, list) else []
-
-
-def _text(v) -> str:
-    """A text field for the page: strings cut at MAX_TEXT, numbers as text, else ""."""
-    from ..core.records import clean_text
-    if isinstance(v, str):
-        return clean_text(v)[0]
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return str(v)
-    return ""
-
-
-def _int(v):
-    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
-
-
-def _compare_landmarks(work: Path) -> dict:
-    """face key -> (stored FaceRecord, NME) where compare matched it; {} when compare did not
-    run on this work directory's faces.json."""
-    from ..infra.files import read_json_or_none, read_jsonl
-    layout = as_work(work)
-    stats = read_json_or_none(layout.compare_json)
-    if not isinstance(stats, dict):
-        return {}
-    regen_path = stats.get("regenerated_path") or ""
-    try:
-        if not regen_path or Path(regen_path).resolve() != layout.faces_json.resolve():
-            return {}
-    except OSError:
-        return {}
-    stored = _read_faces(Path(stats.get("stored_path") or ""))
-    out = {}
-    for m in read_jsonl(layout.compare_faces_jsonl):
-        if m.get("status") != "matched":
-            continue
-        if not all(isinstance(m.get(k), int) for k in ("stored_face_idx", "regen_face_idx")):
-            continue  # a damaged line
-        s = stored.get((str(m.get("obj_id")), m.get("stored_face_idx")))
-        if s is not None:
-            out[(str(m["obj_id"]), m.get("regen_face_idx"))] = (s, m.get("nme"))
-    return out
-
-
-def _flat_landmarks(rec) -> list:
-    lm = rec.face_spec.landmarks
-    return lm.ravel().tolist() if hasattr(lm, "ravel") else [v for p in lm for v in p]
-
-
-def _failed_tests(values: dict, reasons: list, limits: dict) -> list:
-    """[{test, value, limit}] for each failed test, as the filter recorded it."""
-    out = []
-    for name in reasons:
-        value = values.get(name)
-        if name == "resolution":
-            value = values.get("qsize", value)
-        out.append({"test": name, "value": value, "limit": limits.get(name, "")})
-    return out
+def page_head(work: Path, known, not_filtered: int, compared: bool, page_cards: int) -> dict:
+    """What the page holds besides the faces: where it comes from, the decisions in force
+    (those about faces it does not show apart) and the filter's settings."""
+    overrides, absent = split_overrides(work, known)
+    summary = as_work(work).filter_summary() or {}
+    return {"work": str(Path(work).resolve()), "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "page_id": uuid.uuid4().hex,  # marks kept in the browser belong to this page only
+            "overrides": overrides, "absent": absent, "not_filtered": not_filtered,
+            "compare": compared, "page_cards": page_cards,
+            "config": summary.get("config") if isinstance(summary, dict) else None}
 
 
 def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
-    """The page's data: one entry per face of faces.json the filter decided on, in
-    faces.json order, plus per-object information and the decisions in force."""
-    from ..core.records import Rejection
-    from ..infra.files import read_json_or_none, read_jsonl, safe_join
-    from .filter import OVERRIDE_REASON, OVERRIDES_FILE, face_id
-    layout = as_work(work)
-    if not layout.filtered_json.is_file() or not layout.rejected_jsonl.is_file():
-        raise UsageError(f"{work}: no filter output (filtered.json, rejected.jsonl): "
-                         f"run `metfaces-build filter --work {work}` first")
-    faces = _read_faces(layout.faces_json)
-    kept = _read_faces(layout.filtered_json)
-    rejected = {}
-    for r in read_jsonl(layout.rejected_jsonl):
-        try:  # a damaged line: wrong-typed fields read as empty, no face named: left out
-            rej = Rejection.from_json(r)
-        except ValueError:
-            continue
-        rejected[(rej.obj_id, rej.face_idx)] = rej
-    compared = _compare_landmarks(work)
-    manifest = layout.aligned()
-    aligned = {}
-    for e in manifest if isinstance(manifest, list) else []:
-        rec = e.get("record") if isinstance(e, dict) else None
-        if isinstance(rec, dict) and e.get("status") == "ok" and e.get("output"):
-            aligned[(str(rec.get("obj_id")), rec.get("face_idx"))] = e
-    order = list(faces) or list(kept)
-    for k in kept:
-        if k not in faces:
-            faces[k] = kept[k]
-            order.append(k)
-    objects = object_info(work, dict.fromkeys(k[0] for k in order))
-    entries, skipped, thumbs = [], 0, []
-    for key in order:
-        rec = faces[key]
-        fid = face_id(*key)
-        if key in kept:
-            values = _dict(kept[key].extra.get("filter"))
-            decision = "kept"
-            ov = _dict(values.get(OVERRIDE_REASON))
-            failed = _failed_tests(values, _names(ov.get("tests_failed")), _dict(ov.get("limits")))
-        elif key in rejected:
-            row = rejected[key]
-            values = row.values
-            decision = "rejected"
-            ov = _dict(values.get(OVERRIDE_REASON))
-            reasons = [r for r in row.reasons if r != OVERRIDE_REASON]
-            reasons += [t for t in _names(ov.get("tests_failed")) if t not in reasons]
-            failed = _failed_tests(values, reasons, row.limits)
-            if OVERRIDE_REASON in row.reasons:
-                failed.insert(0, {"test": OVERRIDE_REASON, "value": "rejected by a person",
-                                  "limit": OVERRIDES_FILE})
-        else:
-            skipped += 1  # faces.json changed after filter ran
-            continue
-        try:
-            src = safe_join(source_root, rec.source_path)
-            src_url = quote(Path(os.path.relpath(src, out_dir)).as_posix())
-        except ValueError:
-            src, src_url = None, ""
-        entry = {"id": fid, "obj": rec.obj_id, "idx": rec.face_idx,
-                 "detector": rec.detector, "score": rec.score, "decision": decision,
-                 "override": ov.get("decision") if ov.get("decision") in ("keep", "reject") else None,
-                 "failed": failed, "qsize": values.get("qsize"),
-                 "sharpness": values.get("sharpness"),
-                 "grayscale": (values.get("grayscale") or {}).get("grayscale")
-                 if isinstance(values.get("grayscale"), dict) else None,
-                 "values": {k: v for k, v in values.items() if k not in DUPLICATE_VALUES},
-                 "src": src_url,
-                 "width": rec.image_width, "height": rec.image_height,
-                 "rect": list(rec.face_spec.rect), "lm": _flat_landmarks(rec),
-                 "shrink": rec.face_spec.shrink}
-        cmp_ = compared.get(key)
-        if cmp_ is not None:
-            stored, nme = cmp_
-            entry["stored"] = {"lm": _flat_landmarks(stored), "shrink": stored.face_spec.shrink,
-                               "nme": nme}
-        al = aligned.get(key) if decision == "kept" else None
-        crop = (layout.images_dir / al["output"]) if al else None
-        if crop is not None and crop.is_file():
-            tag = "a" + str(al.get("file_md5") or "")[:10]
-        else:
-            crop = None
-            tag = "q" + hashlib.sha256(json.dumps(
-                [rec.source_path, rec.face_spec.to_json()]).encode()).hexdigest()[:10]
-        entry["thumb"] = f"{THUMBS}/{quote(fid)}-{tag}.jpg"
-        thumbs.append((str(src) if src else "", ThumbJob(fid, str(out_dir / THUMBS / f"{fid}-{tag}.jpg"),
-                                                         rec.to_json(), str(crop) if crop else None)))
-        entries.append(entry)
-    stored_ov = read_json_or_none(layout.overrides_json)
-    overrides = _dict(stored_ov.get("faces") if isinstance(stored_ov, dict) else None)
-    known = {e["id"] for e in entries}
-    overrides = {k: v for k, v in (overrides or {}).items() if v in ("keep", "reject")}
-    # decisions about faces the page does not show (an update withdrew or re-detected
-    # them): carried in the page and saved again with the rest, never dropped
-    absent = {k: v for k, v in overrides.items() if k not in known}
-    overrides = {k: v for k, v in overrides.items() if k in known}
-    summary = layout.filter_summary() or {}
-    return {"work": str(work.resolve()), "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "page_id": uuid.uuid4().hex,  # marks kept in the browser belong to this page only
-            "faces": entries, "objects": objects, "overrides": overrides, "absent": absent,
-            "not_filtered": skipped, "compare": bool(compared),
-            "config": summary.get("config") if isinstance(summary, dict) else None,
-            "_thumbs": thumbs}
+    """The page's data in one dict: one whole entry per face of faces.json the filter
+    decided on, in faces.json order, per-object information and the decisions in force
+    (for a small page, and for tests; write_review streams the same entries)."""
+    src = read_sources(work)
+    skipped = [0]
+    faces, thumbs = [], []
+    for entry, job in entries(work, src, source_root, out_dir, skipped):
+        faces.append(entry)
+        thumbs.append(job)
+    objects = {oid: src.objects.info(oid) for oid in dict.fromkeys(f["obj"] for f in faces)}
+    head = page_head(work, {f["id"] for f in faces}, skipped[0], bool(src.compared), PAGE_CARDS)
+    return {**head, "faces": faces, "objects": objects, "_thumbs": thumbs}
 
 
 # ---- thumbnails ----------------------------------------------------------------------------
@@ -350,16 +181,36 @@ def thumb_tasks(thumbs: list, size: int, force: bool = False) -> list:
 
 
 def _made(folder: Path) -> set:
-    """Names of the thumbnails review recorded as its own in `folder`."""
+    """Names of the thumbnails review recorded as its own in `folder` (those a killed run
+    appended to the record's journal included)."""
     from ..infra.files import read_json_or_none
     data = read_json_or_none(folder / THUMBS_MADE)
     names = data.get("thumbs") if isinstance(data, dict) else None
-    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    made = {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+    try:
+        with open(folder / THUMBS_MADE_JOURNAL, encoding="utf-8", errors="replace") as f:
+            made.update(line.rstrip("\n") for line in f if line.strip())
+    except OSError:  # no journal: the last run finished
+        pass
+    return made
+
+
+def _journal_made(folder: Path, names) -> None:
+    """Append names to the record's journal (flushed to disk) before their files are written:
+    a run records each thumbnail once, not the whole list after every chunk."""
+    with open(folder / THUMBS_MADE_JOURNAL, "a", encoding="utf-8") as f:
+        f.write("".join(n + "\n" for n in names))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _record_made(folder: Path, names: set) -> None:
     from ..infra.files import atomic_write_json
     atomic_write_json(folder / THUMBS_MADE, {"thumbs": sorted(names)}, indent=None)
+    try:
+        (folder / THUMBS_MADE_JOURNAL).unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _remove_unused(folder: Path, keep: set, made: set) -> int:
@@ -387,56 +238,159 @@ def page_template() -> str:
 
 
 def render_page(data: dict, title: str = "MetFaces review") -> str:
-    """The template with `data` embedded as JSON (safe inside a script element)."""
+    """The template with `data` embedded as JSON (safe inside a script element): every
+    face (`faces`, `objects`), or, for a large page, where its data files are (`chunks`)."""
     blob = json.dumps({k: v for k, v in data.items() if not k.startswith("_")},
                       separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     blob = blob.replace("<", "\\u003c")  # no "</script>" can end the element early
     page = page_template()
     if DATA_MARK not in page:
         raise RuntimeError(f"{TEMPLATE} lacks the data marker {DATA_MARK}")
-    return page.replace("{{TITLE}}", html.escape(title)).replace("{{CSP}}", page_csp(page)) \
-        .replace(DATA_MARK, blob)
+    return page.replace("{{TITLE}}", html.escape(title)) \
+        .replace("{{CSP}}", page_csp(page, files="chunks" in data)).replace(DATA_MARK, blob)
 
 
-def page_csp(page: str) -> str:
+def page_csp(page: str, files: bool = False) -> str:
     """The page's Content-Security-Policy: only its own script runs (allowed by its sha256,
-    so no inline event handler, javascript: URL or remote script would), images from the
-    page's folders, nothing fetched or posted anywhere."""
+    so no inline event handler, javascript: URL or remote script would) and, for a page
+    whose data is in files beside it (`files`), scripts from its own folder ('self'),
+    images from the page's folders, nothing fetched or posted anywhere."""
     import base64
-    import re
     hashes = []
     for m in re.finditer(r"<script(?![^>]*application/json)[^>]*>(.*?)</script>", page, re.S):
         digest = hashlib.sha256(m.group(1).encode("utf-8")).digest()
         hashes.append("'sha256-" + base64.b64encode(digest).decode("ascii") + "'")
+    if files:
+        hashes.append("'self'")
     return ("default-src 'none'; script-src " + " ".join(hashes) + "; style-src 'unsafe-inline'; "
             "img-src 'self' file: data: blob: http: https:; base-uri 'none'; form-action 'none'")
 
 
+class DataFiles:
+    """A large page's data in files of `size` faces beside it: cards-NNNN.js (what the cards
+    show, and the objects first named there), loaded as the page opens, and details-NNNN.js
+    (landmarks, every measure, the original), loaded when a card is opened. Each file is
+    one call `metfacesReview(kind, n, "<JSON>")` (a script: a page opened from disk may
+    not fetch files); a page's files sit in a folder of their own (its generation), so a
+    page never mixes files of two runs."""
+
+    def __init__(self, out: Path, size: int):
+        self.gen = uuid.uuid4().hex[:12]
+        self.folder = out / DATA_DIR / self.gen
+        self.size = size
+        self.count = 0
+        self.faces = 0
+        self.seen_objects: set = set()
+
+    def write(self, chunk: list, objects) -> None:
+        """One file of each kind for `chunk` (entries); objects: ObjectTable."""
+        from ..infra.files import atomic_write_text
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cards, details, objs = [], [], {}
+        for e in chunk:
+            c, d = card_and_detail(e)
+            cards.append(c)
+            details.append(d)
+            if e["obj"] not in self.seen_objects:
+                self.seen_objects.add(e["obj"])
+                objs[e["obj"]] = objects.info(e["obj"])
+        for kind, body in (("cards", {"fields": CARD_FIELDS, "rows": cards, "objects": objs}),
+                           ("details", {"fields": DETAIL_FIELDS, "rows": details})):
+            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            atomic_write_text(self.folder / f"{kind}-{self.count:04d}.js",
+                              f"{CHUNK_CALL}({json.dumps(kind)},{self.count},"
+                              f"{json.dumps(text, ensure_ascii=False)});\n")
+        self.count += 1
+        self.faces += len(chunk)
+
+    def head(self) -> dict:
+        return {"dir": f"{DATA_DIR}/{self.gen}", "count": self.count, "size": self.size,
+                "faces": self.faces}
+
+
+def _remove_generations(out: Path, keep: str = "") -> None:
+    """Data folders of earlier pages (named by their generation) but `keep`."""
+    folder = out / DATA_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for p in folder.iterdir():
+        if p.name != keep and GENERATION.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@dataclass
+class ThumbRun:
+    """The thumbnails of a run, made a chunk of faces at a time."""
+    folder: Path
+    workers: int
+    force: bool
+    bar: object
+    made: set = field(default_factory=set)   # what review recorded as its own before
+    keep: set = field(default_factory=set)   # names the page uses
+    new: int = 0
+
+    def make(self, thumbs: list) -> None:
+        """Make the missing thumbnails of `thumbs` [(source, ThumbJob)]; each is recorded as
+        review's before it is written, so a killed run leaves none unrecorded."""
+        from ..infra.executors import LocalExecutor
+        self.keep.update(Path(j.out).name for _, j in thumbs)
+        tasks = thumb_tasks(thumbs, THUMB_SIZE, self.force)
+        if not tasks:
+            return
+        _journal_made(self.folder, sorted(Path(j.out).name for t in tasks for j in t.jobs
+                                          if Path(j.out).name not in self.made))
+        for res in LocalExecutor(min(self.workers, len(tasks))).imap(make_thumbs, tasks, ordered=False):
+            self.new += len(res)
+            self.bar.update(len(res))
+
+    def finish(self) -> None:
+        _remove_unused(self.folder, self.keep, self.made)
+        _record_made(self.folder, self.keep)
+
+
 def write_review(work_dir, *, source_images=None, out_dir=None, workers: int = 1,
-                 quiet: bool = True, force: bool = False) -> ReviewPaths:
-    """Write `review.html` and its thumbnails into `out_dir` (default DIR/report)."""
-    from ..infra.executors import LocalExecutor, Progress
+                 quiet: bool = True, force: bool = False, chunk_faces: int = CHUNK_FACES,
+                 page_cards: int = PAGE_CARDS) -> ReviewPaths:
+    """Write `review.html` and its thumbnails into `out_dir` (default DIR/report): the
+    faces are read, turned into entries and thumbnails `chunk_faces` at a time; up to that
+    many are embedded in the page, more go to data files beside it."""
+    from ..infra.executors import Progress
     from ..infra.files import atomic_write_text
     work = Path(work_dir)
     out = Path(out_dir) if out_dir else as_work(work).report_dir
     root = Path(source_images) if source_images else work
     (out / THUMBS).mkdir(parents=True, exist_ok=True)
-    data = collect(work, root, out)
-    thumbs = data["_thumbs"]
-    keep = {Path(j.out).name for _, j in thumbs}
-    made = _made(out / THUMBS)
-    _record_made(out / THUMBS, made | keep)  # before writing: a killed run leaves none unrecorded
-    tasks = thumb_tasks(thumbs, THUMB_SIZE, force)
-    n = sum(len(t.jobs) for t in tasks)
-    with Progress(n, "review thumbnails", quiet=quiet or not n, unit="face") as bar:
-        for res in LocalExecutor(min(workers, max(1, len(tasks)))).imap(make_thumbs, tasks,
-                                                                        ordered=False):
-            bar.update(len(res))
-    _remove_unused(out / THUMBS, keep, made)
-    _record_made(out / THUMBS, keep)
+    src = read_sources(work)
+    files = DataFiles(out, chunk_faces)
+    skipped, known, chunk, thumbs = [0], set(), [], []
+    with Progress(None, "review thumbnails", quiet=quiet, unit="face") as bar:
+        run = ThumbRun(out / THUMBS, workers, force, bar, made=_made(out / THUMBS))
+        try:
+            for entry, job in entries(work, src, root, out, skipped):
+                if len(chunk) == chunk_faces:  # more faces than one chunk: data files
+                    files.write(chunk, src.objects)
+                    run.make(thumbs)
+                    chunk, thumbs = [], []
+                known.add(entry["id"])
+                chunk.append(entry)
+                thumbs.append(job)
+            if files.count:
+                files.write(chunk, src.objects)
+            run.make(thumbs)
+        except BaseException:
+            shutil.rmtree(files.folder, ignore_errors=True)
+            raise
+    run.finish()
+    data = page_head(work, known, skipped[0], bool(src.compared), page_cards)
+    if files.count:
+        data["chunks"] = files.head()
+    else:
+        data["faces"] = chunk
+        data["objects"] = {oid: src.objects.info(oid) for oid in dict.fromkeys(e["obj"] for e in chunk)}
     page = out / PAGE
     atomic_write_text(page, render_page(data))
-    return ReviewPaths(page, out / THUMBS, len(data["faces"]), n)
+    _remove_generations(out, keep=files.gen if files.count else "")
+    return ReviewPaths(page, out / THUMBS, len(known), run.new)
 
 
 # ---- the stage ----------------------------------------------------------------------------
