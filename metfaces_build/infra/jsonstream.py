@@ -46,70 +46,79 @@ def _iter_list(path, what) -> Iterator[Any]:
             raise UsageError(f"{what} {path} is not valid JSON: {e}") from None
 
 
-def _items(f) -> Iterator[Any]:
-    # as files.loads: NaN, Infinity and 1e999 read as null, lone surrogates as U+FFFD
-    dec = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
-    buf, pos, eof = "", 0, False
+class _Buffer:
+    """A text file read CHUNK characters at a time, with a read position."""
 
-    def more() -> bool:
-        nonlocal buf, pos, eof
-        if eof:
+    def __init__(self, f):
+        self.f, self.buf, self.pos, self.eof = f, "", 0, False
+
+    def more(self) -> bool:
+        """Append the next chunk (dropping what was consumed); False at the end."""
+        if self.eof:
             return False
-        chunk = f.read(CHUNK)
+        chunk = self.f.read(CHUNK)
         if not chunk:
-            eof = True
+            self.eof = True
             return False
-        buf, pos = buf[pos:] + chunk, 0
+        self.buf, self.pos = self.buf[self.pos:] + chunk, 0
         return True
 
-    def skip_ws() -> str:
+    def skip_ws(self) -> str:
         """The next non-blank character ("" at the end of the file), without taking it."""
-        nonlocal pos
         while True:
-            while pos < len(buf) and buf[pos] in _WS:
-                pos += 1
-            if pos < len(buf):
-                return buf[pos]
-            if not more():
+            while self.pos < len(self.buf) and self.buf[self.pos] in _WS:
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
                 return ""
 
-    if skip_ws() != "[":
-        raise ValueError("expected a list")
-    pos += 1
-    if skip_ws() == "]":
-        pos += 1
-        _expect_end(skip_ws)
-        return
-    while True:
-        skip_ws()
+    def value(self, dec: json.JSONDecoder) -> Any:
+        """The JSON value at the position, read whole even across chunk ends."""
+        self.skip_ws()
         while True:
             try:
-                item, end = dec.raw_decode(buf, pos)
+                item, end = dec.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError:
-                if more():
+                if self.more():
                     continue
                 raise
             # a number may be cut by the buffer's end ("1." of "1.5"): accept a value
             # only when a ',' or ']' follows it, or the file ends
             nxt = end
-            while nxt < len(buf) and buf[nxt] in _WS:
+            while nxt < len(self.buf) and self.buf[nxt] in _WS:
                 nxt += 1
-            if (nxt >= len(buf) or buf[nxt] not in ",]") and more():
+            if (nxt >= len(self.buf) or self.buf[nxt] not in ",]") and self.more():
                 continue
             break
-        if _SURROGATE_ESCAPE.search(buf, pos, end):
+        if _SURROGATE_ESCAPE.search(self.buf, self.pos, end):
             item = scrub(item)
-        pos = end
-        yield item
-        c = skip_ws()
+        self.pos = end
+        return item
+
+
+def _items(f) -> Iterator[Any]:
+    # as files.loads: NaN, Infinity and 1e999 read as null, lone surrogates as U+FFFD
+    dec = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+    r = _Buffer(f)
+    if r.skip_ws() != "[":
+        raise ValueError("expected a list")
+    r.pos += 1
+    if r.skip_ws() == "]":
+        r.pos += 1
+        _expect_end(r.skip_ws)
+        return
+    while True:
+        yield r.value(dec)
+        c = r.skip_ws()
         if c == ",":
-            pos += 1
+            r.pos += 1
         elif c == "]":
-            pos += 1
-            _expect_end(skip_ws)
+            r.pos += 1
+            _expect_end(r.skip_ws)
             return
         else:
-            raise json.JSONDecodeError("expected ',' or ']'", buf, pos)
+            raise json.JSONDecodeError("expected ',' or ']'", r.buf, r.pos)
 
 
 def _expect_end(skip_ws) -> None:
