@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Tuple, Union
 
+from ..core.errors import UsageError
 from ..core.records import as_object_id
 from .files import loads, read_json_or_none, read_jsonl
+from .jsonstream import read_json_items
 
 # ---- file names ------------------------------------------------------------------------
 OBJECTS = "objects.jsonl"
@@ -324,8 +326,6 @@ def _only(rows: Iterable[Any], keys: tuple) -> Iterator[Any]:
 def _manifest_statuses(images_dir) -> Optional[list]:
     """[{"status": ...}] per entry of align's manifest, read entry by entry; None when
     missing, unreadable or not a list (as read_manifest)."""
-    from ..core.errors import UsageError
-    from .jsonstream import read_json_items
     try:
         items = read_json_items(manifest_path(images_dir))
         if not hasattr(items, "__next__"):

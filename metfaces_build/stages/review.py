@@ -38,8 +38,10 @@ examples:
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
+import io
 import json
 import os
 import re
@@ -47,18 +49,23 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Optional
 
 from ..core.errors import UsageError
+from ..core.records import FaceRecord
+from ..infra.executors import LocalExecutor, Progress
+from ..infra.files import (atomic_write_bytes, atomic_write_json, atomic_write_text,
+                           read_json_or_none)
+from ..infra.images import ImageProblem, open_image
+from ..infra.recipe import changed_inputs, inputs_stamp, read_stamps, write_stamp
 from ..infra.stage import StageSummary, force_opt, opt, quiet_opt, workers_opt
-from ..infra.workdir import REVIEW_DATA as DATA_DIR
-from ..infra.workdir import REVIEW_PAGE as PAGE
-from ..infra.workdir import REVIEW_THUMBS as THUMBS
-from ..infra.workdir import REVIEW_THUMBS_MADE as THUMBS_MADE
-from ..infra.workdir import REVIEW_THUMBS_MADE_JOURNAL as THUMBS_MADE_JOURNAL
-from ..infra.workdir import OVERRIDES, as_work
-from .report import REPORT_INPUTS
+from ..infra.workdir import (OVERRIDES, REVIEW_DATA as DATA_DIR, REVIEW_PAGE as PAGE,
+                             REVIEW_THUMBS as THUMBS, REVIEW_THUMBS_MADE as THUMBS_MADE,
+                             REVIEW_THUMBS_MADE_JOURNAL as THUMBS_MADE_JOURNAL, as_work)
+from .filter import measurement_crops
+from .report import REPORT_INPUTS, placeholder
 from .review_data import (CARD_FIELDS, DETAIL_FIELDS, card_and_detail, entries, read_sources,
                           split_overrides)
 
@@ -126,11 +133,6 @@ def make_thumbs(task: ThumbTask) -> list:
     """Write the thumbnails of one source image; returns (face id, problem or "")."""
     from PIL import Image
 
-    from ..core.records import FaceRecord
-    from ..infra.files import atomic_write_bytes
-    from ..infra.images import ImageProblem, open_image
-    from .filter import measurement_crops
-    from .report import placeholder
     done, todo = [], []
     for job in task.jobs:
         if job.aligned:
@@ -163,7 +165,6 @@ def make_thumbs(task: ThumbTask) -> list:
 
 
 def _save_jpeg(image, path: str, write) -> None:
-    import io
     buf = io.BytesIO()
     image.convert("RGB").save(buf, format="JPEG", quality=THUMB_QUALITY, optimize=True)
     write(path, buf.getvalue())
@@ -183,7 +184,6 @@ def thumb_tasks(thumbs: list, size: int, force: bool = False) -> list:
 def _made(folder: Path) -> set:
     """Names of the thumbnails review recorded as its own in `folder` (those a killed run
     appended to the record's journal included)."""
-    from ..infra.files import read_json_or_none
     data = read_json_or_none(folder / THUMBS_MADE)
     names = data.get("thumbs") if isinstance(data, dict) else None
     made = {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
@@ -205,7 +205,6 @@ def _journal_made(folder: Path, names) -> None:
 
 
 def _record_made(folder: Path, names: set) -> None:
-    from ..infra.files import atomic_write_json
     atomic_write_json(folder / THUMBS_MADE, {"thumbs": sorted(names)}, indent=None)
     try:
         (folder / THUMBS_MADE_JOURNAL).unlink()
@@ -233,7 +232,6 @@ def _remove_unused(folder: Path, keep: set, made: set) -> int:
 # ---- the page ------------------------------------------------------------------------------
 
 def page_template() -> str:
-    from importlib.resources import files
     return files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
 
 
@@ -255,7 +253,6 @@ def page_csp(page: str, files: bool = False) -> str:
     so no inline event handler, javascript: URL or remote script would) and, for a page
     whose data is in files beside it (`files`), scripts from its own folder ('self'),
     images from the page's folders, nothing fetched or posted anywhere."""
-    import base64
     hashes = []
     for m in re.finditer(r"<script(?![^>]*application/json)[^>]*>(.*?)</script>", page, re.S):
         digest = hashlib.sha256(m.group(1).encode("utf-8")).digest()
@@ -284,7 +281,6 @@ class DataFiles:
 
     def write(self, chunk: list, objects) -> None:
         """One file of each kind for `chunk` (entries); objects: ObjectTable."""
-        from ..infra.files import atomic_write_text
         self.folder.mkdir(parents=True, exist_ok=True)
         cards, details, objs = [], [], {}
         for e in chunk:
@@ -332,7 +328,6 @@ class ThumbRun:
     def make(self, thumbs: list) -> None:
         """Make the missing thumbnails of `thumbs` [(source, ThumbJob)]; each is recorded as
         review's before it is written, so a killed run leaves none unrecorded."""
-        from ..infra.executors import LocalExecutor
         self.keep.update(Path(j.out).name for _, j in thumbs)
         tasks = thumb_tasks(thumbs, THUMB_SIZE, self.force)
         if not tasks:
@@ -354,8 +349,6 @@ def write_review(work_dir, *, source_images=None, out_dir=None, workers: int = 1
     """Write `review.html` and its thumbnails into `out_dir` (default DIR/report): the
     faces are read, turned into entries and thumbnails `chunk_faces` at a time; up to that
     many are embedded in the page, more go to data files beside it."""
-    from ..infra.executors import Progress
-    from ..infra.files import atomic_write_text
     work = Path(work_dir)
     out = Path(out_dir) if out_dir else as_work(work).report_dir
     root = Path(source_images) if source_images else work
@@ -419,7 +412,6 @@ def review(work, opts: ReviewOptions = ReviewOptions()) -> ReviewSummary:
     """Write the review page of `work` (every face of faces.json with its decision) and
     its thumbnails; thumbnails already made are kept unless `opts.force`. The work
     directory's own page is left alone when its inputs are those it was made from."""
-    from ..infra.recipe import changed_inputs, inputs_stamp, read_stamps, write_stamp
     t0 = time.monotonic()
     work = as_work(work)
     if not work.path.is_dir():

@@ -18,9 +18,12 @@ from typing import Iterator, Optional
 from urllib.parse import quote
 
 from ..core.errors import UsageError
+from ..core.records import FaceRecord, Rejection, clean_text
 from ..core.status import MATCHED, OK
-from ..infra.workdir import REVIEW_THUMBS as THUMBS
-from ..infra.workdir import as_work
+from ..infra.files import read_json_or_none, read_jsonl, safe_join
+from ..infra.jsonstream import read_json_items
+from ..infra.workdir import REVIEW_THUMBS as THUMBS, as_work, manifest_path
+from .filter import OVERRIDES_FILE, OVERRIDE_REASON, face_id
 
 MET_OBJECT_URL = "https://www.metmuseum.org/art/collection/search/{}"
 # filter values the card shows under another name (qsize, score) or a person cannot read
@@ -61,7 +64,6 @@ def _names(v) -> list:
 
 def _text(v) -> str:
     """A text field for the page: strings cut at MAX_TEXT, numbers as text, else ""."""
-    from ..core.records import clean_text
     if isinstance(v, str):
         return clean_text(v)[0]
     if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -76,8 +78,6 @@ def _int(v):
 def face_records(path: Path) -> Iterator:
     """The valid face records of a face list, one at a time (bad ones and repeats left
     out, as load_faces(skip_bad=True) leaves them); nothing when the file is missing."""
-    from ..core.records import FaceRecord
-    from ..infra.jsonstream import read_json_items
     if not path.is_file():
         return
     items = read_json_items(path, "face list")
@@ -103,7 +103,6 @@ class ObjectTable:
     ROW_FIELDS = ("title", "artist", "department", "date", "width", "height")
 
     def __init__(self, work: Path, obj_ids):
-        from ..infra.files import read_jsonl
         self.layout = as_work(work)
         wanted = set(obj_ids)
         self.rows: dict = {}
@@ -113,7 +112,6 @@ class ObjectTable:
                 self.rows[oid] = tuple(r.get(k) for k in self.ROW_FIELDS)
 
     def info(self, oid: str) -> dict:
-        from ..infra.files import read_json_or_none
         api = _dict(read_json_or_none(self.layout.api_dir / f"{oid}.json"))
         row = dict(zip(self.ROW_FIELDS, self.rows.get(oid, ())))
         url = api.get("objectURL") or ""
@@ -161,9 +159,6 @@ def read_decisions(work: Path) -> dict:
     """face key -> the decision part of its entry (JSON text): kept faces from filtered.json
     (a face in both wins as kept), rejected ones from rejected.jsonl with their reasons,
     measured values and limits, a person's override first."""
-    from ..core.records import Rejection
-    from ..infra.files import read_jsonl
-    from .filter import OVERRIDE_REASON, OVERRIDES_FILE
     layout = as_work(work)
     out: dict = {}
     for r in read_jsonl(layout.rejected_jsonl):
@@ -195,7 +190,6 @@ def _flat_landmarks(rec) -> list:
 def compare_landmarks(work: Path) -> dict:
     """face key -> (stored landmarks, flat, stored shrink, NME) where compare matched it;
     {} when compare did not run on this work directory's faces.json."""
-    from ..infra.files import read_json_or_none, read_jsonl
     layout = as_work(work)
     stats = read_json_or_none(layout.compare_json)
     if not isinstance(stats, dict):
@@ -226,8 +220,6 @@ def compare_landmarks(work: Path) -> dict:
 def aligned_crops(work: Path) -> dict:
     """face key -> (crop file name, file md5) of align's ok entries; {} when align has not
     finished here or its manifest is unreadable."""
-    from ..infra.jsonstream import read_json_items
-    from ..infra.workdir import manifest_path
     path = manifest_path(as_work(work).images_dir)
     if not path.is_file():
         return {}
@@ -276,8 +268,6 @@ def page_faces(work: Path, decisions: dict) -> Iterator:
 def face_entry(rec, decision: str, src: PageSources, layout, source_root: Path,
                out_dir: Path) -> tuple:
     """(entry, (source path, ThumbJob)) of one face."""
-    from ..infra.files import safe_join
-    from .filter import face_id
     key = tuple(rec.key)
     fid = face_id(*key)
     try:
@@ -323,7 +313,6 @@ def entries(work: Path, src: PageSources, source_root: Path, out_dir: Path, skip
 def split_overrides(work: Path, known) -> tuple:
     """(decisions in force about faces the page shows, about faces it does not show):
     the second are carried in the page and saved again with the rest, never dropped."""
-    from ..infra.files import read_json_or_none
     stored = read_json_or_none(as_work(work).overrides_json)
     overrides = _dict(stored.get("faces") if isinstance(stored, dict) else None)
     overrides = {k: v for k, v in overrides.items() if v in ("keep", "reject")}
