@@ -197,7 +197,7 @@ def run(work, opts: RunOptions = RunOptions(),
     with each stage's summary as it finishes (the CLI prints them)."""
     t0 = time.monotonic()
     work = as_work(work)
-    out = RunSummary("run", work=work)
+    out = RunSummary(stage="run", work=work)
     explicit = explicit_fields(opts, given)
     if opts.dry_run:  # fetch's plan only: nothing is downloaded, so no later stage has work
         return dry_run(work, opts, explicit, out, echo, t0)
@@ -248,7 +248,7 @@ def run_stages(out: RunSummary, steps: list, echo) -> None:
             s = step()
         except ApiGone as e:
             out.unreachable = str(e)
-            s = StageSummary("fetch", failed=1, notes=[f"fetch: skipped: {e}"],
+            s = StageSummary(stage="fetch", failed=1, notes=[f"fetch: skipped: {e}"],
                              lines=["fetch: skipped (API not reachable); the other stages run "
                                     "from what is on disk"])
         except UsageError as e:

@@ -425,17 +425,18 @@ def review(work, opts: ReviewOptions = ReviewOptions()) -> ReviewSummary:
     if own and not opts.force and work.review_page.exists() \
             and not changed_inputs(work.path, old.get("inputs"), REVIEW_INPUTS):
         faces = int(old.get("faces") or 0)
-        return ReviewSummary("review", {"faces": faces}, {"page": work.review_page,
-                                                          "thumbs": work.review_page.parent / THUMBS},
-                             time.monotonic() - t0, 0,
-                             [f"review: {work.review_page} (up to date)"], page=work.review_page,
-                             faces=faces)
+        return ReviewSummary(stage="review", counts={"faces": faces},
+                             outputs={"page": work.review_page,
+                                      "thumbs": work.review_page.parent / THUMBS},
+                             elapsed=time.monotonic() - t0,
+                             lines=[f"review: {work.review_page} (up to date)"],
+                             page=work.review_page, faces=faces)
     paths = write_review(work.path, source_images=source_root, out_dir=opts.out,
                          workers=opts.workers, quiet=opts.quiet, force=opts.force)
     if own:
         write_stamp(work.stamps_json, "review", {**stamp, "faces": paths.faces})
     line = f"review: {paths.faces} faces ({paths.thumbs_made} new thumbnails) -> {paths.page}"
-    return ReviewSummary("review", {"faces": paths.faces}, {"page": paths.page,
-                                                           "thumbs": paths.thumbs},
-                         time.monotonic() - t0, 0, [line], page=paths.page, faces=paths.faces,
-                         thumbs_made=paths.thumbs_made)
+    return ReviewSummary(stage="review", counts={"faces": paths.faces},
+                         outputs={"page": paths.page, "thumbs": paths.thumbs},
+                         elapsed=time.monotonic() - t0, lines=[line], page=paths.page,
+                         faces=paths.faces, thumbs_made=paths.thumbs_made)
