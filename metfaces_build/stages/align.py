@@ -39,9 +39,10 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..core.errors import UsageError
 from ..core.status import ALIGN_RETIRED, BAD_PATH, BAD_RECORD, OK
@@ -150,6 +151,13 @@ def _align_in(out_dir: Path, opts: AlignOptions, src_root: Path, t0: float) -> A
 INPUT_RECORD = object()
 
 
+class Reused(NamedTuple):
+    """A face whose earlier crop is kept: its entry is read back from plan.previous when
+    the manifest is written (`AlignPlan.entry`)."""
+    status: str
+    record_updated: bool
+
+
 # ---- plan: what each face needs, decided before any crop is made ------------------
 
 @dataclass
@@ -159,7 +167,7 @@ class AlignPlan:
     faces: list                # FaceRecord in input order (landmarks packed)
     params: AlignParams
     versions: dict             # library versions, recorded in entries made here
-    previous: dict             # FaceKey -> AlignEntry of earlier runs (infra/readers.py)
+    previous: Mapping          # FaceKey -> AlignEntry of earlier runs (infra/readers.py)
     input_ref: str             # how the manifest names --json (align_manifest.input_reference)
     # input index -> manifest entry; entries made in this run hold INPUT_RECORD in place of
     # their record (the face's own, filled in as the manifest is written) and share their
@@ -191,8 +199,16 @@ class AlignPlan:
         return entry
 
     def entry(self, i: int) -> dict:
-        """Face i's manifest entry as written (its record filled in)."""
+        """Face i's manifest entry as written (its record filled in). A reused crop's is
+        the earlier entry without its `supersedes`, with the input's record when that
+        changed outside the pixels."""
         e = self.results[i]
+        if isinstance(e, Reused):
+            raw = self.previous[self.faces[i].key].raw
+            e = {k: v for k, v in raw.items() if k != "supersedes"}
+            if e.get("record") != (rec := self.faces[i].to_json()):
+                e["record"] = rec
+            return e
         return {**e, "record": self.faces[i].to_json()} if e.get("record") is INPUT_RECORD else e
 
     @property
@@ -246,15 +262,9 @@ def _plan_face(plan: AlignPlan, i: int, f, normal, bad_path: Optional[str], para
     rec = f.to_json()
     prev = plan.previous.get(f.key)
     if not force and prev is not None and still_valid(prev, rec, params_json, out_dir):
-        if prev.raw.get("record") != rec:
-            entry = {k: v for k, v in prev.raw.items() if k != "supersedes"}
-            entry["record"] = INPUT_RECORD  # the input's record, filled in when written
-            plan.record_updated += 1
-        elif "supersedes" in prev.raw:
-            entry = {k: v for k, v in prev.raw.items() if k != "supersedes"}
-        else:
-            entry = prev.raw  # kept as it was (shared with plan.previous, not copied)
-        plan.results[i] = entry
+        updated = prev.raw.get("record") != rec
+        plan.record_updated += updated
+        plan.results[i] = Reused(prev.status, updated)  # the entry stays in plan.previous
         return None
     why = _superseded_because(prev, rec, params_json)
     if why:
@@ -338,6 +348,12 @@ def retire_and_write(plan: AlignPlan, bad: list, out_dir: Path, src_root: Path) 
 
 # ---- summarise ---------------------------------------------------------------------
 
+def _status(result) -> Optional[str]:
+    """The status of a stored result (an entry or a Reused), None for none."""
+    return result.status if isinstance(result, Reused) else \
+        result.get("status") if isinstance(result, dict) else None
+
+
 def summarise(plan: AlignPlan, tally: Counter, out_dir: Path, *, elapsed: float, written: int,
               removed: int) -> AlignSummary:
     """The counts by status (`tally`, of the manifest written) and the lines the CLI prints."""
@@ -347,7 +363,7 @@ def summarise(plan: AlignPlan, tally: Counter, out_dir: Path, *, elapsed: float,
     line = summarize(live, f"align: {sum(live.values())} faces")
     if skipped:
         line += f" ({skipped} already done)"
-    remade = sum(1 for i in plan.supersedes if plan.results.get(i, {}).get("status") == OK)
+    remade = sum(1 for i in plan.supersedes if _status(plan.results.get(i)) == OK)
     lines = [line]
     if remade or removed or plan.record_updated:  # an update reached align
         lines.append(f"align changes: {written} crops written ({remade} re-made), {removed} "

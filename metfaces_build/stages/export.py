@@ -54,7 +54,7 @@ import numpy as np
 from .. import __version__
 from ..core.errors import UsageError
 from ..core.paths import check_relative_path
-from ..core.records import FaceKey, obj_id_sort_key
+from ..core.records import FaceKey, obj_id_sort_key, shared_keys
 from ..core.status import ALIGN_RETIRED, BAD, OK
 from ..infra.executors import Progress
 from ..infra.files import atomic_dir, atomic_open, atomic_write_bytes
@@ -83,7 +83,7 @@ class Crop:
     file_md5: str       # from the manifest
     pixel_md5: str
     department: str     # "" when unknown
-    record: dict        # the face record (provenance: face_spec, md5s, text)
+    record: dict        # the face record's RECORD_KEYS (provenance: face_spec, md5s, text)
     versions: dict      # the libraries align made it with
     params: dict = field(default_factory=dict)  # align's parameters for it
 
@@ -135,6 +135,7 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     depts = object_departments(objects_jsonl) if objects_jsonl else {}
     crops: dict = {}
     not_ok = 0
+    shared: dict = {}  # one copy of each distinct params / versions dict
     for i, e in enumerate(entries):
         if e.status != OK:
             # superseded / withdrawn: crops align deleted on purpose, neither exported nor "not ok"
@@ -149,9 +150,30 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
             raise UsageError(f"{manifest}: entry {i}: face {key} appears twice")
         dept = e.record.get("department") or depts.get(key.obj_id, "")
         crops[key] = Crop(key.obj_id, key.face_idx, images_dir / out, e.file_md5, e.pixel_md5,
-                          str(dept), _packed(e.record), e.versions or {}, e.params or {})
+                          str(dept), _packed(_held(e.record)),
+                          _shared(shared, e.versions or {}), _shared(shared, e.params or {}))
     ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k.obj_id), k.face_idx))]
     return ordered, not_ok
+
+
+def _shared(cache: dict, d: dict) -> dict:
+    """One object per distinct flat dict (every crop names the same few params and
+    versions), in its own key order; a dict with unhashable values is kept as it is."""
+    try:
+        return cache.setdefault(tuple(d.items()), d)
+    except TypeError:
+        return d
+
+
+# the record fields any export format reads (text, source, face_spec); an export holds
+# only these of each face's record (not its filter values: ~1.5 KB a face)
+RECORD_KEYS = ("department", "face_spec", "source_url", "source_md5", "source_sha256",
+               "meta_url", "title", "artist_display_name")
+
+
+def _held(rec: dict) -> dict:
+    """What of a record an export keeps: RECORD_KEYS, with keys shared (shared_keys)."""
+    return shared_keys({k: rec[k] for k in RECORD_KEYS if k in rec})
 
 
 def _packed(rec: dict) -> dict:
@@ -164,7 +186,10 @@ def _packed(rec: dict) -> dict:
                                            all(type(v) is int and abs(v) < 2 ** 62 for v in p)
                                            for p in lm):
         return rec
-    return {**rec, "face_spec": {**spec, "landmarks": np.asarray(lm, dtype=np.int64)}}
+    # int32 when every coordinate fits (always, for a real image): half of int64's 1 KB
+    small = all(abs(v) < 2 ** 31 for p in lm for v in p)
+    return {**rec, "face_spec": {**spec, "landmarks": np.asarray(
+        lm, dtype=np.int32 if small else np.int64)}}
 
 
 def department_labels(crops: list) -> dict:
