@@ -58,6 +58,20 @@ def scan_aligned(images_dir: PathLike) -> Iterator[AlignEntry]:
         return
 
 
+def manifest_complete(images_dir: PathLike) -> bool:
+    """Whether the manifest is there and reads whole as a list (what `read_aligned` takes
+    for a manifest), read entry by entry and nothing kept."""
+    try:
+        items = read_json_items(manifest_path(images_dir), MANIFEST)
+        if not hasattr(items, "__next__"):
+            return False
+        for _ in items:
+            pass
+        return True
+    except (UsageError, OSError, ValueError, RecursionError):
+        return False
+
+
 def read_aligned(images_dir: PathLike) -> Optional[list]:
     """Every manifest entry, or None when the manifest is missing, unreadable or not a list."""
     data = read_json_or_none(manifest_path(images_dir))

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from ..core.errors import UsageError
+from ..core.records import shared_keys
 from ..core.status import ALIGN_RETIRED, BAD_PATH, BAD_RECORD, OK
 from ..infra.executors import Progress, library_versions, make_executor, summarize
 from ..infra.faces import load_faces
@@ -137,6 +138,8 @@ def align(opts: AlignOptions) -> AlignSummary:
 def _align_in(out_dir: Path, opts: AlignOptions, src_root: Path, t0: float) -> AlignSummary:
     """The stage, holding the output folder's lock: plan, execute, retire, summarise."""
     loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json", pack=True)
+    for f in loaded.faces:  # one copy of each key of the extras (filter values...) per run
+        f.extra = shared_keys(f.extra)
     executor = make_executor(opts.executor, opts.workers, opts.scheduler)
     remove_stale_temps(out_dir)
     plan = plan_align(opts, loaded.faces, src_root, out_dir)

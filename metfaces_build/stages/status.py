@@ -19,7 +19,7 @@ from ..core.status import (ALIGN_RETIRED, BAD_CONTENT, CURRENT, HTTP_ERROR, MISS
                            STALE)
 from ..infra.files import file_digest, read_jsonl
 from ..infra.jsonstream import read_json_items
-from ..infra.readers import scan_aligned
+from ..infra.readers import manifest_complete, scan_aligned
 from ..infra.recipe import changed_inputs, read_stamps
 from ..infra.stage import StageSummary
 from ..infra.workdir import (Work, as_work, latest, reusable_detections, scan_objects,
@@ -228,7 +228,7 @@ def _face_ids(path: Path) -> set:
 def align_state(work: Work, recipe, fix: str) -> StageState:
     if not work.filtered_json.exists():
         return StageState("align", MISSING, ["nothing filtered to align"], fix)
-    if work.aligned() is None:
+    if not manifest_complete(work.images_dir):  # streamed: no manifest held whole
         return StageState("align", MISSING, ["no crops made yet"], fix)
     drift = crop_drift(work, recipe)
     reasons = drift.reasons()
