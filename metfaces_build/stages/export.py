@@ -271,18 +271,35 @@ def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipp
                     f"{UNKNOWN_DEPARTMENT!r} for faces without a department",
             "classes": [{"label": i, "department": d} for d, i in label_map.items()],
         },
-        "images": [{"file": p.name, "obj_id": p.crop.obj_id, "face_idx": p.crop.face_idx,
-                    "crop": p.crop.path.name, "department": p.crop.department or None,
-                    "label": p.label, "file_md5": p.crop.file_md5,
-                    "pixel_md5": p.crop.pixel_md5,
-                    "source_url": p.crop.record.get("source_url") or "",
-                    "meta_url": p.crop.record.get("meta_url") or "",
-                    "title": p.crop.record.get("title") or ""} for p in packed],
+        "images": _IMAGES,
         "skipped": skipped,
     }
-    # a lone surrogate in a record's text becomes JSON's own \udXXX escape, not a crash
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8",
-                                                                         "backslashreplace")
+    # the bytes of json.dumps(doc, indent=1) with the images in place, encoded image by
+    # image (a list of 200,000 dicts and its whole text are never built); a lone surrogate
+    # in a record's text becomes JSON's own \udXXX escape, not a crash
+    head, tail = json.dumps(doc, indent=1, ensure_ascii=False).split(json.dumps(_IMAGES), 1)
+    parts = [head.encode("utf-8", "backslashreplace")]
+    for i, p in enumerate(packed):
+        item = json.dumps(_image_row(p), indent=1, ensure_ascii=False).replace("\n", "\n  ")
+        parts.append((("[\n  " if i == 0 else ",\n  ") + item).encode("utf-8", "backslashreplace"))
+    parts.append(b"\n ]" if packed else b"[]")
+    parts.append((tail + "\n").encode("utf-8", "backslashreplace"))
+    return b"".join(parts)
+
+
+# where the images go in the sidecar's skeleton (a string JSON escapes, so no text
+# of a record can spell it)
+_IMAGES = "\x00images\x00"
+
+
+def _image_row(p: Packed) -> dict:
+    """One image's line in the sidecar."""
+    return {"file": p.name, "obj_id": p.crop.obj_id, "face_idx": p.crop.face_idx,
+            "crop": p.crop.path.name, "department": p.crop.department or None,
+            "label": p.label, "file_md5": p.crop.file_md5, "pixel_md5": p.crop.pixel_md5,
+            "source_url": p.crop.record.get("source_url") or "",
+            "meta_url": p.crop.record.get("meta_url") or "",
+            "title": p.crop.record.get("title") or ""}
 
 
 def write_zip(path: Path, files: list) -> None:
