@@ -648,3 +648,51 @@ def test_rerun_keeps_entry_keys_align_does_not_name(cli, tmp_path):
     assert (m[0]["status"], m[0]["note"]) == ("ok", "checked 0")
     assert (m[1]["status"], m[1]["was"], m[1]["note"]) == ("superseded", "ok", "checked 1")
     assert not (out / "1-01.png").exists()
+
+
+def test_plan_holds_results_without_records_and_writes_them_back(tmp_path):
+    """align keeps each new result without its record (filled in from the input as the
+    manifest is written, entry by entry) and each reused crop as a pointer to its earlier
+    entry (held compressed): memory a face is small at 200,000 faces, and the manifest is
+    what holding every entry whole wrote, keys in their order."""
+    from collections import Counter
+
+    from metfaces_build.core.records import FaceRecord
+    from metfaces_build.infra.executors import make_executor
+    from metfaces_build.infra.faces import load_faces
+    from metfaces_build.stages import align as A
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    _texture(300, 300).save(src / "a.png")
+    faces = [dict(_record("1", i, "a.png"), title=f"t{i}") for i in range(3)]
+    j = tmp_path / "faces.json"
+    j.write_text(json.dumps(faces))
+    opts = A.AlignOptions(json=str(j), source_images=str(src), output_dir=str(out), size=64,
+                          supersampling=1, quiet=True, workers=1)
+    A.align(opts)
+    m1 = json.loads((out / "aligned.json").read_text())
+    m1[0] = {**m1[0], "note": "checked", "supersedes": {"file_md5": "", "reason": "earlier"}}
+    (out / "aligned.json").write_text(json.dumps(m1))
+    # face 1 retitled (crop kept, record updated), face 2 gone, face 3 new
+    new = [faces[0], dict(faces[1], title="retitled"), dict(_record("1", 3, "a.png"), title="n")]
+    j.write_text(json.dumps(new))
+
+    loaded = load_faces(str(j), pack=True)
+    plan = A.plan_align(opts, loaded.faces, src, out)
+    assert plan.results[0] == A.Reused("ok", False) and plan.results[1] == A.Reused("ok", True)
+    assert A.execute(plan, make_executor("local", 1, None), out, quiet=True) == 1
+    assert plan.results[2]["record"] is A.INPUT_RECORD  # not the record's ~10 KB of lists
+    journal = json.loads((out / ".aligned.journal.jsonl").read_text())
+    tally, removed = A.retire_and_write(plan, loaded.bad, out, src)
+    assert (tally, removed) == (Counter(ok=3, superseded=1), 1)
+    m2 = json.loads((out / "aligned.json").read_text())
+    want0 = {k: v for k, v in m1[0].items() if k != "supersedes"}
+    assert list(m2[0].items()) == list(want0.items())
+    rec1 = FaceRecord.from_json(new[1]).to_json()
+    assert list(m2[1].items()) == list({**m1[1], "record": rec1}.items())
+    assert m2[2] == journal and m2[2]["record"] == FaceRecord.from_json(new[2]).to_json()
+    assert list(m2[2]) == ["record", "output", "status", "reason", "file_md5", "pixel_md5",
+                           "params", "versions", "inputs"]
+    assert (m2[3]["record"]["face_idx"], m2[3]["status"], m2[3]["was"]) == (2, "superseded", "ok")
+    assert not (out / "1-02.png").exists() and (out / "1-03.png").exists()

@@ -282,3 +282,26 @@ def test_help_is_a_manual(cli):
     for word in ("dataset.json", "00000/img00000000.png", "--no-labels", "examples:",
                  "metfaces-build export --work", "sorted by name"):
         assert word in out
+
+
+def test_sidecar_is_written_image_by_image_as_one_json_document():
+    """The sidecar is encoded image by image (no list of 200,000 dicts, no whole text):
+    its bytes are still exactly json.dumps(doc, indent=1) of the document it holds, for
+    zero, one or many images, with or without labels and skipped crops, and whatever the
+    titles say (quotes, newlines, other scripts, the text of the placeholder itself)."""
+    from metfaces_build.stages import export as E
+    titles = ['Zoë "la" \nBelle', "\x00images\x00", "\\u0000images\\u0000", "", "肖像"]
+    crops = [E.Crop("7", i, Path(f"x/7-{i:02d}.png"), f"{i:032x}", f"{i + 9:032x}",
+                    ["A", "", "B"][i % 3], {"title": t, "source_url": f"u{i}", "meta_url": "m"},
+                    {"numpy": "2"} if i % 2 else {"numpy": "1"}) for i, t in enumerate(titles)]
+    for labels in ({"(unknown)": 0, "A": 1, "B": 2}, None):
+        for n in (0, 1, len(crops)):
+            for skipped in ([], [{"obj_id": "8", "face_idx": 0, "crop": "8-00.png",
+                                  "reason": "missing"}]):
+                data = E.sidecar_json(E.pack(crops[:n], labels, stylegan=True), labels, 64,
+                                      skipped)
+                doc = json.loads(data)
+                assert data == (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode()
+                assert [i["title"] for i in doc["images"]] == titles[:n]
+                assert doc["count"] == n and doc["skipped"] == skipped
+                assert len(doc["aligned_with"]) == min(n, 2)

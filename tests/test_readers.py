@@ -8,8 +8,8 @@ import pytest
 
 from metfaces_build.core.errors import UsageError
 from metfaces_build.core.records import AlignEntry, FaceKey, Rejection
-from metfaces_build.infra.readers import (aligned_entries, previous_aligned, read_aligned,
-                                          read_rejections, scan_aligned)
+from metfaces_build.infra.readers import (aligned_entries, manifest_complete, previous_aligned,
+                                          read_aligned, read_rejections, scan_aligned)
 from metfaces_build.infra.workdir import ALIGN_JOURNAL, MANIFEST
 
 
@@ -80,3 +80,35 @@ def test_previous_aligned_journal_wins(tmp_path):
     assert list(prev) == [FaceKey("1", 0), FaceKey("2", 0)]
     assert prev[("2", 0)].status == "ok" and prev[("2", 0)].raw["reason"] == "again"
     assert previous_aligned(tmp_path / "absent") == {}
+
+
+def test_previous_aligned_gives_back_each_entry_as_written(tmp_path):
+    """Earlier entries are held compressed, one at a time (a 200,000-face rerun does not
+    hold 200,000 parsed entries), and come back equal, keys in their order, whatever
+    they hold (a note, text beyond ASCII, nested values, large numbers)."""
+    odd = _entry("9", 3, note={"by": "Zoë ✓", "list": [1, 2.5, None, True]}, big=2 ** 70)
+    entries = [_entry("1", 0), odd, _entry("2", 1, "error", reason="x" * 5000)]
+    (tmp_path / MANIFEST).write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    prev = previous_aligned(tmp_path)
+    assert len(prev) == 3 and FaceKey("9", 3) in prev and ("9", 4) not in prev
+    for e in entries:
+        got = prev[AlignEntry.from_json(e).key]
+        assert got.raw == e and list(got.raw) == list(e)
+        assert json.dumps(got.raw) == json.dumps(e)
+    assert prev.get(("5", 0)) is None
+    assert [k for k, _ in prev.items()] == [("1", 0), ("9", 3), ("2", 1)]
+
+
+def test_damaged_manifest_gives_no_earlier_entries_but_the_journal(tmp_path):
+    """As before the manifest was streamed: a manifest cut short, or not a list, counts
+    for nothing (not its entries before the damage); the journal still does."""
+    (tmp_path / ALIGN_JOURNAL).write_text(json.dumps(_entry("3", 0)) + "\n")
+    for text in (json.dumps([_entry("1", 0), _entry("2", 0)])[:-40], '{"a": 1}', "not json"):
+        (tmp_path / MANIFEST).write_text(text)
+        assert list(previous_aligned(tmp_path)) == [("3", 0)]
+        assert not manifest_complete(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps([_entry("1", 0), "junk"]))
+    assert list(previous_aligned(tmp_path)) == [("1", 0), ("3", 0)]
+    assert manifest_complete(tmp_path) and not manifest_complete(tmp_path / "absent")
+    (tmp_path / MANIFEST).write_text("[]")
+    assert manifest_complete(tmp_path)

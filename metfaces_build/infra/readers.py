@@ -10,15 +10,18 @@ differ only in what a missing or malformed manifest means to the caller: an erro
 """
 from __future__ import annotations
 
+import json
 import os
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from ..core.errors import UsageError
-from ..core.records import AlignEntry, Rejection
+from ..core.records import AlignEntry, FaceKey, Rejection
 from .files import read_json_or_none, read_jsonl
 from .jsonstream import read_json_items
-from .workdir import align_journal_path, manifest_path
+from .workdir import MANIFEST, align_journal_path, manifest_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -55,22 +58,75 @@ def scan_aligned(images_dir: PathLike) -> Iterator[AlignEntry]:
         return
 
 
+def manifest_complete(images_dir: PathLike) -> bool:
+    """Whether the manifest is there and reads whole as a list (what `read_aligned` takes
+    for a manifest), read entry by entry and nothing kept."""
+    try:
+        items = read_json_items(manifest_path(images_dir), MANIFEST)
+        if not hasattr(items, "__next__"):
+            return False
+        for _ in items:
+            pass
+        return True
+    except (UsageError, OSError, ValueError, RecursionError):
+        return False
+
+
 def read_aligned(images_dir: PathLike) -> Optional[list]:
     """Every manifest entry, or None when the manifest is missing, unreadable or not a list."""
     data = read_json_or_none(manifest_path(images_dir))
     return [AlignEntry.from_json(e) for e in data] if isinstance(data, list) else None
 
 
-def previous_aligned(images_dir: PathLike) -> dict:
+class PreviousAligned(Mapping):
+    """{FaceKey: AlignEntry} of earlier align runs, each entry held as its compact JSON,
+    zlib-compressed (under 1 KB, where the parsed entry with its record's 68 landmark
+    lists takes ~10 KB), and parsed again when asked for: a rerun over 200,000 faces
+    does not hold 200,000 parsed entries. Iteration is in first-seen order, as a dict's."""
+
+    def __init__(self) -> None:
+        self._blobs: dict = {}
+
+    def put(self, key: FaceKey, entry: AlignEntry) -> None:
+        try:
+            self._blobs[key] = zlib.compress(
+                json.dumps(entry.raw, separators=(",", ":")).encode("utf-8", "surrogatepass"), 1)
+        except (ValueError, TypeError, RecursionError):  # kept as it is, never lost
+            self._blobs[key] = entry
+
+    def __getitem__(self, key) -> AlignEntry:
+        blob = self._blobs[key]
+        if isinstance(blob, AlignEntry):
+            return blob
+        return AlignEntry.from_json(json.loads(zlib.decompress(blob).decode("utf-8",
+                                                                            "surrogatepass")))
+
+    def __contains__(self, key) -> bool:
+        return key in self._blobs
+
+    def __iter__(self) -> Iterator[FaceKey]:
+        return iter(self._blobs)
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+
+def previous_aligned(images_dir: PathLike) -> PreviousAligned:
     """{FaceKey: AlignEntry} from the last completed align run plus the journal of an
     interrupted one (journal lines win): what a rerun may reuse. Entries naming no face
-    are left out."""
-    prev: dict = {}
-    rows = (read_aligned(images_dir) or []) + \
-        [AlignEntry.from_json(e) for e in read_jsonl(align_journal_path(images_dir))]
-    for e in rows:
-        key = e.key
-        if key is not None:
-            prev[key] = e
+    are left out; a manifest that is missing, damaged or not a list gives none (the
+    journal still counts). Both files are read entry by entry (`PreviousAligned`)."""
+    prev = PreviousAligned()
+    try:
+        items = read_json_items(manifest_path(images_dir), MANIFEST)
+        for e in (items if hasattr(items, "__next__") else ()):
+            e = AlignEntry.from_json(e)
+            if e.key is not None:
+                prev.put(e.key, e)
+    except (UsageError, OSError, ValueError, RecursionError):
+        prev = PreviousAligned()  # as an unreadable manifest always read: nothing from it
+    for row in read_jsonl(align_journal_path(images_dir)):
+        e = AlignEntry.from_json(row)
+        if e.key is not None:
+            prev.put(e.key, e)
     return prev
-

@@ -38,11 +38,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..core.errors import UsageError
+from ..core.records import shared_keys
 from ..core.status import ALIGN_RETIRED, BAD_PATH, BAD_RECORD, OK
 from ..infra.executors import Progress, library_versions, make_executor, summarize
 from ..infra.faces import load_faces
@@ -145,14 +148,27 @@ def align(opts: AlignOptions) -> AlignSummary:
 def _align_in(out_dir: Path, opts: AlignOptions, src_root: Path, t0: float) -> AlignSummary:
     """The stage, holding the output folder's lock: plan, execute, retire, summarise."""
     loaded = load_faces(opts.json, skip_bad=opts.skip_bad, what="--json", pack=True)
+    for f in loaded.faces:  # one copy of each key of the extras (filter values...) per run
+        f.extra = shared_keys(f.extra)
     executor = make_executor(opts.executor, opts.workers, opts.scheduler)
     remove_stale_temps(out_dir)
     plan = plan_align(opts, loaded.faces, src_root, out_dir)
     written = execute(plan, executor, out_dir, quiet=opts.quiet)
-    entries, removed = retire_and_write(plan, loaded.bad, out_dir, src_root)
+    tally, removed = retire_and_write(plan, loaded.bad, out_dir, src_root)
     remove_stale_temps(out_dir)
-    return summarise(plan, entries, out_dir, elapsed=time.monotonic() - t0, written=written,
+    return summarise(plan, tally, out_dir, elapsed=time.monotonic() - t0, written=written,
                      removed=removed)
+
+
+# the record of a stored result that is the input face's own (see AlignPlan.results)
+INPUT_RECORD = object()
+
+
+class Reused(NamedTuple):
+    """A face whose earlier crop is kept: its entry is read back from plan.previous when
+    the manifest is written (`AlignPlan.entry`)."""
+    status: str
+    record_updated: bool
 
 
 # ---- plan: what each face needs, decided before any crop is made ------------------
@@ -164,13 +180,49 @@ class AlignPlan:
     faces: list                # FaceRecord in input order (landmarks packed)
     params: AlignParams
     versions: dict             # library versions, recorded in entries made here
-    previous: dict             # FaceKey -> AlignEntry of earlier runs (infra/readers.py)
+    previous: Mapping          # FaceKey -> AlignEntry of earlier runs (infra/readers.py)
     input_ref: str             # how the manifest names --json (align_manifest.input_reference)
-    results: dict = field(default_factory=dict)     # input index -> manifest entry
+    # input index -> manifest entry; entries made in this run hold INPUT_RECORD in place of
+    # their record (the face's own, filled in as the manifest is written) and share their
+    # params and versions dicts, so a result costs a few hundred bytes, not its record's ~10 KB
+    results: dict = field(default_factory=dict)
     supersedes: dict = field(default_factory=dict)  # input index -> what its new crop replaces
     tasks: list = field(default_factory=list)       # AlignTask per source image, longest first
     n_todo: int = 0            # faces in the tasks
     record_updated: int = 0    # reused crops whose record changed outside the pixels
+    shared: dict = field(default_factory=dict)      # one copy of each params / versions dict
+
+    def share(self, d):
+        """One stored object per distinct flat dict (params, versions), in its key order."""
+        if not isinstance(d, dict):
+            return d
+        try:
+            k = tuple(d.items())
+            return self.shared.setdefault(k, d)
+        except TypeError:  # a value that is not hashable: kept as it is
+            return d
+
+    def compact(self, entry: dict) -> dict:
+        """A new entry as stored until the manifest is written: its record left to the
+        input (INPUT_RECORD), its params and versions shared."""
+        entry["record"] = INPUT_RECORD
+        for k in ("params", "versions"):
+            if k in entry:
+                entry[k] = self.share(entry[k])
+        return entry
+
+    def entry(self, i: int) -> dict:
+        """Face i's manifest entry as written (its record filled in). A reused crop's is
+        the earlier entry without its `supersedes`, with the input's record when that
+        changed outside the pixels."""
+        e = self.results[i]
+        if isinstance(e, Reused):
+            raw = self.previous[self.faces[i].key].raw
+            e = {k: v for k, v in raw.items() if k != "supersedes"}
+            if e.get("record") != (rec := self.faces[i].to_json()):
+                e["record"] = rec
+            return e
+        return {**e, "record": self.faces[i].to_json()} if e.get("record") is INPUT_RECORD else e
 
     @property
     def params_json(self) -> dict:
@@ -223,20 +275,19 @@ def _plan_face(plan: AlignPlan, i: int, f, normal, bad_path: Optional[str], para
     rec = f.to_json()
     prev = plan.previous.get(f.key)
     if not force and prev is not None and still_valid(prev, rec, params_json, out_dir):
-        entry = {k: v for k, v in prev.raw.items() if k != "supersedes"}
-        if prev.raw.get("record") != rec:
-            entry["record"] = rec
-            plan.record_updated += 1
-        plan.results[i] = entry
+        updated = prev.raw.get("record") != rec
+        plan.record_updated += updated
+        plan.results[i] = Reused(prev.status, updated)  # the entry stays in plan.previous
         return None
     why = _superseded_because(prev, rec, params_json)
     if why:
         plan.supersedes[i] = {"file_md5": prev.raw.get("file_md5", ""), "reason": why}
     if bad_path is not None:
-        plan.results[i] = FaceResult(i, rec, f.crop_name, BAD_PATH, bad_path, params=params_json,
-                                     versions=plan.versions).to_json()
+        plan.results[i] = plan.compact(FaceResult(i, None, f.crop_name, BAD_PATH, bad_path,
+                                                  params=params_json,
+                                                  versions=plan.versions).to_json())
         return None
-    return FaceJob(i, rec, f.face_spec, None if normal is None else normal.tolist(),
+    return FaceJob(i, f.crop_name, f.face_spec, None if normal is None else normal.tolist(),
                    rejected=plan.params.random_shift != 0 and normal is None)
 
 
@@ -264,53 +315,75 @@ def execute(plan: AlignPlan, executor, out_dir: Path, *, quiet: bool) -> int:
 
 
 def _settle(plan: AlignPlan, r: FaceResult) -> dict:
-    """The manifest entry of one result, stored in the plan; it says whose crop it is
-    (its inputs), in the journal as in the manifest."""
+    """The manifest entry of one result (for the journal), stored compactly in the plan;
+    it says whose crop it is (its inputs), in the journal as in the manifest."""
     entry = r.to_json()
+    entry["record"] = plan.faces[r.index].to_json()
     if r.status == OK and r.index in plan.supersedes:
         entry["supersedes"] = plan.supersedes[r.index]
     entry["inputs"] = claimed_by(plan.previous.get(plan.faces[r.index].key), plan.input_ref)
-    plan.results[r.index] = entry
+    plan.results[r.index] = plan.compact(dict(entry))
     return entry
 
 
 # ---- retire: faces that left the input, then the manifest -------------------------
 
 def retire_and_write(plan: AlignPlan, bad: list, out_dir: Path, src_root: Path) -> tuple:
-    """(manifest entries, crops deleted): this run's entries in input order, the bad
-    records, and the entries of faces no longer in the input (align_manifest.retire_missing);
-    written as aligned.json, after which the journal is no longer needed."""
-    entries = [{**plan.results[i], "inputs": claimed_by(plan.previous.get(f.key), plan.input_ref)}
-               for i, f in enumerate(plan.faces) if i in plan.results]
-    entries += [{"record": b.raw, "output": "", "status": BAD_RECORD, "reason": b.reason,
-                 "file_md5": "", "pixel_md5": "", "params": plan.params_json,
-                 "versions": plan.versions, "inputs": [plan.input_ref]} for b in bad]
+    """(the entries' statuses as a Counter, crops deleted): this run's entries in input
+    order, the bad records, and the entries of faces no longer in the input
+    (align_manifest.retire_missing), written as aligned.json entry by entry (each record
+    filled in as it is written: the whole manifest is never in memory), after which the
+    journal is no longer needed."""
     retired, removed = retire_missing(plan.previous, plan.faces, out_dir, src_root, plan.input_ref)
-    entries += retired
-    atomic_write_json_list(out_dir / MANIFEST, entries)  # entry by entry: no whole-list text
+
+    def entries():
+        for i, f in enumerate(plan.faces):
+            if i in plan.results:
+                yield {**plan.entry(i), "inputs": claimed_by(plan.previous.get(f.key),
+                                                             plan.input_ref)}
+        for b in bad:
+            yield {"record": b.raw, "output": "", "status": BAD_RECORD, "reason": b.reason,
+                   "file_md5": "", "pixel_md5": "", "params": plan.params_json,
+                   "versions": plan.versions, "inputs": [plan.input_ref]}
+        yield from retired
+
+    tally: Counter = Counter()
+
+    def counted(items):
+        for e in items:
+            tally.update(status_counts([e]))
+            yield e
+
+    atomic_write_json_list(out_dir / MANIFEST, counted(entries()))
     (out_dir / JOURNAL).unlink(missing_ok=True)
-    return entries, removed
+    return tally, removed
 
 
 # ---- summarise ---------------------------------------------------------------------
 
-def summarise(plan: AlignPlan, entries: list, out_dir: Path, *, elapsed: float, written: int,
+def _status(result) -> Optional[str]:
+    """The status of a stored result (an entry or a Reused), None for none."""
+    return result.status if isinstance(result, Reused) else \
+        result.get("status") if isinstance(result, dict) else None
+
+
+def summarise(plan: AlignPlan, tally: Counter, out_dir: Path, *, elapsed: float, written: int,
               removed: int) -> AlignSummary:
-    """The counts by status and the lines the CLI prints."""
-    total = dict(status_counts(entries))
-    skipped = len(plan.faces) - plan.n_todo - sum(1 for e in entries if e.get("status") == BAD_PATH)
+    """The counts by status (`tally`, of the manifest written) and the lines the CLI prints."""
+    total = dict(tally)
+    skipped = len(plan.faces) - plan.n_todo - total.get(BAD_PATH, 0)
     live = {k: v for k, v in total.items() if k not in ALIGN_RETIRED}
     line = summarize(live, f"align: {sum(live.values())} faces")
     if skipped:
         line += f" ({skipped} already done)"
-    remade = sum(1 for i in plan.supersedes if plan.results.get(i, {}).get("status") == OK)
+    remade = sum(1 for i in plan.supersedes if _status(plan.results.get(i)) == OK)
     lines = [line]
     if remade or removed or plan.record_updated:  # an update reached align
         lines.append(f"align changes: {written} crops written ({remade} re-made), {removed} "
                      f"removed, {plan.record_updated} records updated (crop kept); manifest lists "
                      + ", ".join(f"{total.get(k, 0)} {k}" for k in ALIGN_RETIRED))
     lines.append(f"manifest: {out_dir / MANIFEST}")
-    failed = sum(1 for e in entries if e.get("status") not in (OK,) + ALIGN_RETIRED)
+    failed = sum(n for k, n in total.items() if k not in (OK,) + ALIGN_RETIRED)
     return AlignSummary(stage="align", counts=total,
                         outputs={"crops": out_dir, "manifest": out_dir / MANIFEST},
                         elapsed=elapsed, failed=failed, lines=lines, reused=skipped,

@@ -21,7 +21,7 @@ from ..core.exactgauss import backend
 from ..core.exactresize import lanczos_coeffs, resize_lanczos
 from ..core.exactwarp import quad_warp, warp_and_downscale
 from ..core.geometry import crop_box, face_square, landmarks_full
-from ..core.records import FaceKey, FaceSpec
+from ..core.records import FaceSpec
 from ..core.status import ERROR, OK, REJECTED
 from ..infra.executors import library_versions
 from ..infra.files import atomic_write_bytes
@@ -177,8 +177,11 @@ def draw_shifts(faces, sizes: dict, params: AlignParams) -> list:
 
 @dataclass
 class FaceJob:
+    """One face to crop. It carries its crop's name, not its record: the driver holds
+    the records and joins each to its result (a plan of 200,000 jobs then holds no
+    200,000 record dicts)."""
     index: int                 # position in the input JSON
-    record: dict               # input record (JSON form), for the manifest
+    name: str                  # the crop's file name, {obj_id}-{face_idx:02d}.png
     spec: FaceSpec             # its validated face_spec
     normal: Optional[list]     # accepted random-shift draw, if any
     rejected: bool = False     # random shift found no acceptable crop
@@ -195,9 +198,9 @@ class AlignTask:
 
 @dataclass
 class FaceResult:
-    """One manifest entry."""
+    """One manifest entry (`record` None from a worker: the driver fills it in)."""
     index: int
-    record: dict
+    record: Optional[dict]
     output: str
     status: str
     reason: str = ""
@@ -223,7 +226,7 @@ def process_image(task: AlignTask) -> list:
     params = asdict(task.params)
 
     def result(job, status, reason="", **kw):
-        return FaceResult(job.index, job.record, _crop_name(job.record), status, reason,
+        return FaceResult(job.index, None, job.name, status, reason,
                           params=params, versions=versions, **kw)
 
     results = []
@@ -256,7 +259,7 @@ def process_image(task: AlignTask) -> list:
             buf = io.BytesIO()
             crop.save(buf, "PNG", compress_level=task.params.png_level)
             data = buf.getvalue()
-            name = _crop_name(j.record)
+            name = j.name
             try:
                 atomic_write_bytes(Path(task.output_dir) / name, data)
             except OSError as e:  # a name this file system refuses, a full disk...
@@ -292,11 +295,6 @@ def face_fit_problem(spec: FaceSpec, size: tuple, params: AlignParams,
         return (f"face is {qsize:.0f} px across, too large for the {width}x{height} image "
                 f"(face_spec shrink {spec.shrink})")
     return None
-
-
-def _crop_name(record: dict) -> str:
-    return FaceKey(record["obj_id"], int(record["face_idx"])).crop_name
-
 
 
 def _header_size(path, max_pixels):

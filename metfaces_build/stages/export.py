@@ -54,7 +54,7 @@ import numpy as np
 from .. import __version__
 from ..core.errors import UsageError
 from ..core.paths import check_relative_path
-from ..core.records import FaceKey, obj_id_sort_key
+from ..core.records import FaceKey, obj_id_sort_key, shared_keys
 from ..core.status import ALIGN_RETIRED, BAD, OK
 from ..infra.executors import Progress
 from ..infra.files import atomic_dir, atomic_open, atomic_write_bytes
@@ -83,7 +83,7 @@ class Crop:
     file_md5: str       # from the manifest
     pixel_md5: str
     department: str     # "" when unknown
-    record: dict        # the face record (provenance: face_spec, md5s, text)
+    record: dict        # the face record's RECORD_KEYS (provenance: face_spec, md5s, text)
     versions: dict      # the libraries align made it with
     params: dict = field(default_factory=dict)  # align's parameters for it
 
@@ -135,6 +135,7 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
     depts = object_departments(objects_jsonl) if objects_jsonl else {}
     crops: dict = {}
     not_ok = 0
+    shared: dict = {}  # one copy of each distinct params / versions dict
     for i, e in enumerate(entries):
         if e.status != OK:
             # superseded / withdrawn: crops align deleted on purpose, neither exported nor "not ok"
@@ -149,9 +150,30 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
             raise UsageError(f"{manifest}: entry {i}: face {key} appears twice")
         dept = e.record.get("department") or depts.get(key.obj_id, "")
         crops[key] = Crop(key.obj_id, key.face_idx, images_dir / out, e.file_md5, e.pixel_md5,
-                          str(dept), _packed(e.record), e.versions or {}, e.params or {})
+                          str(dept), _packed(_held(e.record)),
+                          _shared(shared, e.versions or {}), _shared(shared, e.params or {}))
     ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k.obj_id), k.face_idx))]
     return ordered, not_ok
+
+
+def _shared(cache: dict, d: dict) -> dict:
+    """One object per distinct flat dict (every crop names the same few params and
+    versions), in its own key order; a dict with unhashable values is kept as it is."""
+    try:
+        return cache.setdefault(tuple(d.items()), d)
+    except TypeError:
+        return d
+
+
+# the record fields any export format reads (text, source, face_spec); an export holds
+# only these of each face's record (not its filter values: ~1.5 KB a face)
+RECORD_KEYS = ("department", "face_spec", "source_url", "source_md5", "source_sha256",
+               "meta_url", "title", "artist_display_name")
+
+
+def _held(rec: dict) -> dict:
+    """What of a record an export keeps: RECORD_KEYS, with keys shared (shared_keys)."""
+    return shared_keys({k: rec[k] for k in RECORD_KEYS if k in rec})
 
 
 def _packed(rec: dict) -> dict:
@@ -164,7 +186,10 @@ def _packed(rec: dict) -> dict:
                                            all(type(v) is int and abs(v) < 2 ** 62 for v in p)
                                            for p in lm):
         return rec
-    return {**rec, "face_spec": {**spec, "landmarks": np.asarray(lm, dtype=np.int64)}}
+    # int32 when every coordinate fits (always, for a real image): half of int64's 1 KB
+    small = all(abs(v) < 2 ** 31 for p in lm for v in p)
+    return {**rec, "face_spec": {**spec, "landmarks": np.asarray(
+        lm, dtype=np.int32 if small else np.int64)}}
 
 
 def department_labels(crops: list) -> dict:
@@ -246,18 +271,35 @@ def sidecar_json(packed: list, label_map: Optional[dict], resolution: int, skipp
                     f"{UNKNOWN_DEPARTMENT!r} for faces without a department",
             "classes": [{"label": i, "department": d} for d, i in label_map.items()],
         },
-        "images": [{"file": p.name, "obj_id": p.crop.obj_id, "face_idx": p.crop.face_idx,
-                    "crop": p.crop.path.name, "department": p.crop.department or None,
-                    "label": p.label, "file_md5": p.crop.file_md5,
-                    "pixel_md5": p.crop.pixel_md5,
-                    "source_url": p.crop.record.get("source_url") or "",
-                    "meta_url": p.crop.record.get("meta_url") or "",
-                    "title": p.crop.record.get("title") or ""} for p in packed],
+        "images": _IMAGES,
         "skipped": skipped,
     }
-    # a lone surrogate in a record's text becomes JSON's own \udXXX escape, not a crash
-    return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8",
-                                                                         "backslashreplace")
+    # the bytes of json.dumps(doc, indent=1) with the images in place, encoded image by
+    # image (a list of 200,000 dicts and its whole text are never built); a lone surrogate
+    # in a record's text becomes JSON's own \udXXX escape, not a crash
+    head, tail = json.dumps(doc, indent=1, ensure_ascii=False).split(json.dumps(_IMAGES), 1)
+    parts = [head.encode("utf-8", "backslashreplace")]
+    for i, p in enumerate(packed):
+        item = json.dumps(_image_row(p), indent=1, ensure_ascii=False).replace("\n", "\n  ")
+        parts.append((("[\n  " if i == 0 else ",\n  ") + item).encode("utf-8", "backslashreplace"))
+    parts.append(b"\n ]" if packed else b"[]")
+    parts.append((tail + "\n").encode("utf-8", "backslashreplace"))
+    return b"".join(parts)
+
+
+# where the images go in the sidecar's skeleton (a string JSON escapes, so no text
+# of a record can spell it)
+_IMAGES = "\x00images\x00"
+
+
+def _image_row(p: Packed) -> dict:
+    """One image's line in the sidecar."""
+    return {"file": p.name, "obj_id": p.crop.obj_id, "face_idx": p.crop.face_idx,
+            "crop": p.crop.path.name, "department": p.crop.department or None,
+            "label": p.label, "file_md5": p.crop.file_md5, "pixel_md5": p.crop.pixel_md5,
+            "source_url": p.crop.record.get("source_url") or "",
+            "meta_url": p.crop.record.get("meta_url") or "",
+            "title": p.crop.record.get("title") or ""}
 
 
 def write_zip(path: Path, files: list) -> None:

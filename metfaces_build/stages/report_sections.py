@@ -11,10 +11,11 @@ from typing import Optional
 import numpy as np
 
 from ..core.errors import UsageError
-from ..core.records import FaceKey
+from ..core.records import FaceKey, FaceRecord
 from ..core.status import MATCHED, MISSED
 from ..infra.faces import load_faces
 from ..infra.files import read_json, read_jsonl
+from ..infra.jsonstream import read_json_items
 from ..infra.readers import read_rejections
 from ..infra.workdir import Work, as_work, clean_filter_summary
 from .compare import FaceMatch
@@ -42,6 +43,41 @@ def _faces_by_key(path: Path) -> dict:
     return {f.key: f for f in load_faces(path, skip_bad=True, pack=True).faces}  # landmarks packed
 
 
+def _iter_faces(path: Path):
+    """The records `_faces_by_key` gives, in order, one at a time (landmarks packed): a
+    list file is read item by item, so a report over 200,000 faces holds none of them
+    whole. A file that is not a list (no stage writes one) is read whole."""
+    if not path.is_file():
+        return
+    items = read_json_items(path, "face list")
+    if not hasattr(items, "__next__"):
+        yield from _faces_by_key(path).values()
+        return
+    seen: set = set()
+    for i, d in enumerate(items):
+        try:
+            rec = FaceRecord.from_json(d, i)
+        except ValueError:
+            continue  # as load_faces(skip_bad=True): a bad record is left out
+        if rec.key not in seen:  # a duplicate: the first one counts
+            seen.add(rec.key)
+            yield rec.replace(face_spec=rec.face_spec.packed())
+
+
+def _kept_measures(path: Path) -> tuple:
+    """(kept faces, their numeric sharpness values, how many are tagged grayscale) of
+    filtered.json in one streamed pass: the numbers the filter section shows."""
+    n, sharp, gray = 0, [], 0
+    for f in _iter_faces(path):
+        n += 1
+        m = f.extra.get("filter") if isinstance(f.extra.get("filter"), dict) else {}
+        s = m.get("sharpness")
+        if isinstance(s, (int, float)) and not isinstance(s, bool):
+            sharp.append(s)
+        gray += _gray(m)
+    return n, sharp, gray
+
+
 def _spread(items: list, n: int) -> list:
     """Up to n items evenly spread over the list (deterministic)."""
     if len(items) <= n:
@@ -56,23 +92,25 @@ def filter_section(work: Path, out: Path, source_root: Optional[Path], max_tiles
         return None
     summary = clean_filter_summary(read_json(layout.filter_summary_json)
                                    if layout.filter_summary_json.is_file() else {}) or {}
-    kept = list(_faces_by_key(layout.filtered_json).values())
+    # streamed: the counts and measures, then only the records the sheet shows
+    n_kept, sharp, gray = _kept_measures(layout.filtered_json)
+    picked = set(_spread(range(n_kept), max_tiles))
+    shown = [f for i, f in enumerate(_iter_faces(layout.filtered_json)) if i in picked]
     rejected = list(read_rejections(layout.rejected_jsonl))  # damaged lines left out
     src = summary.get("source_images")
     root = source_root or Path(src if isinstance(src, str) and src else work)
     counts = reason_counts(rejected)
-    blocks = filter_blocks(kept, rejected, counts, summary)
+    blocks = filter_blocks(n_kept, sharp, gray, rejected, counts, summary)
     if layout.review_page.parent == out:
         blocks.append(Para(f"Every face with its decision and reasons, to sort and overrule: "
                            f"{layout.review_page.name} in this folder (written by run, demo and "
                            f"`metfaces-build review`; open it in a browser)."))
     sheets = {"kept": out / "kept.png", "rejected": out / "rejected.png"}
-    blocks.append(kept_sheet(kept, root, layout.images_dir, sheets["kept"], max_tiles))
-    blocks.append(rejected_sheet(rejected, _faces_by_key(layout.faces_json), root,
-                                 sheets["rejected"], max_tiles))
-    stats = {"faces": len(kept) + len(rejected), "kept": len(kept), "rejected": len(rejected),
-             "reasons": counts, "grayscale_kept": sum(1 for m in _measures(kept) if _gray(m)),
-             "config": summary.get("config")}
+    blocks.append(kept_sheet(shown, n_kept, root, layout.images_dir, sheets["kept"]))
+    blocks.append(rejected_sheet(rejected, layout.faces_json, root, sheets["rejected"],
+                                 max_tiles))
+    stats = {"faces": n_kept + len(rejected), "kept": n_kept, "rejected": len(rejected),
+             "reasons": counts, "grayscale_kept": gray, "config": summary.get("config")}
     return Section(blocks, stats, sheets)
 
 
@@ -85,30 +123,23 @@ def reason_counts(rejected: list) -> dict:
     return counts
 
 
-def _measures(kept: list) -> list:
-    return [f.extra.get("filter") if isinstance(f.extra.get("filter"), dict) else {} for f in kept]
-
-
 def _gray(m: dict) -> bool:
     return bool(isinstance(m.get("grayscale"), dict) and m["grayscale"].get("grayscale"))
 
 
-def filter_blocks(kept: list, rejected: list, counts: dict, summary: dict) -> list:
-    """The filter's numbers: faces in and out, counts by test, kept faces' measures and
-    the thresholds it held them to."""
-    total = len(kept) + len(rejected)
+def filter_blocks(n_kept: int, sharp: list, gray: int, rejected: list, counts: dict,
+                  summary: dict) -> list:
+    """The filter's numbers: faces in and out, counts by test, kept faces' measures
+    (`_kept_measures`) and the thresholds it held them to."""
+    total = n_kept + len(rejected)
     blocks = [Heading("Filter"),
-              Para(f"{total} faces in, {len(kept)} kept, {len(rejected)} rejected. A face may "
+              Para(f"{total} faces in, {n_kept} kept, {len(rejected)} rejected. A face may "
                    f"fail several tests; each failed test is counted below.")]
     if counts:
         blocks.append(Table(["test failed", "faces", "share of input"],
                             [[k, v, _pct(v / total)] for k, v in
                              sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]))
-    measures = _measures(kept)
-    sharp = [m.get("sharpness") for m in measures]
-    sharp = [s for s in sharp if isinstance(s, (int, float)) and not isinstance(s, bool)]
     if sharp:
-        gray = sum(1 for m in measures if _gray(m))
         crop = (summary.get("config") or {}).get("crop_size", 128)
         blocks.append(Para(f"Kept faces tagged grayscale: {gray}. Sharpness (variance of the "
                            f"Laplacian of a {crop} px crop) of kept faces: median {np.median(sharp):.1f}, "
@@ -123,20 +154,26 @@ def filter_blocks(kept: list, rejected: list, counts: dict, summary: dict) -> li
     return blocks
 
 
-def kept_sheet(kept: list, root: Path, images_dir: Path, path: Path, max_tiles: int) -> Figure:
-    """A contact sheet of kept faces, evenly sampled, saved at `path`."""
-    shown = _spread(kept, max_tiles)
+def kept_sheet(shown: list, n_kept: int, root: Path, images_dir: Path, path: Path) -> Figure:
+    """A contact sheet of the kept faces `shown` (evenly sampled from `n_kept`), saved at
+    `path`."""
     pics = face_crops(shown, root, images_dir)
     tiles = [Tile(p, [str(f.key), _kept_caption(f)]) for f, p in zip(shown, pics)]
-    save_png(contact_sheet(tiles, title=f"Kept faces ({len(shown)} of {len(kept)})"), path)
-    return Figure(path, f"Kept faces, {len(shown)} of {len(kept)} evenly sampled "
+    save_png(contact_sheet(tiles, title=f"Kept faces ({len(shown)} of {n_kept})"), path)
+    return Figure(path, f"Kept faces, {len(shown)} of {n_kept} evenly sampled "
                         "(aligned crops when aligned, else approximate crops).")
 
 
-def rejected_sheet(rejected: list, faces: dict, root: Path, path: Path, max_tiles: int) -> Figure:
-    """A contact sheet of rejected faces (every first reason shown), saved at `path`."""
-    shown = _spread_by_reason([r for r in rejected if FaceKey(r.obj_id, r.face_idx) in faces],
+def rejected_sheet(rejected: list, faces_json: Path, root: Path, path: Path,
+                   max_tiles: int) -> Figure:
+    """A contact sheet of rejected faces (every first reason shown) from their records in
+    `faces_json`, saved at `path`. The face list is streamed twice, for its keys and then
+    for the records shown, never held."""
+    known = {f.key for f in _iter_faces(faces_json)}
+    shown = _spread_by_reason([r for r in rejected if FaceKey(r.obj_id, r.face_idx) in known],
                               max_tiles)
+    wanted = {FaceKey(r.obj_id, r.face_idx) for r in shown}
+    faces = {f.key: f for f in _iter_faces(faces_json) if f.key in wanted}
     pics = face_crops([faces[FaceKey(r.obj_id, r.face_idx)] for r in shown], root, None)
     tiles = [Tile(p, [str(FaceKey(r.obj_id, r.face_idx)), ", ".join(r.reasons), _reject_detail(r)],
                   ink=REJECT_INK) for r, p in zip(shown, pics)]
