@@ -396,10 +396,6 @@ def obj_id_sort_key(obj_id: str) -> tuple:
     return (0, int(obj_id), "") if obj_id.isdigit() else (1, 0, obj_id)
 
 
-def faces_to_json(faces: Iterable[FaceRecord]) -> list:
-    return [f.to_json() for f in faces]
-
-
 @dataclass
 class MetObject:
     """One Met object as the fetch stage saw it, with the outcome of fetching its image.
