@@ -19,9 +19,9 @@ from typing import Iterator, Optional, Union
 
 from ..core.errors import UsageError
 from ..core.records import AlignEntry, FaceKey, Rejection
-from .files import read_json_or_none, read_jsonl
+from .files import read_jsonl
 from .jsonstream import read_json_items
-from .workdir import MANIFEST, align_journal_path, manifest_path
+from .workdir import MANIFEST, align_journal_path, manifest_path, read_manifest
 
 PathLike = Union[str, os.PathLike]
 
@@ -74,8 +74,8 @@ def manifest_complete(images_dir: PathLike) -> bool:
 
 def read_aligned(images_dir: PathLike) -> Optional[list]:
     """Every manifest entry, or None when the manifest is missing, unreadable or not a list."""
-    data = read_json_or_none(manifest_path(images_dir))
-    return [AlignEntry.from_json(e) for e in data] if isinstance(data, list) else None
+    data = read_manifest(images_dir)
+    return None if data is None else [AlignEntry.from_json(e) for e in data]
 
 
 class PreviousAligned(Mapping):
