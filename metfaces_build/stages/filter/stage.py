@@ -183,9 +183,10 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
         rows.append(Rejection(b.obj_id or "", -1 if b.face_idx is None else b.face_idx,
                               [BAD_RECORD], {"record_index": b.index, "error": b.reason}).to_json())
     work = as_work(work)
+    kept = outcome.kept  # one scan of the verdicts, not one per use
     # one record at a time: never the whole list as dicts and text
     atomic_write_json_list(work.filtered_json, ({**v.record.to_json(), "filter": v.values()}
-                                                for v in outcome.kept))
+                                                for v in kept))
     write_jsonl(work.rejected_jsonl, rows)
     root = (source_root or work.path).resolve()
     summary = {
@@ -193,9 +194,9 @@ def write_outputs(work, outcome: FilterOutcome, cfg: FilterConfig, input_digest:
         # the sources are the work directory itself: still true after the folder is moved
         "source_is_work": root == work.path.resolve(),
         "faces": len(outcome.verdicts) + len(outcome.bad_records),
-        "kept": len(outcome.kept), "rejected": len(rows),
+        "kept": len(kept), "rejected": len(rows),
         "reasons": dict(sorted(outcome.reason_counts().items(), key=lambda kv: (-kv[1], kv[0]))),
-        "grayscale_kept": sum(1 for v in outcome.kept
+        "grayscale_kept": sum(1 for v in kept
                               if (v.values().get("grayscale") or {}).get("grayscale")),
         "image_problems": outcome.image_problems,
         "overrides": _decisions_summary(outcome),
