@@ -134,8 +134,9 @@ def execute(plan: DetectPlan) -> dict:
     with Progress(len(todo), "detect", opts.quiet, unit="img") as prog, \
             JsonlAppender(plan.paths.journal) as journal:
         for res in executor.imap(detect_task, todo):
-            journal.write(res.to_json())
-            results[res.source_path] = res.to_json()
+            line = res.to_json()  # asdict copies every face record: once per result
+            journal.write(line)
+            results[res.source_path] = line
             _warn(prog, res)
             n_faces += len(res.faces)
             prog.update(faces=n_faces)
