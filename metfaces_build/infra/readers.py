@@ -14,7 +14,6 @@ import json
 import os
 import zlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from ..core.errors import UsageError
@@ -36,23 +35,28 @@ def read_rejections(path: PathLike) -> Iterator[Rejection]:
             continue
 
 
+def _manifest_items(images_dir: PathLike, what: str = MANIFEST) -> Optional[Iterator]:
+    """The manifest's items as read one at a time, or None when its top level is not a
+    list; UsageError when it is missing or not JSON (for a list: when the reader reaches
+    the fault)."""
+    items = read_json_items(manifest_path(images_dir), what)
+    return items if hasattr(items, "__next__") else None
+
+
 def aligned_entries(images_dir: PathLike, what: str = "align manifest") -> Iterator[AlignEntry]:
     """The manifest's entries one at a time (a list of 200,000 is never held). UsageError
     when it is missing, not JSON, or not a list (raised when the reader reaches the fault)."""
-    path = manifest_path(images_dir)
-    items = read_json_items(path, what)
-    if not hasattr(items, "__next__"):
-        raise UsageError(f"{path}: expected a list of align results")
+    items = _manifest_items(images_dir, what)
+    if items is None:
+        raise UsageError(f"{manifest_path(images_dir)}: expected a list of align results")
     return (AlignEntry.from_json(e) for e in items)
 
 
 def scan_aligned(images_dir: PathLike) -> Iterator[AlignEntry]:
     """As `aligned_entries`, but a missing or damaged manifest gives no entries (or those
     before the damage): for readers that only compare."""
-    path = manifest_path(images_dir)
     try:
-        items = read_json_items(path, Path(path).name)
-        for e in (items if hasattr(items, "__next__") else ()):
+        for e in _manifest_items(images_dir) or ():
             yield AlignEntry.from_json(e)
     except UsageError:
         return
@@ -62,8 +66,8 @@ def manifest_complete(images_dir: PathLike) -> bool:
     """Whether the manifest is there and reads whole as a list (what `read_aligned` takes
     for a manifest), read entry by entry and nothing kept."""
     try:
-        items = read_json_items(manifest_path(images_dir), MANIFEST)
-        if not hasattr(items, "__next__"):
+        items = _manifest_items(images_dir)
+        if items is None:
             return False
         for _ in items:
             pass
@@ -118,8 +122,7 @@ def previous_aligned(images_dir: PathLike) -> PreviousAligned:
     journal still counts). Both files are read entry by entry (`PreviousAligned`)."""
     prev = PreviousAligned()
     try:
-        items = read_json_items(manifest_path(images_dir), MANIFEST)
-        for e in (items if hasattr(items, "__next__") else ()):
+        for e in _manifest_items(images_dir) or ():
             e = AlignEntry.from_json(e)
             if e.key is not None:
                 prev.put(e.key, e)
