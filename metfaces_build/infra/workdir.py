@@ -304,9 +304,9 @@ class Work:
         images = latest(_only(read_jsonl(self.detect_journal), ("obj_id", "status")), "obj_id")
         if images:
             out["detect"] = status_counts(images.values())
-        entries = _manifest_statuses(self.images_dir)
-        if entries is not None:
-            out["align"] = status_counts(entries)
+        counts = _manifest_counts(self.images_dir)
+        if counts is not None:
+            out["align"] = counts
         return out
 
     def face_count(self) -> int:
@@ -323,14 +323,14 @@ def _only(rows: Iterable[Any], keys: tuple) -> Iterator[Any]:
         yield {k: r[k] for k in keys if k in r} if isinstance(r, dict) else r
 
 
-def _manifest_statuses(images_dir) -> Optional[list]:
-    """[{"status": ...}] per entry of align's manifest, read entry by entry; None when
-    missing, unreadable or not a list (as read_manifest)."""
+def _manifest_counts(images_dir) -> Optional[Counter]:
+    """`status_counts` of align's manifest, counted entry by entry (no entry kept); None
+    when missing, unreadable or not a list (as read_manifest)."""
     try:
         items = read_json_items(manifest_path(images_dir))
         if not hasattr(items, "__next__"):
             return None
-        return [{"status": e.get("status")} if isinstance(e, dict) else e for e in items]
+        return status_counts(items)
     except (UsageError, OSError):
         return None
 
