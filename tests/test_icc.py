@@ -106,3 +106,24 @@ def test_verify_says_only_the_metadata_differs(sources, tmp_path):
     assert "only the PNG metadata differs" in r.reason
     assert any("differ from the reference only in PNG metadata" in line for line in s.lines)
     assert metadata_difference((ref / "a-00.png").read_bytes(), (ref / "a-00.png").read_bytes()) == ""
+
+
+def test_a_zlib_bomb_in_a_colour_profile_is_not_expanded():
+    """An iCCP chunk that would expand past MAX_PROFILE is compared as compressed bytes:
+    verify's metadata check stays bounded in memory on a hostile crop."""
+    import struct
+    import zlib
+
+    from metfaces_build.core import pngmeta
+
+    def png(profile_z: bytes) -> bytes:
+        def chunk(kind, payload):
+            return struct.pack(">I4s", len(payload), kind) + payload + b"\0\0\0\0"
+        return (pngmeta.SIGNATURE + chunk(b"IHDR", b"\0" * 13)
+                + chunk(b"iCCP", b"icc\0\0" + profile_z) + chunk(b"IEND", b""))
+
+    bomb = zlib.compress(b"\0" * (pngmeta.MAX_PROFILE + 1), 9)
+    chunks = pngmeta.metadata_chunks(png(bomb))
+    assert chunks[b"iCCP"] == [b"icc\0\0" + bomb]          # left compressed
+    small = zlib.compress(b"profile", 9)
+    assert pngmeta.metadata_chunks(png(small))[b"iCCP"] == [b"icc\0profile"]

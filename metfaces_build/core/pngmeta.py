@@ -10,6 +10,9 @@ from typing import Optional
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # chunks that carry pixels or structure, not metadata
 STRUCTURAL = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+# the largest colour profile we expand: real ones are a few KB (ICC allows up to a few MB);
+# a zlib bomb in an iCCP chunk stays compressed and is compared as bytes
+MAX_PROFILE = 16 * 1024 * 1024
 NAMES = {b"iCCP": "colour profile (iCCP)", b"sRGB": "sRGB intent", b"gAMA": "gamma",
          b"cHRM": "chromaticities", b"tRNS": "transparency (tRNS)", b"pHYs": "resolution (pHYs)",
          b"eXIf": "EXIF", b"tEXt": "text", b"zTXt": "text", b"iTXt": "text", b"tIME": "time"}
@@ -31,15 +34,24 @@ def metadata_chunks(data: bytes) -> Optional[dict]:
         if kind not in STRUCTURAL:
             if kind == b"iCCP":
                 name, _, rest = payload.partition(b"\0")
-                try:
-                    payload = name + b"\0" + zlib.decompress(rest[1:])
-                except zlib.error:
-                    pass
+                profile = _inflate(rest[1:], MAX_PROFILE)
+                if profile is not None:
+                    payload = name + b"\0" + profile
             out.setdefault(kind, []).append(payload)
         pos += 12 + length
         if kind == b"IEND":
             return out
     return None
+
+
+def _inflate(data: bytes, limit: int) -> Optional[bytes]:
+    """`data` decompressed, or None when it is not zlib or expands beyond `limit` bytes."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(data, limit)
+    except zlib.error:
+        return None
+    return None if d.unconsumed_tail else out
 
 
 def _describe(kind: bytes, payloads: Optional[list]) -> str:
