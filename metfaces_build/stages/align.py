@@ -59,10 +59,8 @@ from ..infra.stage import (StageSummary, convert, executor_opt, force_opt, opt, 
 from ..infra.workdir import ALIGN_JOURNAL as JOURNAL, MANIFEST, status_counts
 # the crop pipeline and the manifest logic live beside this driver; their public names
 # are importable from here as before (tools, status and the tests use them)
-from .align_crop import (CARRIED_INFO, MAX_SHIFT_TRIES, OLD_PNG_LEVEL, PNG_LEVEL,  # noqa: F401
-                         SEED, AlignParams, AlignTask, FaceJob, FaceResult, align_face,
-                         carried_info, draw_shifts, face_fit_problem, pixel_md5,
-                         process_image, shift_accepted, shift_center, warm_up,
+from .align_crop import (PNG_LEVEL, AlignParams, AlignTask, FaceJob,  # noqa: F401
+                         FaceResult, align_face, draw_shifts, process_image, warm_up,
                          _estimated_cost, _header_size)
 from .align_manifest import (PIXEL_KEYS, claimed_by, input_reference,  # noqa: F401
                              pixel_record, retire_missing, still_valid,

@@ -45,6 +45,7 @@ import io
 import json
 import time
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -509,10 +510,8 @@ def summary_lines(sel: Selection, packed: list, label_map: Optional[dict], resol
 
 def label_lines(packed: list, label_map: dict) -> list:
     """A line per label with its count, and a warning for faces without a department."""
-    lines = []
-    for dept, i in label_map.items():
-        n = sum(1 for p in packed if p.label == i)
-        lines.append(f"  label {i}: {dept} ({n})")
+    counts = Counter(p.label for p in packed)  # one pass, not one per label
+    lines = [f"  label {i}: {dept} ({counts[i]})" for dept, i in label_map.items()]
     unknown = sum(1 for p in packed if not p.crop.department)
     if unknown:
         lines.append(f"warning: {unknown} faces have no department (label "

@@ -31,15 +31,12 @@ from ..infra.workdir import (COMPARE, FACES, FILTER_SUMMARY, FILTERED, IMAGES_DI
                              OBJECTS, REJECTED, Work, as_work)
 # the pictures, the page and the sections live beside this stage; their names are
 # importable from here as before (review, the tests and tools use them)
-from .report_draw import (BG, INK, OUTLINES, REGEN_COLOUR, REJECT_INK,  # noqa: F401
-                          STORED_COLOUR, Tile, contact_sheet, draw_face, draw_points,
-                          face_crops, load_font, mismatch_tile, placeholder, save_png,
-                          source_region)
-from .report_page import (Figure, Heading, Para, Table, inline_image,  # noqa: F401
+from .report_draw import (REGEN_COLOUR, STORED_COLOUR, Tile, contact_sheet,  # noqa: F401
+                          mismatch_tile, placeholder)
+from .report_page import (Figure, Heading, Para, Table,  # noqa: F401
                           render_html, render_markdown)
-from .report_sections import (THRESHOLD_MEANING, Section, compare_section,  # noqa: F401
-                              crops_section, filter_section, pipeline_section,
-                              threshold_text, _spread, _spread_by_reason)
+from .report_sections import (compare_section, crops_section, filter_section,  # noqa: F401
+                              pipeline_section, _spread_by_reason)
 
 # the files a report is made from: a report stamped with the same ones is current
 REPORT_INPUTS = (OBJECTS, FACES, FILTERED, REJECTED, FILTER_SUMMARY, f"{IMAGES_DIR}/{MANIFEST}",

@@ -122,9 +122,15 @@ def collect(work: Path, source_root: Path, out_dir: Path) -> dict:
     for entry, job in entries(work, src, source_root, out_dir, skipped):
         faces.append(entry)
         thumbs.append(job)
-    objects = {oid: src.objects.info(oid) for oid in dict.fromkeys(f["obj"] for f in faces)}
+    objects = _page_objects(src.objects, faces)
     head = page_head(work, {f["id"] for f in faces}, skipped[0], bool(src.compared), PAGE_CARDS)
     return {**head, "faces": faces, "objects": objects, "_thumbs": thumbs}
+
+
+def _page_objects(objects, faces: list) -> dict:
+    """{object id: its page information} for the objects `faces` (entries) name, in order;
+    objects: ObjectTable."""
+    return {oid: objects.info(oid) for oid in dict.fromkeys(f["obj"] for f in faces)}
 
 
 # ---- thumbnails ----------------------------------------------------------------------------
@@ -379,7 +385,7 @@ def write_review(work_dir, *, source_images=None, out_dir=None, workers: int = 1
         data["chunks"] = files.head()
     else:
         data["faces"] = chunk
-        data["objects"] = {oid: src.objects.info(oid) for oid in dict.fromkeys(e["obj"] for e in chunk)}
+        data["objects"] = _page_objects(src.objects, chunk)
     page = out / PAGE
     atomic_write_text(page, render_page(data))
     _remove_generations(out, keep=files.gen if files.count else "")

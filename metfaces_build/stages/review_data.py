@@ -125,13 +125,6 @@ class ObjectTable:
                 "width": _int(row.get("width")), "height": _int(row.get("height"))}
 
 
-def object_info(work: Path, obj_ids) -> dict:
-    """{object id: its page information} for `obj_ids`."""
-    ids = [str(o) for o in obj_ids]
-    table = ObjectTable(work, ids)
-    return {oid: table.info(oid) for oid in ids}
-
-
 # ---- decisions, compare, align -------------------------------------------------------------
 
 def _failed_tests(values: dict, reasons: list, limits: dict) -> list:
