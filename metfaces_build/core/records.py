@@ -510,6 +510,18 @@ class AlignEntry:
         return self.raw
 
 
+def shared_dict(cache: dict, d: Any) -> Any:
+    """One stored object per distinct flat dict (every crop names the same few params and
+    versions dicts), in its own key order: `cache` maps its items to the first copy. A
+    value that is not a dict, or a dict with unhashable values, is returned as it is."""
+    if not isinstance(d, dict):
+        return d
+    try:
+        return cache.setdefault(tuple(d.items()), d)
+    except TypeError:
+        return d
+
+
 def shared_keys(obj: Any) -> Any:
     """`obj` with every dict key interned (nested dicts and lists too): a list parsed item
     by item (infra/jsonstream.py) gives each item its own copy of every key, ~50 strings

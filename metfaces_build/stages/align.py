@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from ..core.errors import UsageError
-from ..core.records import shared_keys
+from ..core.records import shared_dict, shared_keys
 from ..core.status import ALIGN_RETIRED, BAD_PATH, BAD_RECORD, OK
 from ..infra.executors import Progress, library_versions, make_executor, summarize
 from ..infra.faces import load_faces
@@ -190,23 +190,13 @@ class AlignPlan:
     record_updated: int = 0    # reused crops whose record changed outside the pixels
     shared: dict = field(default_factory=dict)      # one copy of each params / versions dict
 
-    def share(self, d):
-        """One stored object per distinct flat dict (params, versions), in its key order."""
-        if not isinstance(d, dict):
-            return d
-        try:
-            k = tuple(d.items())
-            return self.shared.setdefault(k, d)
-        except TypeError:  # a value that is not hashable: kept as it is
-            return d
-
     def compact(self, entry: dict) -> dict:
         """A new entry as stored until the manifest is written: its record left to the
         input (INPUT_RECORD), its params and versions shared."""
         entry["record"] = INPUT_RECORD
         for k in ("params", "versions"):
             if k in entry:
-                entry[k] = self.share(entry[k])
+                entry[k] = shared_dict(self.shared, entry[k])
         return entry
 
     def entry(self, i: int) -> dict:

@@ -55,7 +55,7 @@ import numpy as np
 from .. import __version__
 from ..core.errors import UsageError
 from ..core.paths import check_relative_path
-from ..core.records import FaceKey, obj_id_sort_key, shared_keys
+from ..core.records import FaceKey, obj_id_sort_key, shared_dict, shared_keys
 from ..core.status import ALIGN_RETIRED, BAD, OK
 from ..infra.executors import Progress
 from ..infra.files import atomic_dir, atomic_open, atomic_write_bytes
@@ -152,18 +152,10 @@ def load_crops(images_dir: Path, objects_jsonl: Optional[Path]) -> tuple:
         dept = e.record.get("department") or depts.get(key.obj_id, "")
         crops[key] = Crop(key.obj_id, key.face_idx, images_dir / out, e.file_md5, e.pixel_md5,
                           str(dept), _packed(_held(e.record)),
-                          _shared(shared, e.versions or {}), _shared(shared, e.params or {}))
+                          shared_dict(shared, e.versions or {}),
+                          shared_dict(shared, e.params or {}))
     ordered = [crops[k] for k in sorted(crops, key=lambda k: (obj_id_sort_key(k.obj_id), k.face_idx))]
     return ordered, not_ok
-
-
-def _shared(cache: dict, d: dict) -> dict:
-    """One object per distinct flat dict (every crop names the same few params and
-    versions), in its own key order; a dict with unhashable values is kept as it is."""
-    try:
-        return cache.setdefault(tuple(d.items()), d)
-    except TypeError:
-        return d
 
 
 # the record fields any export format reads (text, source, face_spec); an export holds
