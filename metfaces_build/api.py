@@ -113,7 +113,7 @@ def fetch(work, **options) -> Any:
     a list), search=, ids= ("436001,436008" or a list), ids_file=, since= or from_json=;
     point api= at another API root (e.g. `serve_emulator().url`). Returns FetchSummary."""
     from .infra.stage import options_from_kwargs
-    from .stages.fetch import FetchOptions, fetch as stage
+    from .stages.fetch import FetchOptions
     for name in ("departments", "ids"):
         if name in options:
             options[name] = _id_list(options[name])

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..core.errors import UsageError
-from .files import atomic_write_json, atomic_write_text, read_json_or_none
+from .files import atomic_write_json, atomic_write_text, file_digest, read_json_or_none
 
 RECIPE_VERSION = 1
 SECTIONS = ("fetch", "detect", "filter", "align")
@@ -174,7 +174,7 @@ def file_fingerprint(path: Path) -> Optional[list]:
         return None
     if not os.path.isfile(path):
         return None
-    return [st.st_size, st.st_mtime_ns, _sha256(path)]
+    return [st.st_size, st.st_mtime_ns, file_digest(path, "sha256")]
 
 
 def same_file(fp: Any, path: Path) -> bool:
@@ -187,15 +187,7 @@ def same_file(fp: Any, path: Path) -> bool:
         return False
     if [st.st_size, st.st_mtime_ns] == fp[:2]:
         return True
-    return st.st_size == fp[0] and _sha256(path) == fp[2]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return st.st_size == fp[0] and file_digest(path, "sha256") == fp[2]
 
 
 def read_stamps(path: Path) -> dict:

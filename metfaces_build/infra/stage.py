@@ -215,7 +215,7 @@ class StageSummary:
 
 def default_of(cls, name: str) -> Any:
     """The default of field `name` of options dataclass `cls` (argparse reads it here)."""
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    f = fields_by_name(cls)[name]
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from ..core.errors import UsageError
 from ..infra.recipe import Recipe, changes, load_recipe, save_recipe, write_stamp
-from ..infra.stage import check_values, default_of, option_names, recipe_fields
+from ..infra.stage import check_values, default_of, fields_by_name, option_names, recipe_fields
 from ..infra.workdir import Work
 from ..met.probe import unreachable
 from .align import AlignOptions, align
@@ -62,7 +62,7 @@ def explicit_fields(opts, given: Optional[set] = None) -> set:
 
 
 def _has_default(cls, name: str) -> bool:
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    f = fields_by_name(cls)[name]
     return f.default is not dataclasses.MISSING or \
         f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
 

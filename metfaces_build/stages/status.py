@@ -119,7 +119,7 @@ def status(work) -> StatusSummary:
     else:
         fixes = list(dict.fromkeys(s.fix for s in todo))
         lines.append("to bring it current: " + " ; ".join(
-            [fix] if any(f == fix for f in fixes) else fixes))
+            [fix] if fix in fixes else fixes))
     if recipe is None:
         lines.append(f"no recipe in {work.path}: give `run` the selection once (e.g. "
                      f"`{fix} --departments 11`); it records it in {work.recipe_toml.name}")
@@ -163,14 +163,14 @@ def detect_state(work: Work, recipe, fix: str) -> StageState:
     if not work.faces_json.exists():
         return StageState("detect", MISSING, ["faces.json not written yet"], fix)
     opts = use_table(work, "detect", DetectOptions(), given=set(), save=False).options
+    signature = opts.signature()
     tasks = tasks_from_work(work)
     before = latest(read_jsonl(work.detect_journal), "source_path")
     done = reusable_detections(before.values(), {t.source_path: t.version for t in tasks},
-                               opts.signature())
+                               signature)
     todo = [t for t in tasks if t.source_path not in done]
     # each task falls in one of three lists by its own source_path (no list scans:
     # 200,000 originals not detected yet are not 200,000 x 200,000 comparisons)
-    signature = opts.signature()
     new = [t for t in todo if t.source_path not in before]
     settings = [t for t in todo if t.source_path in before
                 and before[t.source_path].get("settings") != signature]

@@ -42,16 +42,12 @@ def parse_date(s: str) -> str:
     return s
 
 
-def options(args, **overrides) -> "stage.FetchOptions":
-    """FetchOptions from parsed fetch flags (run reuses it with its own --fetch-workers)."""
-    overrides.setdefault("allow_host", tuple(args.allow_host or ()))
-    return options_from_args(stage.FetchOptions, args, **overrides)
+def options(args) -> "stage.FetchOptions":
+    """FetchOptions from parsed fetch flags (--allow-host collected into a tuple)."""
+    return options_from_args(stage.FetchOptions, args, allow_host=tuple(args.allow_host or ()))
 
 
 def main(args) -> int:
-    return print_summary(fetch_work(Work(args.work), options(args), _given(args)))
-
-
-def _given(args):
-    """The flags typed on the command line (None when called without the CLI's parser)."""
-    return getattr(args, "_explicit", None)
+    # `_explicit`: the flags typed on the command line (absent without the CLI's parser)
+    return print_summary(fetch_work(Work(args.work), options(args),
+                                    getattr(args, "_explicit", None)))

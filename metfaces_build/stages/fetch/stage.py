@@ -15,7 +15,7 @@ from ...core.status import FETCH_FAILED
 from ...infra.executors import Progress, summarize
 from ...infra.files import JsonlAppender, remove_stale_temps
 from ...infra.lock import locked
-from ...infra.workdir import UPDATE_KINDS, UPDATE_LABELS, Work
+from ...infra.workdir import UPDATE_KINDS, UPDATE_LABELS, Work, as_work
 from ...met.client import ApiOutage, FetchFailure, MetClient
 from ...met.pacing import PaceProgress
 from .dry_run import dry_run
@@ -54,7 +54,7 @@ def fetch(work, opts: FetchOptions) -> FetchSummary:
     are skipped (`opts.recheck` retries non-ok ones, `opts.force` everything). One fetch
     per work directory at a time (infra.lock); a dry run takes no lock and writes nothing."""
     check_options(opts)
-    layout = work if isinstance(work, Work) else Work(work)
+    layout = as_work(work)
     if opts.dry_run:
         return _dry_run(layout, opts)
     return _fetch_locked(layout, opts)
