@@ -7,6 +7,8 @@ stage reads of it (`Work.objects`, `scan_objects`, `JournalDamage`).
 """
 from __future__ import annotations
 
+import contextlib
+
 import datetime
 from pathlib import Path
 from typing import Optional
@@ -129,24 +131,23 @@ class JournalIndex:
         except FileNotFoundError:
             f = None
         off = 0
-        for line in f or ():
-            try:
-                row = loads(line) if line.strip() else None
-            except ValueError:  # truncated, garbled, not UTF-8, too deep
-                row = None
-            oid, st = (row.get("id"), row.get("status")) if isinstance(row, dict) else (None, None)
-            if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
-                    and st in code_of:
-                ids.append(oid)
-                codes.append(code_of[st])
-                offsets.append(off)
-                if row.get("refresh_error"):
-                    self.refresh_pending.add(oid)
-                else:
-                    self.refresh_pending.discard(oid)
-            off += len(line)
-        if f is not None:
-            f.close()
+        with f if f is not None else contextlib.nullcontext(()) as lines:  # closed on any error
+            for line in lines:
+                try:
+                    row = loads(line) if line.strip() else None
+                except ValueError:  # truncated, garbled, not UTF-8, too deep
+                    row = None
+                oid, st = (row.get("id"), row.get("status")) if isinstance(row, dict) else (None, None)
+                if isinstance(oid, int) and as_object_id(oid) is not None and isinstance(st, str) \
+                        and st in code_of:
+                    ids.append(oid)
+                    codes.append(code_of[st])
+                    offsets.append(off)
+                    if row.get("refresh_error"):
+                        self.refresh_pending.add(oid)
+                    else:
+                        self.refresh_pending.discard(oid)
+                off += len(line)
         a, c = np.asarray(ids, dtype=np.int64), np.asarray(codes, dtype=np.int8)
         # last line per id wins: unique over the reversed arrays keeps the last occurrence
         uniq, first_rev = np.unique(a[::-1], return_index=True)
